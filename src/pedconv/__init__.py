@@ -1,0 +1,31 @@
+"""pedconv: Parameter Efficient Dynamic Convolution (Hou & Kung, BMVC 2021) for PyTorch.
+
+>>> import torch, torchvision, pedconv
+>>> model = pedconv.convert(torchvision.models.resnet18())
+>>> model.eval()(torch.randn(1, 3, 224, 224)).shape
+torch.Size([1, 1000])
+"""
+
+from .convert import CONV_KINDS, conv_kind, convert, select_convs
+from .infomax import INFOMAX_WEIGHT, infomax_loss, strip_infomax
+from .layers import ACTIVATIONS, COMPONENTS, ComponentGenerator, PEDConv2d
+from .ops import STRATEGIES, dynamic_conv2d
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "COMPONENTS",
+    "CONV_KINDS",
+    "INFOMAX_WEIGHT",
+    "STRATEGIES",
+    "ComponentGenerator",
+    "PEDConv2d",
+    "__version__",
+    "conv_kind",
+    "convert",
+    "dynamic_conv2d",
+    "infomax_loss",
+    "select_convs",
+    "strip_infomax",
+]

@@ -1,0 +1,187 @@
+"""Swap the ``nn.Conv2d`` layers of any CNN for :class:`~pedconv.PEDConv2d`.
+
+The policy options reproduce the paper's setting ("all standard convolution layers except
+the first layer", Sec. 4.1), the authors' ResNets (static downsample shortcuts) and the
+ablations of Table 5 (which kinds of convolution, which depths).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import inspect
+import re
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import torch.nn as nn
+
+from .layers.pedconv2d import PEDConv2d
+
+__all__ = ["CONV_KINDS", "conv_kind", "convert", "select_convs"]
+
+CONV_KINDS: tuple[str, ...] = ("pointwise", "depthwise", "dense", "grouped")
+"""How :func:`conv_kind` classifies a convolution (Table 5c uses the first two)."""
+
+_SHORTCUT_RE = re.compile(r"(^|\.)(downsample|shortcut|skip)(\.|$)")
+_DEPTH_PRESETS = {"all": (0.0, 1.0), "shallow": (0.0, 0.5), "deep": (0.5, 1.0)}
+_LAYER_OPTIONS = frozenset(
+    name
+    for name, p in inspect.signature(PEDConv2d.__init__).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def conv_kind(conv: nn.Conv2d) -> str:
+    """``"depthwise"`` (groups == Cin > 1), ``"pointwise"`` (1x1), ``"dense"`` (kxk,
+    groups 1) or ``"grouped"`` (kxk, 1 < groups < Cin)."""
+    if conv.groups == conv.in_channels and conv.in_channels > 1:
+        return "depthwise"
+    if tuple(conv.kernel_size) == (1, 1):
+        return "pointwise"
+    return "dense" if conv.groups == 1 else "grouped"
+
+
+def _as_patterns(name: str, value: Union[None, str, Iterable[str]]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(p, str) for p in items):
+        raise TypeError(f"{name} must be a pattern string or a list of them, got {value!r}")
+    return items
+
+
+def _depth_range(depth: Union[None, str, Sequence[float]]) -> tuple[float, float]:
+    if depth is None:
+        return 0.0, 1.0
+    if isinstance(depth, str):
+        if depth not in _DEPTH_PRESETS:
+            raise ValueError(f"depth must be one of {sorted(_DEPTH_PRESETS)} or (start, end), got {depth!r}")
+        return _DEPTH_PRESETS[depth]
+    lo, hi = depth
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"depth=(start, end) must satisfy 0 <= start < end <= 1, got {depth!r}")
+    return float(lo), float(hi)
+
+
+def select_convs(
+    model: nn.Module,
+    *,
+    skip_first: bool = True,
+    keep_shortcut: bool = False,
+    kinds: Optional[Iterable[str]] = None,
+    depth: Union[None, str, Sequence[float]] = None,
+    include: Union[None, str, Iterable[str]] = None,
+    exclude: Union[None, str, Iterable[str]] = None,
+    filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
+) -> list[str]:
+    """Names of the ``nn.Conv2d`` modules that :func:`convert` would replace.
+
+    See :func:`convert` for the arguments.
+    """
+    kinds_set = set(CONV_KINDS if kinds is None else ([kinds] if isinstance(kinds, str) else kinds))
+    unknown = kinds_set - set(CONV_KINDS)
+    if unknown or not kinds_set:
+        raise ValueError(f"kinds must be a non-empty subset of {CONV_KINDS}, got {sorted(kinds_set)}")
+    lo, hi = _depth_range(depth)
+    include_p, exclude_p = _as_patterns("include", include), _as_patterns("exclude", exclude)
+
+    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]
+    chosen = []
+    for i, (name, conv) in enumerate(convs):
+        if skip_first and i == 0:
+            continue
+        if keep_shortcut and _SHORTCUT_RE.search(name):
+            continue
+        if conv_kind(conv) not in kinds_set:
+            continue
+        if include_p and not any(fnmatch.fnmatchcase(name, p) for p in include_p):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in exclude_p):
+            continue
+        if filter is not None and not filter(name, conv):
+            continue
+        chosen.append(name)
+    # Depth is a fraction of the otherwise-eligible layers, in registration order.
+    n = len(chosen)
+    return [name for j, name in enumerate(chosen) if lo * n <= j < hi * n]
+
+
+def convert(
+    model: nn.Module,
+    *,
+    skip_first: bool = True,
+    keep_shortcut: bool = False,
+    kinds: Optional[Iterable[str]] = None,
+    depth: Union[None, str, Sequence[float]] = None,
+    include: Union[None, str, Iterable[str]] = None,
+    exclude: Union[None, str, Iterable[str]] = None,
+    filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
+    inplace: bool = False,
+    preserve_function: bool = True,
+    **options: object,
+) -> nn.Module:
+    """Replace ``nn.Conv2d`` layers (exact type) by :class:`~pedconv.PEDConv2d`.
+
+    Always use the returned module: it is a converted deep copy unless ``inplace``.
+    Subclasses of ``nn.Conv2d`` (e.g. timm's ``Conv2dSame``) are left alone. Each new
+    layer keeps the old one's weight, bias, device, dtype and training flag, and with
+    ``preserve_function`` computes the same output until trained (see
+    :meth:`PEDConv2d.from_conv`).
+
+    Args:
+        model: any ``nn.Module``; if it is itself an ``nn.Conv2d``, it is converted.
+        skip_first: keep the model's first convolution (registration order) static, as
+            the paper does.
+        keep_shortcut: keep convolutions under a ``downsample``/``shortcut``/``skip``
+            module static, as the authors' ResNets do.
+        kinds: subset of :data:`CONV_KINDS` to convert (Table 5c); all by default.
+        depth: ``"shallow"``, ``"deep"``, ``"all"`` or ``(start, end)`` fractions of the
+            otherwise-eligible convolutions in registration order (Table 5d).
+        include: fnmatch patterns on module names; if given, only matches are converted.
+        exclude: fnmatch patterns on module names never to convert.
+        filter: ``filter(name, conv) -> bool`` for any other policy.
+        inplace: modify ``model`` itself instead of a deep copy.
+        preserve_function: see :meth:`PEDConv2d.from_conv`.
+        **options: :class:`PEDConv2d` keyword options (``rank``, ``components``,
+            ``variational``, ``sigma``, ``infomax``, ``activation``, ...).
+
+    Returns:
+        The converted model.
+
+    Example:
+        >>> import torchvision
+        >>> model = convert(torchvision.models.resnet18(), keep_shortcut=True)
+        >>> sum(isinstance(m, PEDConv2d) for m in model.modules())
+        16
+    """
+    unknown = set(options) - _LAYER_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"convert got unknown option(s) {sorted(unknown)}; "
+            f"PEDConv2d options are {sorted(_LAYER_OPTIONS)}"
+        )
+    if type(model) is nn.Conv2d:
+        return PEDConv2d.from_conv(model, preserve_function=preserve_function, **options)
+    names = select_convs(
+        model,
+        skip_first=skip_first,
+        keep_shortcut=keep_shortcut,
+        kinds=kinds,
+        depth=depth,
+        include=include,
+        exclude=exclude,
+        filter=filter,
+    )
+    if not inplace:
+        model = copy.deepcopy(model)
+    # Build every replacement first, then assign: the tree is never changed while walked
+    # and never walked into the new layers.
+    replacements = [
+        (name, PEDConv2d.from_conv(model.get_submodule(name), preserve_function=preserve_function, **options))
+        for name in names
+    ]
+    for name, layer in replacements:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer)
+    return model
