@@ -464,7 +464,9 @@ class PEDConv2d(nn.Module):
         if self.training and self.decoder is not None:
             # Eq. (6): reconstruct the detached GAP feature from the sampled components.
             recon = self.decoder(g)
-            self.last_infomax_loss = F.mse_loss(recon.float(), pooled.detach().float())
+            # At least float32 for the loss, also under bf16/fp16 autocast.
+            dt = torch.promote_types(recon.dtype, torch.float32)
+            self.last_infomax_loss = F.mse_loss(recon.to(dt), pooled.detach().to(dt))
         else:
             self.last_infomax_loss = None
         if self._pad_lrtb is not None:

@@ -1,0 +1,102 @@
+"""state_dict, deepcopy/pickle, autocast, channels_last, torch.compile and torch.jit.trace."""
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn as nn
+
+import pedconv
+from helpers import randomize_generator
+
+
+def _small_net(**options):
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(16, 16, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    )
+    net = pedconv.convert(net, **options)
+    for m in net.modules():
+        if isinstance(m, pedconv.PEDConv2d):
+            randomize_generator(m)
+    return net
+
+
+@pytest.mark.parametrize("options", [dict(), dict(rank=2, sigma="learned")])
+def test_state_dict_round_trip(options):
+    net = _small_net(**options).eval()
+    other = _small_net(**options)
+    for p in other.parameters():
+        p.data.normal_()
+    other.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(other.eval()(x), net(x), rtol=0, atol=0)
+    keys = set(net.state_dict())
+    assert {"3.weight", "3.bias", "3.generator.fc_share.weight", "3.generator.head.weight", "3.decoder.0.weight"} <= keys
+
+
+def test_deepcopy_and_pickle_after_a_training_step():
+    net = _small_net().train()
+    net(torch.randn(2, 3, 16, 16))
+    assert pedconv.infomax_loss(net).requires_grad
+    x = torch.randn(2, 3, 16, 16)
+    copied = copy.deepcopy(net).eval()
+    buf = io.BytesIO()
+    torch.save(net, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False).eval()
+    pickled = pickle.loads(pickle.dumps(net)).eval()
+    ref = net.eval()(x)
+    for other in (copied, loaded, pickled):
+        torch.testing.assert_close(other(x), ref, rtol=0, atol=0)
+
+
+def test_autocast_bfloat16_on_cpu():
+    net = _small_net().eval()
+    x = torch.randn(2, 3, 16, 16)
+    ref = net(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
+    net.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+        loss = out.float().sum() + pedconv.INFOMAX_WEIGHT * pedconv.infomax_loss(net)
+    assert pedconv.infomax_loss(net).dtype == torch.float32
+    loss.backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if "decoder" in n)
+
+
+def test_channels_last():
+    net = _small_net().eval()
+    x = torch.randn(2, 3, 16, 16)
+    ref = net(x)
+    net_cl = net.to(memory_format=torch.channels_last)
+    out = net_cl(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_jit_trace_matches_eager_on_new_inputs():
+    net = _small_net().eval()
+    traced = torch.jit.trace(net, torch.randn(2, 3, 16, 16))
+    for shape in [(2, 3, 16, 16), (2, 3, 20, 12)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(traced(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    layer = pedconv.PEDConv2d(8, 8, 3, padding=1).eval()
+    randomize_generator(layer)
+    x = torch.randn(2, 8, 8, 8)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True, backend="inductor")
+    torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
+    layer.train()
+    y = compiled(x)
+    assert y.shape == (2, 8, 8, 8) and layer.last_infomax_loss is not None
