@@ -100,3 +100,29 @@ def test_torch_compile_fullgraph_matches_eager():
     layer.train()
     y = compiled(x)
     assert y.shape == (2, 8, 8, 8) and layer.last_infomax_loss is not None
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript_exporter", "dynamo_exporter"])
+def test_onnx_export_with_dynamic_batch_matches_eager(tmp_path, dynamo):
+    ort = pytest.importorskip("onnxruntime")
+    net = _small_net(rank=1).eval()
+    path = tmp_path / "net.onnx"
+    x = torch.randn(2, 3, 16, 16)
+    if dynamo:
+        kw = dict(dynamic_shapes=({0: torch.export.Dim("batch")},))
+    else:
+        kw = dict(dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=dynamo, **kw)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        xb = torch.randn(batch, 3, 16, 16)
+        out = torch.from_numpy(sess.run(None, {"x": xb.numpy()})[0])
+        torch.testing.assert_close(out, net(xb), atol=1e-4, rtol=1e-4)
+
+
+def test_trace_is_batch_independent():
+    net = _small_net().eval()
+    traced = torch.jit.trace(net, torch.randn(2, 3, 16, 16))
+    for batch in (1, 7):
+        x = torch.randn(batch, 3, 16, 16)
+        torch.testing.assert_close(traced(x), net(x), atol=1e-5, rtol=1e-5)

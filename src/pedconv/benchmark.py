@@ -1,0 +1,349 @@
+"""Speed and memory of PEDConv against the static convolution and the dynamic-conv peers.
+
+Every number is a ratio to the static ``nn.Conv2d`` (or static model) timed in the same run,
+interleaved round by round, so machine load drifts affect all contestants alike.
+
+* Layer level: every distinct conv shape of torchvision's ResNet-50 and MobileNetV2 at
+  224x224 (the stem excluded, as the paper keeps it static), in three modes: a training
+  step (forward + backward, input gradients on) at batch 32, eval at batch 32, eval at
+  batch 1. Contestants: pedconv with each strategy and ``auto``, timm's ``CondConv2d``
+  (4 experts, with its router), DY-Conv (4 kernels) and the authors' formulation
+  (``strategy="naive"``).
+* Model level: PEDConv-ResNet-18/50 converted from torchvision (downsample shortcuts
+  static, as in the authors' models) against the static model.
+
+Memory is the bytes autograd saves for backward (the activations that dominate training
+memory), de-duplicated by storage, as a ratio to the static layer/model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from .convert import convert
+from .infomax import infomax_loss
+from .layers.condconv import CondConv2d
+from .layers.dyconv import DynamicConv2d
+from .layers.pedconv2d import PEDConv2d
+from .ops import STRATEGIES
+
+__all__ = ["ConvShape", "bench_layers", "bench_models", "conv_shapes", "main"]
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One convolution of a network, with the input size it sees."""
+
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    padding: int
+    groups: int
+    height: int
+    width: int
+
+    @property
+    def kind(self) -> str:
+        if self.groups == self.cin and self.cin > 1:
+            return "depthwise"
+        return "pointwise" if self.kernel == 1 else ("dense" if self.groups == 1 else "grouped")
+
+    def label(self) -> str:
+        g = f" g{self.groups}" if self.groups > 1 else ""
+        return f"{self.cin}->{self.cout} k{self.kernel} s{self.stride}{g} @{self.height}"
+
+
+def conv_shapes(arch: str, image_size: int = 224) -> list[ConvShape]:
+    """Distinct conv shapes of a torchvision model, in forward order, the stem excluded."""
+    model = getattr(torchvision.models, arch)().eval()
+    shapes: list[ConvShape] = []
+    hooks = []
+
+    def hook(m: nn.Conv2d, inputs: tuple, _out: object) -> None:
+        h, w = inputs[0].shape[-2:]
+        s = ConvShape(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0],  # type: ignore[arg-type]
+                      m.groups, int(h), int(w))
+        shapes.append(s)
+
+    for m in model.modules():
+        if type(m) is nn.Conv2d:
+            hooks.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size))
+    for h in hooks:
+        h.remove()
+    return list(dict.fromkeys(shapes[1:]))
+
+
+def _saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes autograd saves for backward while running ``fn`` (distinct storages)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values())
+
+
+def _time_interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _layer_contestants(s: ConvShape, include_naive: bool) -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    args = (s.cin, s.cout, s.kernel)
+    kw = dict(stride=s.stride, padding=s.padding, groups=s.groups, bias=False)
+    static = nn.Conv2d(*args, **kw)  # type: ignore[arg-type]
+    out: dict[str, nn.Module] = {"static": static, "pedconv": PEDConv2d.from_conv(static)}
+    for strat in STRATEGIES:
+        if strat == "loop" or (strat == "naive" and not include_naive):
+            continue
+        out[f"ped_{strat}"] = PEDConv2d.from_conv(static, strategy=strat)
+    out["condconv4"] = CondConv2d(*args, **kw, num_experts=4)  # type: ignore[arg-type]
+    out["dyconv4"] = DynamicConv2d(*args, **kw, num_kernels=4)  # type: ignore[arg-type]
+    return out
+
+
+def _train_step(m: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    def step() -> torch.Tensor:
+        y = m(x)
+        loss = y.float().mean()
+        if isinstance(m, PEDConv2d) or any(isinstance(c, PEDConv2d) for c in m.modules()):
+            loss = loss + 1e-3 * infomax_loss(m)
+        loss.backward()
+        return y
+
+    return step
+
+
+def bench_layers(
+    archs: Sequence[str] = ("resnet50", "mobilenet_v2"),
+    batch: int = 32,
+    reps: int = 5,
+    image_size: int = 224,
+    max_shapes: Optional[int] = None,
+    include_naive: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Per-shape ratios to the static conv for train (B=batch), eval (B=batch), eval (B=1)."""
+    rows = []
+    for arch in archs:
+        shapes = conv_shapes(arch, image_size)
+        if max_shapes is not None:
+            step = max(1, len(shapes) // max_shapes)
+            shapes = shapes[::step][:max_shapes]
+        for s in shapes:
+            mods = _layer_contestants(s, include_naive)
+            row: dict = dict(arch=arch, shape=s.label(), kind=s.kind, **asdict(s))
+            for mode, b in (("train", batch), ("eval", batch), ("eval_b1", 1)):
+                x = torch.randn(b, s.cin, s.height, s.width)
+                if mode == "train":
+                    for m in mods.values():
+                        m.train()
+                    xg = x.requires_grad_(True)
+                    fns = {k: _train_step(m, xg) for k, m in mods.items()}
+                    mem = {k: _saved_bytes(lambda m=m: m(xg)) for k, m in mods.items()}
+                    row["mem"] = {k: v / mem["static"] for k, v in mem.items()}
+                else:
+                    for m in mods.values():
+                        m.eval()
+
+                    def infer(m: nn.Module = None, x: torch.Tensor = x) -> object:  # type: ignore[assignment]
+                        with torch.inference_mode():
+                            return m(x)
+
+                    fns = {k: (lambda m=m: infer(m)) for k, m in mods.items()}
+                times = _time_interleaved(fns, reps)
+                row[mode] = {k: v / times["static"] for k, v in times.items()}
+                row[f"{mode}_static_ms"] = 1e3 * times["static"]
+            rows.append(row)
+            log(f"{arch:>12} {s.label():>28} [{s.kind:>9}]  "
+                + "  ".join(f"{mode} {row[mode]['pedconv']:.2f}x" for mode in ("train", "eval", "eval_b1"))
+                + f"  mem {row['mem']['pedconv']:.2f}x")
+    return rows
+
+
+def bench_models(
+    specs: Sequence[tuple[str, int]] = (("resnet18", 32), ("resnet50", 16)),
+    reps: int = 3,
+    image_size: int = 224,
+    eval_batch: int = 32,
+    include_naive: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Model-level ratios: training step (fwd + bwd + SGD), eval at ``eval_batch`` and at 1."""
+    rows = []
+    for arch, train_batch in specs:
+        torch.manual_seed(0)
+        static = getattr(torchvision.models, arch)()
+        models = {"static": static, "pedconv": convert(static, keep_shortcut=True)}
+        if include_naive:
+            models["ped_naive"] = convert(static, keep_shortcut=True, strategy="naive")
+        opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
+        row: dict = dict(arch=arch, train_batch=train_batch, eval_batch=eval_batch)
+        x = torch.randn(train_batch, 3, image_size, image_size)
+        target = torch.randint(0, 1000, (train_batch,))
+
+        def train_fn(k: str) -> Callable[[], object]:
+            m, opt = models[k], opts[k]
+
+            def step() -> object:
+                m.train()
+                loss = nn.functional.cross_entropy(m(x), target) + 1e-3 * infomax_loss(m)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                return loss
+
+            return step
+
+        times = _time_interleaved({k: train_fn(k) for k in models}, reps)
+        row["train"] = {k: v / times["static"] for k, v in times.items()}
+        row["train_static_s"] = times["static"]
+        mem = {k: _saved_bytes(lambda m=m: m.train()(x)) for k, m in models.items()}
+        row["mem"] = {k: v / mem["static"] for k, v in mem.items()}
+        row["mem_static_mb"] = mem["static"] / 2**20
+        for mode, b in (("eval", eval_batch), ("eval_b1", 1)):
+            xe = torch.randn(b, 3, image_size, image_size)
+
+            def infer(m: nn.Module, xe: torch.Tensor = xe) -> object:
+                m.eval()
+                with torch.inference_mode():
+                    return m(xe)
+
+            times = _time_interleaved({k: (lambda m=m: infer(m)) for k, m in models.items()}, reps)
+            row[mode] = {k: v / times["static"] for k, v in times.items()}
+            row[f"{mode}_static_s"] = times["static"]
+        rows.append(row)
+        log(f"{arch}: train {row['train']['pedconv']:.2f}x  eval {row['eval']['pedconv']:.2f}x  "
+            f"eval_b1 {row['eval_b1']['pedconv']:.2f}x  mem {row['mem']['pedconv']:.2f}x"
+            + (f"  (naive train {row['train']['ped_naive']:.2f}x)" if include_naive else ""))
+    return rows
+
+
+def _markdown(layer_rows: list[dict], model_rows: list[dict]) -> str:
+    lines = []
+    if layer_rows:
+        names = [k for k in layer_rows[0]["train"] if k != "static"]
+        lines.append("### Layers (time ratio to static nn.Conv2d; train = fwd+bwd)\n")
+        head = "| net | shape | kind | " + " | ".join(f"{n} train / eval / B=1" for n in names) + " | pedconv mem |"
+        lines += [head, "|" + " --- |" * (4 + len(names))]
+        for r in layer_rows:
+            cells = [f"{r['train'][n]:.2f} / {r['eval'][n]:.2f} / {r['eval_b1'][n]:.2f}" for n in names]
+            lines.append(f"| {r['arch']} | {r['shape']} | {r['kind']} | " + " | ".join(cells) + f" | {r['mem']['pedconv']:.2f} |")
+    if model_rows:
+        names = [k for k in model_rows[0]["train"] if k != "static"]
+        lines.append("\n### Models (ratio to the static torchvision model)\n")
+        lines.append("| model | contestant | train step | eval | eval B=1 | saved-activation memory | static train step (s) |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in model_rows:
+            for n in names:
+                lines.append(f"| {r['arch']} (train B={r['train_batch']}, eval B={r['eval_batch']}) | {n} | "
+                             f"{r['train'][n]:.2f} | {r['eval'][n]:.2f} | {r['eval_b1'][n]:.2f} | {r['mem'][n]:.2f} | "
+                             f"{r['train_static_s']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(layer_rows: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    if not layer_rows:
+        return False
+    names = [k for k in layer_rows[0]["train"] if k != "static"]
+    fig, axes = plt.subplots(3, 1, figsize=(max(10, 0.45 * len(layer_rows)), 11), sharex=True)
+    width = 0.8 / len(names)
+    for ax, mode in zip(axes, ("train", "eval", "eval_b1")):
+        for i, n in enumerate(names):
+            ax.bar([j + i * width for j in range(len(layer_rows))], [r[mode][n] for r in layer_rows], width, label=n)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{mode}: time / static")
+    axes[0].legend(ncol=len(names), fontsize=8)
+    axes[-1].set_xticks(range(len(layer_rows)))
+    axes[-1].set_xticklabels([f"{r['arch'][:6]} {r['shape']}" for r in layer_rows], rotation=90, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="pedconv bench", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a few shapes, small batch: a CI smoke run (< 3 min)")
+    p.add_argument("--batch", type=int, default=32, help="layer-level batch for train and eval")
+    p.add_argument("--reps", type=int, default=5, help="timed rounds per measurement (median)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--archs", nargs="+", default=["resnet50", "mobilenet_v2"])
+    p.add_argument("--skip-layers", action="store_true")
+    p.add_argument("--skip-models", action="store_true")
+    p.add_argument("--no-naive", action="store_true", help="leave out the authors' (slow) formulation")
+    p.add_argument("--out", type=Path, default=Path("results/bench"), help="output prefix (.md, .json, .png)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace] = None) -> dict:
+    if args is None:
+        args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        layer_kw = dict(batch=4, reps=2, image_size=112, max_shapes=3)
+        model_kw = dict(specs=(("resnet18", 4),), reps=1, image_size=112, eval_batch=4)
+    else:
+        layer_kw = dict(batch=args.batch, reps=args.reps)
+        model_kw = dict(reps=max(2, args.reps // 2))
+    started = time.time()
+    layers = [] if args.skip_layers else bench_layers(args.archs, include_naive=not args.no_naive, **layer_kw)  # type: ignore[arg-type]
+    models = [] if args.skip_models else bench_models(include_naive=not args.no_naive, **model_kw)  # type: ignore[arg-type]
+    meta = dict(
+        machine=f"{platform.machine()} {platform.processor()}".strip(), threads=args.threads,
+        torch=torch.__version__, date=time.strftime("%Y-%m-%d"), quick=args.quick,
+        seconds=round(time.time() - started), settings={k: str(v) for k, v in {**layer_kw, **model_kw}.items()},
+    )
+    result = dict(meta=meta, layers=layers, models=models)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    md = _markdown(layers, models)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(md)
+    plotted = _plot(layers, args.out.with_suffix(".png"))
+    print(md)
+    print(f"wrote {args.out}.json, {args.out}.md" + (f", {args.out}.png" if plotted else " (no matplotlib: no PNG)"))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""DY-Conv baseline: "Dynamic Convolution: Attention over Convolution Kernels",
+Chen et al., CVPR 2020 (https://arxiv.org/abs/1912.03458).
+
+``K`` kernels aggregated by a softmax attention ``GAP -> FC -> ReLU -> FC -> softmax(z / T)``
+whose temperature ``T`` is annealed from 30 to 1 over the first epochs (set
+``layer.temperature``; :func:`dyconv_temperature` gives the paper's schedule). Executed as
+the original: aggregate the weight per sample, then a batch-as-groups convolution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.common_types import _size_2_t
+from torch.nn.modules.utils import _pair
+
+__all__ = ["DynamicConv2d", "dyconv_temperature"]
+
+
+def dyconv_temperature(epoch: float, anneal_epochs: float = 10.0, start: float = 30.0, end: float = 1.0) -> float:
+    """Linear annealing of the attention temperature from ``start`` to ``end``."""
+    if epoch >= anneal_epochs:
+        return end
+    return start + (end - start) * max(epoch, 0.0) / anneal_epochs
+
+
+class DynamicConv2d(nn.Module):
+    """Conv whose weight is ``sum_k softmax(a(x) / T)_k W_k`` over ``num_kernels`` kernels.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
+            as in :class:`torch.nn.Conv2d` (integer padding).
+        num_kernels: K (4 in the paper).
+        reduction: attention bottleneck ratio (hidden = max(4, Cin // reduction)).
+        temperature: initial softmax temperature (30 in the paper).
+
+    Example:
+        >>> import torch
+        >>> DynamicConv2d(8, 16, 3, padding=1)(torch.randn(2, 8, 6, 6)).shape
+        torch.Size([2, 16, 6, 6])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _size_2_t,
+        stride: _size_2_t = 1,
+        padding: _size_2_t = 0,
+        dilation: _size_2_t = 1,
+        groups: int = 1,
+        bias: bool = True,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+        *,
+        num_kernels: int = 4,
+        reduction: int = 4,
+        temperature: float = 30.0,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        if num_kernels < 1:
+            raise ValueError(f"num_kernels must be >= 1, got {num_kernels}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.num_kernels, self.temperature = num_kernels, float(temperature)
+        hidden = max(4, in_channels // reduction)
+        self.attention = nn.Sequential(
+            nn.Linear(in_channels, hidden, **dd), nn.ReLU(inplace=True), nn.Linear(hidden, num_kernels, **dd)
+        )
+        self.weight = nn.Parameter(
+            torch.empty(num_kernels, out_channels, in_channels // groups, *self.kernel_size, **dd)
+        )
+        self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **dd)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for k in range(self.num_kernels):
+            nn.init.kaiming_uniform_(self.weight[k], a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.weight[0, 0].numel())
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, cin, height, width = x.shape
+        attn = torch.softmax(self.attention(x.mean(dim=(2, 3))) / self.temperature, dim=1)
+        w = torch.mm(attn, self.weight.flatten(1)).view(batch * self.out_channels, cin // self.groups, *self.kernel_size)
+        b = torch.mm(attn, self.bias).flatten() if self.bias is not None else None
+        y = F.conv2d(x.reshape(1, batch * cin, height, width), w, b, self.stride, self.padding,
+                     self.dilation, self.groups * batch)
+        return y.view(batch, self.out_channels, y.shape[-2], y.shape[-1])
