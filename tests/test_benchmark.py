@@ -1,0 +1,41 @@
+"""The benchmark harness runs end to end and reports sane, complete tables (no timing asserts)."""
+
+import json
+
+import pytest
+import torch
+
+from pedconv import benchmark
+from pedconv.cli import main as cli_main
+
+
+def test_conv_shapes_are_distinct_and_skip_the_stem():
+    shapes = benchmark.conv_shapes("resnet50")
+    assert len(shapes) == len(set(shapes))
+    assert all(s.cin != 3 for s in shapes)  # the stem (3 -> 64) is not benchmarked
+    assert {s.kind for s in shapes} == {"pointwise", "dense"}
+    kinds = {s.kind for s in benchmark.conv_shapes("mobilenet_v2")}
+    assert {"pointwise", "depthwise"} <= kinds
+
+
+def test_layer_and_model_benches_tiny():
+    rows = benchmark.bench_layers(["mobilenet_v2"], batch=2, reps=1, image_size=32, max_shapes=2, log=lambda s: None)
+    assert len(rows) == 2
+    for r in rows:
+        for mode in ("train", "eval", "eval_b1"):
+            assert r[mode]["static"] == pytest.approx(1.0)
+            assert {"pedconv", "ped_factored", "ped_materialize", "ped_naive", "condconv4", "dyconv4"} <= set(r[mode])
+            assert all(v > 0 for v in r[mode].values())
+        assert r["mem"]["static"] == pytest.approx(1.0) and r["mem"]["pedconv"] > 0
+    models = benchmark.bench_models((("resnet18", 2),), reps=1, image_size=32, eval_batch=2, log=lambda s: None)
+    assert models[0]["train"]["static"] == pytest.approx(1.0) and "ped_naive" in models[0]["train"]
+
+
+@pytest.mark.slow
+def test_cli_quick_writes_markdown_json_png(tmp_path):
+    out = tmp_path / "bench"
+    assert cli_main(["bench", "--quick", "--out", str(out)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["layers"] and data["models"] and data["meta"]["quick"]
+    assert "| resnet18" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").stat().st_size > 1000
