@@ -111,7 +111,8 @@ def test_components_and_dynamic_weight_follow_eq2(config):
 @pytest.mark.parametrize("kernel,groups", [(1, 1), (3, 1), (3, 2), (3, 4), ((1, 3), 1)])
 @pytest.mark.parametrize("rank", [1, 2])
 @pytest.mark.parametrize("B", [1, 3])
-def test_strategies_agree_in_float64_forward_and_backward(strategy, kernel, groups, rank, B):
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
+def test_strategies_agree_in_float64_forward_and_backward(strategy, kernel, groups, rank, B, stride):
     torch.manual_seed(1)
     cin, cout = 4, 8
     x = torch.randn(B, cin, 7, 7, dtype=torch.float64, requires_grad=True)
@@ -120,7 +121,7 @@ def test_strategies_agree_in_float64_forward_and_backward(strategy, kernel, grou
     bias = torch.randn(cout, dtype=torch.float64, requires_grad=True)
     comps = [torch.rand(B, rank, n, dtype=torch.float64, requires_grad=True) for n in (cout, cin // groups, kk)]
     padding = (0, 0) if kernel == 1 else (1, 1)
-    args = ((2, 1), padding, (1, 2), groups)
+    args = (stride, padding, (1, 2), groups)
     ref = pedconv.ops.conv2d_per_sample(x, w, bias, *comps, *args)
     out = pedconv.dynamic_conv2d(x, w, bias, *comps, *args, strategy=strategy)
     torch.testing.assert_close(out, ref)

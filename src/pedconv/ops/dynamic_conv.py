@@ -12,10 +12,14 @@ sample) really changes the kernel. The strategies exploit that in different ways
 ``"factored"``
     Scale the input by ``phi`` and the output by ``gamma``; in between, the static
     convolution with ``W_base`` when ``psi`` is off or the kernel is 1x1 (``psi`` is then
-    a scalar that folds into ``gamma``), else an im2col GEMM with the *shared* ``W_base``
-    on columns scaled by ``phi (x) psi``. Extra work is proportional to the activations,
-    nothing is batch-sized in the weight, and the graph does not depend on the batch size
-    (used for tracing and ONNX export). Rank ``R`` costs ``R`` convolutions.
+    a scalar that folds into ``gamma``). With a kxk ``psi`` at stride 1 and no groups: a
+    kxk convolution is the sum over its taps of 1x1 convolutions on shifted inputs, so
+    one 1x1 convolution with the *shared* weight gives every tap's output and a per-sample
+    weighted, shifted sum applies ``psi`` and ``gamma``. Strided or grouped: im2col
+    columns scaled by ``phi (x) psi``, then a GEMM with the shared weight. Extra work is
+    proportional to the activations, nothing batch-sized is built from the weight, and
+    the graph does not depend on the batch size (used for tracing and ONNX export).
+    Rank ``R`` costs ``R`` convolutions.
 ``"materialize"``
     Build the per-sample weight ``(B, Cout, Cin/groups, kh, kw)`` once (cost proportional
     to the weight) and run one convolution: a plain convolution for ``B = 1``, a batched
@@ -121,12 +125,85 @@ def _unfold_gemm(
     return y.reshape(batch, cout, h_out, w_out)
 
 
+def _tap_slices(offsets: Sequence[tuple[int, int]], out_hw: tuple[int, int], stride: Sequence[int]):  # type: ignore[no-untyped-def]
+    ho, wo = out_hw
+    for k, (oh, ow) in enumerate(offsets):
+        yield k, (
+            slice(None), k, slice(None),
+            slice(oh, oh + stride[0] * (ho - 1) + 1, stride[0]),
+            slice(ow, ow + stride[1] * (wo - 1) + 1, stride[1]),
+        )
+
+
+class _TapSum(torch.autograd.Function):
+    """``y[b, t] = sum_k coef[b, k, t] * z[b, k, t, window_k]`` over the kernel taps ``k``.
+
+    Hand-written backward: autograd through nine strided slices would allocate a full
+    zero gradient of ``z`` per tap; this writes all taps into one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, z, coef, offsets, out_hw, stride):  # type: ignore[no-untyped-def,override]
+        out: Optional[Tensor] = None
+        for k, sl in _tap_slices(offsets, out_hw, stride):
+            c = coef[:, k, :, None, None]
+            out = z[sl] * c if out is None else out.addcmul_(z[sl], c)
+        ctx.save_for_backward(z, coef)
+        ctx.geometry = (offsets, out_hw, stride)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def,override]
+        z, coef = ctx.saved_tensors
+        gz = torch.zeros_like(z) if ctx.needs_input_grad[0] else None
+        gc = torch.empty_like(coef) if ctx.needs_input_grad[1] else None
+        for k, sl in _tap_slices(*ctx.geometry):
+            if gz is not None:
+                gz[sl].addcmul_(grad, coef[:, k, :, None, None])
+            if gc is not None:
+                gc[:, k] = (z[sl] * grad).sum((-2, -1))
+        return gz, gc, None, None, None
+
+
+def _taps_conv(
+    x: Tensor,
+    weight: Tensor,
+    coef: Tensor,
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """Stride-1, ungrouped ``conv(x, W_base * coef_b)`` with ``coef`` ``(B, kh*kw, Cout)``.
+
+    A kxk convolution is the sum over its taps of 1x1 convolutions on shifted inputs. One
+    1x1 convolution with the *shared* weight produces every tap's output (same FLOPs as the
+    kxk convolution), then a per-sample weighted, shifted sum applies ``psi`` (and ``gamma``).
+    Nothing batch-sized is built from the weight, which is what deep layers need.
+    """
+    batch = x.shape[0]
+    cout, cin, kh, kw = weight.shape
+    z = F.conv2d(x, weight.permute(2, 3, 0, 1).reshape(kh * kw * cout, cin, 1, 1))
+    if padding[0] or padding[1]:
+        z = F.pad(z, (padding[1], padding[1], padding[0], padding[0]))
+    hp, wp = z.shape[-2:]
+    out_hw = (hp - dilation[0] * (kh - 1), wp - dilation[1] * (kw - 1))
+    offsets = [(i * dilation[0], j * dilation[1]) for i in range(kh) for j in range(kw)]
+    return _TapSum.apply(z.view(batch, kh * kw, cout, hp, wp), coef, offsets, out_hw, (1, 1))
+
+
 def _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
     cout, cin_g, kh, kw = weight.shape
     kernel_psi = psi is not None and kh * kw > 1
+    use_taps = kernel_psi and groups == 1 and tuple(stride) == (1, 1)
     out: Optional[Tensor] = None
     for r in range(_rank(gamma, phi, psi)):
-        if kernel_psi:
+        if use_taps:
+            # psi (and gamma) weight the taps; phi scales the input.
+            xr = x if phi is None else x * phi[:, r, :, None, None]
+            coef = psi[:, r, :, None].expand(-1, -1, cout)
+            if gamma is not None:
+                coef = coef * gamma[:, r, None, :]
+            yr = _taps_conv(xr, weight, coef, padding, dilation)
+        elif kernel_psi:
             # phi and psi both act on the im2col columns.
             scale = psi[:, r, None, :]
             if phi is not None:
@@ -136,7 +213,7 @@ def _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, group
             # phi indexes the channels inside one group, so it repeats across groups.
             xr = x if phi is None else x * phi[:, r].repeat(1, groups)[:, :, None, None]
             yr = F.conv2d(xr, weight, None, stride, padding, dilation, groups)
-        out_scale = gamma[:, r] if gamma is not None else None
+        out_scale = gamma[:, r] if (gamma is not None and not use_taps) else None
         if psi is not None and not kernel_psi:
             out_scale = psi[:, r] if out_scale is None else out_scale * psi[:, r]  # (B, Cout) * (B, 1)
         if out_scale is not None:
@@ -190,7 +267,10 @@ def select_strategy(
     out_pixels = ((height - 1) // stride[0] + 1) * ((width - 1) // stride[1] + 1)
     weight_elems = batch * rank * cout * cin_g * kh * kw
     if psi is not None and kh * kw > 1:
-        act_elems = batch * rank * (cin * kh * kw * out_pixels + cout * out_pixels)
+        if cin_g == cin and tuple(stride) == (1, 1):
+            act_elems = 2 * batch * rank * kh * kw * cout * height * width  # tap outputs
+        else:
+            act_elems = batch * rank * cin * kh * kw * out_pixels  # im2col columns
     else:
         act_elems = batch * rank * (cin * height * width + cout * out_pixels)
     return "materialize" if weight_elems <= act_elems else "factored"
