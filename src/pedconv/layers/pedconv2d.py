@@ -447,10 +447,10 @@ class PEDConv2d(nn.Module):
         if sample and self.variational:
             std: Union[Tensor, float] = sigma if sigma is not None else self.sigma  # type: ignore[assignment]
             g = mu + std * torch.randn_like(mu)  # Eq. (5): reparameterisation trick
-        act = ACTIVATIONS[self.activation]
-        parts = g.split([self.rank * self._sizes[c] for c in self.component_names], dim=1)
+        values = ACTIVATIONS[self.activation](g)
+        parts = values.split([self.rank * self._sizes[c] for c in self.component_names], dim=1)
         comps = {
-            c: act(p).reshape(g.shape[0], self.rank, self._sizes[c])
+            c: p.reshape(g.shape[0], self.rank, self._sizes[c])
             for c, p in zip(self.component_names, parts)
         }
         return comps, g, pooled

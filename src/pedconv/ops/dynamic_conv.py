@@ -20,6 +20,10 @@ sample) really changes the kernel. The strategies exploit that in different ways
     proportional to the activations, nothing batch-sized is built from the weight, and
     the graph does not depend on the batch size (used for tracing and ONNX export).
     Rank ``R`` costs ``R`` convolutions.
+``"hybrid"``
+    ``phi`` and ``gamma`` on the activations as in ``"factored"``, and only ``psi`` in a
+    per-sample kernel ``W_base * psi_b`` run as a batch-as-groups convolution: one
+    batch-sized weight instead of the three tensors the full composition costs.
 ``"materialize"``
     Build the per-sample weight ``(B, Cout, Cin/groups, kh, kw)`` once (cost proportional
     to the weight) and run one convolution: a plain convolution for ``B = 1``, a batched
@@ -85,20 +89,140 @@ def _naive(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups):
     return _add_bias(_batch_as_groups(x, w, stride, padding, dilation, groups), bias)
 
 
-def _materialize(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
-    w = compose_weight(weight, gamma, phi, psi)
-    batch = x.shape[0]
-    if batch == 1:
-        return F.conv2d(x, w[0], bias, stride, padding, dilation, groups)
-    cout, cin_g, kh, kw = weight.shape
+def _per_sample_conv(x: Tensor, w: Tensor, stride, padding, dilation, groups) -> Tensor:  # type: ignore[no-untyped-def]
+    """``conv(x[b], w[b])`` for every sample: a batched GEMM for 1x1 kernels, else batch-as-groups."""
+    batch, cout, cin_g, kh, kw = w.shape
     if kh == 1 and kw == 1 and groups == 1 and tuple(padding) == (0, 0):
-        # 1x1: a batched GEMM per sample, no im2col and no grouped-conv overhead.
+        # 1x1: one GEMM per sample straight on NCHW memory, no im2col and no layout reorder.
         if tuple(stride) != (1, 1):
             x = x[:, :, :: stride[0], :: stride[1]]
         h, wd = x.shape[-2:]
         y = torch.bmm(w.reshape(batch, cout, cin_g), x.reshape(batch, cin_g, h * wd))
-        return _add_bias(y.reshape(batch, cout, h, wd), bias)
-    return _add_bias(_batch_as_groups(x, w, stride, padding, dilation, groups), bias)
+        return y.reshape(batch, cout, h, wd)
+    return _batch_as_groups(x, w, stride, padding, dilation, groups)
+
+
+def _cp_grads(
+    grad_w: Tensor, weight: Tensor, gamma: Optional[Tensor], phi: Optional[Tensor], psi: Optional[Tensor], needs: Sequence[bool]
+) -> tuple[Optional[Tensor], ...]:
+    """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, kk)``.
+
+    Each component gradient is a contraction of ``dL/dW_b * W`` with the other two
+    components; they are written as batched matrix products (one pass over the
+    batch-sized tensor each) rather than generic einsums.
+    """
+    batch, cout, cin_g, kk = grad_w.shape
+    rank = _rank(gamma, phi, psi)
+    ones = lambda n: grad_w.new_ones(batch, rank, n)  # noqa: E731
+    g = gamma if gamma is not None else ones(cout)
+    p = phi if phi is not None else ones(cin_g)
+    s = psi if psi is not None else ones(kk)
+    grad_weight = grad_gamma = grad_phi = grad_psi = None
+    if needs[0]:
+        cp = torch.einsum("brt,brs,brk->btsk", g, p, s)
+        grad_weight = (grad_w * cp).sum(0).view_as(weight)
+    if any(needs[1:]):
+        gw = (grad_w * weight.view(1, cout, cin_g, kk)).view(batch, cout * cin_g, kk)
+        # v[b, r, t, s] = sum_k gw[b, t, s, k] s[b, r, k]
+        v = torch.bmm(gw, s.transpose(1, 2)).view(batch, cout, cin_g, rank).permute(0, 3, 1, 2)
+        if needs[1] and gamma is not None:
+            grad_gamma = (v * p[:, :, None, :]).sum(-1)
+        if needs[2] and phi is not None:
+            grad_phi = (v * g[:, :, :, None]).sum(-2)
+        if needs[3] and psi is not None:
+            gp = (g[:, :, :, None] * p[:, :, None, :]).reshape(batch, rank, cout * cin_g)
+            grad_psi = torch.bmm(gp, gw)
+    return grad_weight, grad_gamma, grad_phi, grad_psi
+
+
+class _MaterializedConv(torch.autograd.Function):
+    """Per-sample convolution whose per-sample weight is never kept for backward.
+
+    Autograd would save the composed weight and the CP tensor, two batch-sized copies of
+    the weight per layer; this saves only the input and the small components and rebuilds
+    the weight in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, gamma, phi, psi, stride, padding, dilation, groups):  # type: ignore[no-untyped-def,override]
+        w = compose_weight(weight, gamma, phi, psi)
+        ctx.save_for_backward(x, weight, gamma, phi, psi)
+        ctx.conv = (stride, padding, dilation, groups)
+        return _per_sample_conv(x, w, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def,override]
+        x, weight, gamma, phi, psi = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        w = compose_weight(weight, gamma, phi, psi)
+        batch, cout, cin_g, kh, kw = w.shape
+        grad = grad.contiguous()
+        if kh == 1 and kw == 1 and groups == 1 and tuple(padding) == (0, 0):
+            xs = x[:, :, :: stride[0], :: stride[1]] if tuple(stride) != (1, 1) else x
+            h, wd = xs.shape[-2:]
+            g2 = grad.reshape(batch, cout, h * wd)
+            grad_w = torch.bmm(g2, xs.reshape(batch, cin_g, h * wd).transpose(1, 2))
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                gxs = torch.bmm(w.reshape(batch, cout, cin_g).transpose(1, 2), g2).view(batch, cin_g, h, wd)
+                if tuple(stride) != (1, 1):
+                    grad_x = x.new_zeros(x.shape)
+                    grad_x[:, :, :: stride[0], :: stride[1]] = gxs
+                else:
+                    grad_x = gxs
+        else:
+            _, cin, height, width = x.shape
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad.reshape(1, batch * cout, grad.shape[-2], grad.shape[-1]),
+                x.reshape(1, batch * cin, height, width),
+                w.reshape(batch * cout, cin_g, kh, kw),
+                None, list(stride), list(padding), list(dilation), False, [0, 0], batch * groups,
+                [ctx.needs_input_grad[0], True, False],
+            )
+            if grad_x is not None:
+                grad_x = grad_x.view(x.shape)
+        grads = _cp_grads(grad_w.reshape(batch, cout, cin_g, kh * kw), weight, gamma, phi, psi, ctx.needs_input_grad[1:5])
+        return (grad_x, *grads, None, None, None, None)
+
+
+def _single_sample(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    """Batch of one, rank 1: fold each component into whichever side is smaller.
+
+    ``psi`` goes into the kernel; ``phi`` into the kernel or the input, ``gamma`` into the
+    kernel or the output, by element count. Deep layers thus touch their (large) weight once.
+    """
+    cout, cin_g, kh, kw = weight.shape
+    w = weight
+    out_scale = gamma[0, 0] if gamma is not None else None
+    if psi is not None:
+        if kh * kw > 1:
+            w = w * psi[0, 0].view(1, 1, kh, kw)
+        else:
+            out_scale = psi[0, 0] if out_scale is None else out_scale * psi[0, 0]
+    if phi is not None:
+        if x.numel() < w.numel():
+            x = x * phi[0, 0].repeat(groups).view(1, -1, 1, 1)
+        else:
+            w = w * phi[0, 0].view(1, cin_g, 1, 1)
+    out_pixels = ((x.shape[-2] - 1) // stride[0] + 1) * ((x.shape[-1] - 1) // stride[1] + 1)
+    if out_scale is not None and cout * out_pixels >= w.numel():
+        w = w * out_scale.reshape(-1, 1, 1, 1).expand(cout, 1, 1, 1)
+        out_scale = None
+    y = F.conv2d(x, w, None if out_scale is not None else bias, stride, padding, dilation, groups)
+    if out_scale is not None:
+        y = y * out_scale.reshape(1, -1, 1, 1).expand(1, cout, 1, 1)
+        y = _add_bias(y, bias)
+    return y
+
+
+def _materialize(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    if x.shape[0] == 1:
+        if _rank(gamma, phi, psi) == 1:
+            return _single_sample(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups)
+        w = compose_weight(weight, gamma, phi, psi)
+        return F.conv2d(x, w[0], bias, stride, padding, dilation, groups)
+    y = _MaterializedConv.apply(x, weight, gamma, phi, psi, tuple(stride), tuple(padding), tuple(dilation), groups)
+    return _add_bias(y, bias)
 
 
 def _unfold_gemm(
@@ -223,12 +347,31 @@ def _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, group
     return _add_bias(out, bias)
 
 
+def _hybrid(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    cout, cin_g, kh, kw = weight.shape
+    if psi is None or kh * kw == 1:
+        return _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups)
+    out: Optional[Tensor] = None
+    for r in range(_rank(gamma, phi, psi)):
+        xr = x if phi is None else x * phi[:, r].repeat(1, groups)[:, :, None, None]
+        # Only psi enters the kernel: autograd keeps the small factors, not their product
+        # beyond the convolution's own saved weight.
+        w = weight.unsqueeze(0) * psi[:, r].reshape(-1, 1, 1, kh, kw)
+        yr = _batch_as_groups(xr, w, stride, padding, dilation, groups)
+        if gamma is not None:
+            yr = yr * gamma[:, r, :, None, None]
+        out = yr if out is None else out + yr
+    assert out is not None
+    return _add_bias(out, bias)
+
+
 def _loop(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
     return conv2d_per_sample(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups)
 
 
 STRATEGIES: dict[str, _StrategyFn] = {
     "factored": _factored,
+    "hybrid": _hybrid,
     "materialize": _materialize,
     "naive": _naive,
     "loop": _loop,
