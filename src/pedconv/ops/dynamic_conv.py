@@ -154,6 +154,10 @@ class _MaterializedConv(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[no-untyped-def,override]
         x, weight, gamma, phi, psi = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
+        # Under autocast the forward ran in lower precision: do the backward in grad's dtype.
+        dt = grad.dtype
+        x = x.to(dt)
+        weight, gamma, phi, psi = (t.to(dt) if t is not None else None for t in (weight, gamma, phi, psi))
         w = compose_weight(weight, gamma, phi, psi)
         batch, cout, cin_g, kh, kw = w.shape
         grad = grad.contiguous()
