@@ -131,3 +131,32 @@ def test_strategies_agree_in_float64_forward_and_backward(strategy, kernel, grou
     g_out = torch.autograd.grad(out, inputs, grad_out)
     for a, b in zip(g_out, g_ref):
         torch.testing.assert_close(a, b)
+
+
+def test_materialize_chunks_large_batches_exactly(monkeypatch):
+    import pedconv.ops.dynamic_conv as dc
+
+    torch.manual_seed(3)
+    x = torch.randn(5, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    comps = [torch.rand(5, 1, n, dtype=torch.float64, requires_grad=True) for n in (6, 4, 9)]
+    args = ((1, 1), (1, 1), (1, 1), 1)
+    ref = pedconv.ops.conv2d_per_sample(x, w, None, *comps, *args)
+    monkeypatch.setattr(dc, "MAX_WEIGHT_ELEMENTS", 2 * w.numel())  # chunks of 2 samples
+    out = pedconv.dynamic_conv2d(x, w, None, *comps, *args, strategy="materialize")
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, [x, w, *comps], g), torch.autograd.grad(ref, [x, w, *comps], g)):
+        torch.testing.assert_close(a, b)
+
+
+def test_auto_never_depends_on_batch_while_tracing():
+    x, w = torch.randn(1, 8, 5, 5), torch.randn(8, 8, 3, 3)
+    comps = [torch.rand(1, 1, n) for n in (8, 8, 9)]
+    assert pedconv.ops.select_strategy(x, w, *comps) == "materialize"  # B = 1 eager
+
+    def f(x):
+        assert pedconv.ops.select_strategy(x, w, *comps) == "factored"
+        return x
+
+    torch.jit.trace(f, x)

@@ -332,7 +332,8 @@ def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace
     meta = dict(
         machine=f"{platform.machine()} {platform.processor()}".strip(), threads=args.threads,
         torch=torch.__version__, date=time.strftime("%Y-%m-%d"), quick=args.quick,
-        seconds=round(time.time() - started), settings={k: str(v) for k, v in {**layer_kw, **model_kw}.items()},
+        seconds=round(time.time() - started), layer_settings={k: str(v) for k, v in layer_kw.items()},
+        model_settings={k: str(v) for k, v in model_kw.items()},
     )
     result = dict(meta=meta, layers=layers, models=models)
     args.out.parent.mkdir(parents=True, exist_ok=True)
