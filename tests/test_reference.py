@@ -159,4 +159,4 @@ def test_auto_never_depends_on_batch_while_tracing():
         assert pedconv.ops.select_strategy(x, w, *comps) == "factored"
         return x
 
-    torch.jit.trace(f, x)
+    torch.jit.trace(f, x, check_trace=False)
