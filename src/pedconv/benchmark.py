@@ -342,7 +342,7 @@ def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace
     args.out.with_suffix(".md").write_text(md)
     plotted = _plot(layers, args.out.with_suffix(".png"))
     print(md)
-    print(f"wrote {args.out}.json, {args.out}.md" + (f", {args.out}.png" if plotted else " (no matplotlib: no PNG)"))
+    print(f"wrote {args.out}.json, {args.out}.md" + (f", {args.out}.png" if plotted else " (no PNG: needs matplotlib and layer rows)"))
     return result
 
 
