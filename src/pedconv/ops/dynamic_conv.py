@@ -342,6 +342,50 @@ def _taps_conv(
     return _TapSum.apply(z.view(batch, kh * kw, cout, hp, wp), coef, offsets, out_hw, (1, 1))
 
 
+class _ScaledConv(torch.autograd.Function):
+    """``out_scale * conv(x * in_scale, W)`` keeping only ``x`` and the pre-scale output.
+
+    Autograd would also keep ``x * in_scale``, an input-sized copy per layer; it is
+    recomputed in backward instead (one elementwise pass).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, in_scale, out_scale, stride, padding, dilation, groups):  # type: ignore[no-untyped-def,override]
+        xr = x if in_scale is None else x * in_scale[:, :, None, None]
+        yr = F.conv2d(xr, weight, None, stride, padding, dilation, groups)
+        y = yr if out_scale is None else yr * out_scale[:, :, None, None]
+        keep_yr = out_scale is not None and ctx.needs_input_grad[3]
+        ctx.save_for_backward(x, weight, in_scale, out_scale, yr if keep_yr else None)
+        ctx.conv = (stride, padding, dilation, groups)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def,override]
+        x, weight, in_scale, out_scale, yr = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        dt = grad.dtype  # the forward may have run under autocast
+        x, weight = x.to(dt), weight.to(dt)
+        need_x, need_w, need_in, need_out = ctx.needs_input_grad[:4]
+        grad_out_scale = None
+        if out_scale is not None:
+            if need_out:
+                grad_out_scale = (grad * yr.to(dt)).sum((2, 3))
+            grad = grad * out_scale.to(dt)[:, :, None, None]
+        xr = x if in_scale is None else x * in_scale.to(dt)[:, :, None, None]
+        grad_xr, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad.contiguous(), xr, weight, None, list(stride), list(padding), list(dilation),
+            False, [0, 0], groups, [need_x or need_in, need_w, False],
+        )
+        grad_x = grad_in_scale = None
+        if grad_xr is not None:
+            if in_scale is None:
+                grad_x = grad_xr
+            else:
+                grad_x = grad_xr * in_scale.to(dt)[:, :, None, None] if need_x else None
+                grad_in_scale = (grad_xr * x).sum((2, 3)) if need_in else None
+        return grad_x, grad_w, grad_in_scale, grad_out_scale, None, None, None, None
+
+
 def _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
     cout, cin_g, kh, kw = weight.shape
     kernel_psi = psi is not None and kh * kw > 1
@@ -362,14 +406,17 @@ def _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, group
                 scale = phi[:, r, :, None] * scale
             yr = _unfold_gemm(x, weight, scale.expand(-1, cin_g, -1), stride, padding, dilation, groups)
         else:
-            # phi indexes the channels inside one group, so it repeats across groups.
-            xr = x if phi is None else x * phi[:, r].repeat(1, groups)[:, :, None, None]
-            yr = F.conv2d(xr, weight, None, stride, padding, dilation, groups)
-        out_scale = gamma[:, r] if (gamma is not None and not use_taps) else None
-        if psi is not None and not kernel_psi:
-            out_scale = psi[:, r] if out_scale is None else out_scale * psi[:, r]  # (B, Cout) * (B, 1)
-        if out_scale is not None:
-            yr = yr * out_scale.reshape(out_scale.shape[0], -1, 1, 1)
+            # phi indexes the channels inside one group, so it repeats across groups;
+            # a 1x1 psi is one scalar per sample that joins gamma on the output.
+            in_scale = phi[:, r].repeat(1, groups) if phi is not None else None
+            out_scale = gamma[:, r] if gamma is not None else None
+            if psi is not None:
+                out_scale = psi[:, r].expand(-1, cout) if out_scale is None else out_scale * psi[:, r]
+            yr = _ScaledConv.apply(x, weight, in_scale, out_scale, tuple(stride), tuple(padding), tuple(dilation), groups)
+            out = yr if out is None else out + yr
+            continue
+        if gamma is not None and not use_taps:
+            yr = yr * gamma[:, r, :, None, None]
         out = yr if out is None else out + yr
     assert out is not None
     return _add_bias(out, bias)
