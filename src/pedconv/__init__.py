@@ -9,7 +9,9 @@ torch.Size([1, 1000])
 from .convert import CONV_KINDS, conv_kind, convert, select_convs
 from .infomax import INFOMAX_WEIGHT, infomax_loss, strip_infomax
 from .layers import ACTIVATIONS, COMPONENTS, ComponentGenerator, PEDConv2d
+from .models import create_model, list_models, register_model
 from .ops import STRATEGIES, dynamic_conv2d
+from .profile import ModelProfile, profile_model
 
 __version__ = "0.1.0"
 
@@ -18,14 +20,19 @@ __all__ = [
     "COMPONENTS",
     "CONV_KINDS",
     "INFOMAX_WEIGHT",
+    "ModelProfile",
     "STRATEGIES",
     "ComponentGenerator",
     "PEDConv2d",
     "__version__",
     "conv_kind",
     "convert",
+    "create_model",
     "dynamic_conv2d",
     "infomax_loss",
+    "list_models",
+    "profile_model",
+    "register_model",
     "select_convs",
     "strip_infomax",
 ]

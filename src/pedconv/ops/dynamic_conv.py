@@ -200,6 +200,17 @@ def _single_sample(x, weight, bias, gamma, phi, psi, stride, padding, dilation, 
     kernel or the output, by element count. Deep layers thus touch their (large) weight once.
     """
     cout, cin_g, kh, kw = weight.shape
+    out_pixels = ((x.shape[-2] - 1) // stride[0] + 1) * ((x.shape[-1] - 1) // stride[1] + 1)
+    if psi is not None and kh * kw > 1 and weight.numel() > 4 * x.shape[1] * kh * kw * out_pixels:
+        # Deep layers: the kernel is far larger than the im2col columns, so scale the
+        # columns instead and read the weight once, as the static conv does.
+        scale = psi[:, 0, None, :].expand(-1, cin_g, -1)
+        if phi is not None:
+            scale = phi[:, 0, :, None] * scale
+        y = _unfold_gemm(x, weight, scale, stride, padding, dilation, groups)
+        if gamma is not None:
+            y = y * gamma[:, 0, :, None, None]
+        return _add_bias(y, bias)
     w = weight
     out_scale = gamma[0, 0] if gamma is not None else None
     if psi is not None:
@@ -212,7 +223,6 @@ def _single_sample(x, weight, bias, gamma, phi, psi, stride, padding, dilation, 
             x = x * phi[0, 0].repeat(groups).view(1, -1, 1, 1)
         else:
             w = w * phi[0, 0].view(1, cin_g, 1, 1)
-    out_pixels = ((x.shape[-2] - 1) // stride[0] + 1) * ((x.shape[-1] - 1) // stride[1] + 1)
     if out_scale is not None and cout * out_pixels >= w.numel():
         w = w * out_scale.reshape(-1, 1, 1, 1).expand(cout, 1, 1, 1)
         out_scale = None
@@ -339,7 +349,12 @@ def _taps_conv(
     hp, wp = z.shape[-2:]
     out_hw = (hp - dilation[0] * (kh - 1), wp - dilation[1] * (kw - 1))
     offsets = [(i * dilation[0], j * dilation[1]) for i in range(kh) for j in range(kw)]
-    return _TapSum.apply(z.view(batch, kh * kw, cout, hp, wp), coef, offsets, out_hw, (1, 1))
+    z = z.view(batch, kh * kw, cout, hp, wp)
+    if _exporting():
+        # Traceable form (no custom Function, no in-place writes) for jit.trace and ONNX.
+        parts = [z[sl] * coef[:, k, :, None, None] for k, sl in _tap_slices(offsets, out_hw, (1, 1))]
+        return torch.stack(parts, 0).sum(0)
+    return _TapSum.apply(z, coef, offsets, out_hw, (1, 1))
 
 
 class _ScaledConv(torch.autograd.Function):

@@ -1,0 +1,66 @@
+"""Every registered model: forward, backward, eval determinism, state_dict, trace. Plus registry and profiler."""
+
+import pytest
+import torch
+
+import pedconv
+from pedconv.models import register_model
+
+MODELS = pedconv.list_models()
+
+
+def _input(name):
+    return torch.randn(2, 3, 32, 32) if "cifar" in name else torch.randn(2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_registered_model(name):
+    torch.manual_seed(0)
+    model = pedconv.create_model(name, num_classes=7)
+    x = _input(name)
+    out = model.train()(x)
+    assert out.shape == (2, 7)
+    (out.square().mean() + pedconv.INFOMAX_WEIGHT * pedconv.infomax_loss(model)).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "decoder" not in n)
+    model.eval()
+    with torch.no_grad():
+        y1, y2 = model(x), model(x)
+    torch.testing.assert_close(y1, y2, rtol=0, atol=0)
+    other = pedconv.create_model(name, num_classes=7).eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), y1, rtol=0, atol=0)
+        traced = torch.jit.trace(model, x, check_trace=False)
+        torch.testing.assert_close(traced(x), y1, atol=1e-4, rtol=1e-4)
+    if name.startswith("pedconv_"):
+        assert any(isinstance(m, pedconv.PEDConv2d) for m in model.modules())
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="pedconv_resnet18"):
+        pedconv.create_model("pedconv_resnet81")
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(pedconv.models.zoo.resnet18)
+    assert pedconv.list_models("pedconv_resnet*") == ["pedconv_resnet101", "pedconv_resnet18", "pedconv_resnet50"]
+
+
+def test_builder_kwargs_reach_the_layers():
+    model = pedconv.create_model("pedconv_cifar_resnet20", rank=2, components=("gamma",), sigma=0.2)
+    layers = [m for m in model.modules() if isinstance(m, pedconv.PEDConv2d)]
+    assert len(layers) == 18 and all(l.rank == 2 and l.component_names == ("gamma",) for l in layers)
+    dw = pedconv.create_model("pedconv_mobilenetv1_100", kinds=("depthwise",))
+    assert all(l.groups == l.in_channels for l in dw.modules() if isinstance(l, pedconv.PEDConv2d))
+
+
+def test_profile_counts_static_resnet18_exactly_and_adds_dynamic_cost():
+    static = pedconv.profile_model(pedconv.create_model("resnet18"))
+    assert static.params == 11_689_512 and static.dynamic_macs == 0
+    assert abs(static.macs - 1.8186e9) / 1.8186e9 < 0.01
+    ped = pedconv.profile_model(pedconv.create_model("pedconv_resnet18"))
+    assert ped.params_train > ped.params > static.params
+    layers = [m for m in pedconv.create_model("pedconv_resnet18").modules() if isinstance(m, pedconv.PEDConv2d)]
+    expected_dynamic = sum(2 * l.out_channels * l.in_channels * 9 for l in layers)
+    assert ped.dynamic_macs == expected_dynamic
+    assert ped.macs > static.macs + expected_dynamic  # the generator's matmuls are counted too
+    conv_rows = [r for r in ped.layers if r["type"] == "PEDConv2d"]
+    assert len(conv_rows) == len(layers) and all(r["macs"] > 0 for r in conv_rows)
