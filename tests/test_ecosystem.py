@@ -126,3 +126,18 @@ def test_trace_is_batch_independent():
     for batch in (1, 7):
         x = torch.randn(batch, 3, 16, 16)
         torch.testing.assert_close(traced(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["factored", "hybrid", "materialize", "naive"])
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (1, 1)])
+def test_every_strategy_compiles_without_graph_breaks(strategy, kernel, stride):
+    layer = pedconv.PEDConv2d(8, 8, kernel, stride=stride, padding=kernel // 2, strategy=strategy).eval()
+    randomize_generator(layer)
+    x = torch.randn(3, 8, 8, 8)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
+    layer.train()
+    xg = x.clone().requires_grad_(True)
+    compiled(xg).sum().backward()
+    assert xg.grad is not None and layer.weight.grad is not None

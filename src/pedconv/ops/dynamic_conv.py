@@ -420,6 +420,8 @@ def _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, group
             if phi is not None:
                 scale = phi[:, r, :, None] * scale
             yr = _unfold_gemm(x, weight, scale.expand(-1, cin_g, -1), stride, padding, dilation, groups)
+            if gamma is not None:
+                yr = yr * gamma[:, r, :, None, None]
         else:
             # phi indexes the channels inside one group, so it repeats across groups;
             # a 1x1 psi is one scalar per sample that joins gamma on the output.
@@ -428,10 +430,6 @@ def _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, group
             if psi is not None:
                 out_scale = psi[:, r].expand(-1, cout) if out_scale is None else out_scale * psi[:, r]
             yr = _ScaledConv.apply(x, weight, in_scale, out_scale, tuple(stride), tuple(padding), tuple(dilation), groups)
-            out = yr if out is None else out + yr
-            continue
-        if gamma is not None and not use_taps:
-            yr = yr * gamma[:, r, :, None, None]
         out = yr if out is None else out + yr
     assert out is not None
     return _add_bias(out, bias)
