@@ -6,6 +6,7 @@
 torch.Size([1, 1000])
 """
 
+from .checkpoints import load_reference_checkpoint
 from .convert import CONV_KINDS, conv_kind, convert, select_convs
 from .infomax import INFOMAX_WEIGHT, infomax_loss, strip_infomax
 from .layers import ACTIVATIONS, COMPONENTS, ComponentGenerator, PEDConv2d
@@ -31,6 +32,7 @@ __all__ = [
     "dynamic_conv2d",
     "infomax_loss",
     "list_models",
+    "load_reference_checkpoint",
     "profile_model",
     "register_model",
     "select_convs",
