@@ -160,3 +160,18 @@ def test_auto_never_depends_on_batch_while_tracing():
         return x
 
     torch.jit.trace(f, x, check_trace=False)
+
+
+def test_batch_one_deep_layer_uses_scaled_columns_exactly():
+    """B=1 with a kernel far larger than its im2col columns (the deep-layer path)."""
+    torch.manual_seed(4)
+    x = torch.randn(1, 64, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(64, 64, 3, 3, dtype=torch.float64, requires_grad=True)
+    comps = [torch.rand(1, 1, n, dtype=torch.float64, requires_grad=True) for n in (64, 64, 9)]
+    args = ((1, 1), (1, 1), (1, 1), 1)
+    ref = pedconv.ops.conv2d_per_sample(x, w, None, *comps, *args)
+    out = pedconv.dynamic_conv2d(x, w, None, *comps, *args, strategy="materialize")
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, [x, w, *comps], g), torch.autograd.grad(ref, [x, w, *comps], g)):
+        torch.testing.assert_close(a, b)

@@ -204,12 +204,7 @@ def _single_sample(x, weight, bias, gamma, phi, psi, stride, padding, dilation, 
     if psi is not None and kh * kw > 1 and weight.numel() > 4 * x.shape[1] * kh * kw * out_pixels:
         # Deep layers: the kernel is far larger than the im2col columns, so scale the
         # columns instead and read the weight once, as the static conv does.
-        scale = psi[:, 0, None, :].expand(-1, cin_g, -1)
-        if phi is not None:
-            scale = phi[:, 0, :, None] * scale
-        y = _unfold_gemm(x, weight, scale, stride, padding, dilation, groups)
-        if gamma is not None:
-            y = y * gamma[:, 0, :, None, None]
+        y = _scaled_columns_conv(x, weight, gamma, phi, psi, 0, stride, padding, dilation, groups)
         return _add_bias(y, bias)
     w = weight
     out_scale = gamma[0, 0] if gamma is not None else None
@@ -285,6 +280,16 @@ def _unfold_gemm(
     cols = cols.view(batch, groups, cin_g, kh * kw, -1) * col_scale.view(batch, 1, cin_g, kh * kw, 1)
     y = torch.matmul(weight.view(groups, cout // groups, cin_g * kh * kw), cols.view(batch, groups, cin_g * kh * kw, -1))
     return y.reshape(batch, cout, h_out, w_out)
+
+
+def _scaled_columns_conv(x, weight, gamma, phi, psi, r, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    """Rank term ``r`` via im2col: ``phi (x) psi`` scale the columns, ``gamma`` the output."""
+    cin_g = weight.shape[1]
+    scale = psi[:, r, None, :].expand(-1, cin_g, -1)
+    if phi is not None:
+        scale = phi[:, r, :, None] * scale
+    y = _unfold_gemm(x, weight, scale, stride, padding, dilation, groups)
+    return y if gamma is None else y * gamma[:, r, :, None, None]
 
 
 def _tap_slices(offsets: Sequence[tuple[int, int]], out_hw: tuple[int, int], stride: Sequence[int]):  # type: ignore[no-untyped-def]
@@ -415,13 +420,7 @@ def _factored(x, weight, bias, gamma, phi, psi, stride, padding, dilation, group
                 coef = coef * gamma[:, r, None, :]
             yr = _taps_conv(xr, weight, coef, padding, dilation)
         elif kernel_psi:
-            # phi and psi both act on the im2col columns.
-            scale = psi[:, r, None, :]
-            if phi is not None:
-                scale = phi[:, r, :, None] * scale
-            yr = _unfold_gemm(x, weight, scale.expand(-1, cin_g, -1), stride, padding, dilation, groups)
-            if gamma is not None:
-                yr = yr * gamma[:, r, :, None, None]
+            yr = _scaled_columns_conv(x, weight, gamma, phi, psi, r, stride, padding, dilation, groups)
         else:
             # phi indexes the channels inside one group, so it repeats across groups;
             # a 1x1 psi is one scalar per sample that joins gamma on the output.
