@@ -9,7 +9,7 @@ torch.Size([1, 1000])
 from .checkpoints import load_reference_checkpoint
 from .convert import CONV_KINDS, conv_kind, convert, select_convs
 from .infomax import INFOMAX_WEIGHT, infomax_loss, strip_infomax
-from .layers import ACTIVATIONS, COMPONENTS, ComponentGenerator, PEDConv2d
+from .layers import ACTIVATIONS, COMPONENTS, ComponentGenerator, PEDConv2d, SpatialPEDConv2d
 from .models import create_model, list_models, register_model
 from .ops import STRATEGIES, dynamic_conv2d
 from .profile import ModelProfile, profile_model
@@ -25,6 +25,7 @@ __all__ = [
     "STRATEGIES",
     "ComponentGenerator",
     "PEDConv2d",
+    "SpatialPEDConv2d",
     "__version__",
     "conv_kind",
     "convert",

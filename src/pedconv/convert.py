@@ -11,7 +11,7 @@ import copy
 import fnmatch
 import inspect
 import re
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch.nn as nn
 
@@ -24,11 +24,17 @@ CONV_KINDS: tuple[str, ...] = ("pointwise", "depthwise", "dense", "grouped")
 
 _SHORTCUT_RE = re.compile(r"(^|\.)(downsample|shortcut|skip)(\.|$)")
 _DEPTH_PRESETS = {"all": (0.0, 1.0), "shallow": (0.0, 0.5), "deep": (0.5, 1.0)}
-_LAYER_OPTIONS = frozenset(
-    name
-    for name, p in inspect.signature(PEDConv2d.__init__).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
-)
+
+
+def _layer_options(layer: Any) -> frozenset[str]:
+    """Keyword-only options of ``layer``'s constructor and ``from_conv``."""
+    names = set()
+    for fn in (layer.__init__, layer.from_conv):
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                names.add(name)
+    names.discard("preserve_function")
+    return frozenset(names)
 
 
 def conv_kind(conv: nn.Conv2d) -> str:
@@ -117,10 +123,11 @@ def convert(
     exclude: Union[None, str, Iterable[str]] = None,
     filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
     inplace: bool = False,
-    preserve_function: bool = True,
+    layer: Any = PEDConv2d,
+    preserve_function: Optional[bool] = None,
     **options: object,
 ) -> nn.Module:
-    """Replace ``nn.Conv2d`` layers (exact type) by :class:`~pedconv.PEDConv2d`.
+    """Replace ``nn.Conv2d`` layers (exact type) by :class:`~pedconv.PEDConv2d` (or ``layer``).
 
     Always use the returned module: it is a converted deep copy unless ``inplace``.
     Subclasses of ``nn.Conv2d`` (e.g. timm's ``Conv2dSame``) are left alone. Each new
@@ -141,8 +148,14 @@ def convert(
         exclude: fnmatch patterns on module names never to convert.
         filter: ``filter(name, conv) -> bool`` for any other policy.
         inplace: modify ``model`` itself instead of a deep copy.
-        preserve_function: see :meth:`PEDConv2d.from_conv`.
-        **options: :class:`PEDConv2d` keyword options (``rank``, ``components``,
+        layer: the replacement layer class; anything with a ``from_conv(conv,
+            preserve_function=..., **options)`` classmethod: :class:`~pedconv.PEDConv2d`
+            (default), :class:`~pedconv.SpatialPEDConv2d` or the baselines
+            :class:`~pedconv.layers.CondConv2d`, :class:`~pedconv.layers.DynamicConv2d`,
+            :class:`~pedconv.layers.ODConv2d`.
+        preserve_function: passed to ``layer.from_conv`` when given (each layer has its
+            own default; see :meth:`PEDConv2d.from_conv`).
+        **options: ``layer``'s keyword options (for PEDConv2d ``rank``, ``components``,
             ``variational``, ``sigma``, ``infomax``, ``activation``, ...).
 
     Returns:
@@ -154,14 +167,23 @@ def convert(
         >>> sum(isinstance(m, PEDConv2d) for m in model.modules())
         16
     """
-    unknown = set(options) - _LAYER_OPTIONS
+    if not callable(getattr(layer, "from_conv", None)):
+        raise TypeError(f"layer must be a class with a from_conv(conv, ...) classmethod, got {layer!r}")
+    valid = _layer_options(layer)
+    unknown = set(options) - valid
     if unknown:
         raise TypeError(
             f"convert got unknown option(s) {sorted(unknown)}; "
-            f"PEDConv2d options are {sorted(_LAYER_OPTIONS)}"
+            f"{getattr(layer, '__name__', layer)} options are {sorted(valid)}"
         )
+    if preserve_function is not None:
+        options["preserve_function"] = preserve_function
+
+    def build(conv: nn.Module) -> nn.Module:
+        return layer.from_conv(conv, **options)
+
     if type(model) is nn.Conv2d:
-        return PEDConv2d.from_conv(model, preserve_function=preserve_function, **options)
+        return build(model)
     names = select_convs(
         model,
         skip_first=skip_first,
@@ -177,8 +199,7 @@ def convert(
     # Build every replacement first, then assign: the tree is never changed while walked
     # and never walked into the new layers.
     replacements = [
-        (name, PEDConv2d.from_conv(model.get_submodule(name), preserve_function=preserve_function, **options))
-        for name in names
+        (name, build(model.get_submodule(name))) for name in names
     ]
     for name, layer in replacements:
         parent_name, _, child = name.rpartition(".")

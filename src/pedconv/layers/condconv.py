@@ -17,6 +17,8 @@ from timm.layers import CondConv2d as _TimmCondConv2d
 from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
+from ._geometry import conv_geometry
+
 __all__ = ["CondConv2d"]
 
 
@@ -58,6 +60,23 @@ class CondConv2d(nn.Module):
             in_channels, out_channels, kernel_size, stride=stride, padding=padding,
             dilation=dilation, groups=groups, bias=bias, num_experts=num_experts, **dd,
         )
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = False, num_experts: int = 4) -> "CondConv2d":
+        """A CondConv layer with ``conv``'s geometry and freshly initialised experts.
+
+        CondConv's sigmoid routing weights do not sum to a constant, so the only way to
+        reproduce ``conv`` exactly is identical experts with a constant routing, which
+        then receive identical gradients forever; ``preserve_function=True`` is refused.
+        """
+        if preserve_function:
+            raise ValueError(
+                "CondConv2d cannot keep a converted conv's function without identical, never-diverging "
+                "experts; use preserve_function=False (fresh experts, conv geometry kept)"
+            )
+        layer = cls(**conv_geometry(conv, cls.__name__), num_experts=num_experts)
+        layer.train(conv.training)
+        return layer
 
     def forward(self, x: Tensor) -> Tensor:
         routing = torch.sigmoid(self.routing(x.mean(dim=(2, 3))))

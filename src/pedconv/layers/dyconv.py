@@ -19,6 +19,8 @@ from torch import Tensor
 from torch.nn.common_types import _size_2_t
 from torch.nn.modules.utils import _pair
 
+from ._geometry import conv_geometry
+
 __all__ = ["DynamicConv2d", "dyconv_temperature"]
 
 
@@ -86,6 +88,34 @@ class DynamicConv2d(nn.Module):
         if self.bias is not None:
             bound = 1 / math.sqrt(self.weight[0, 0].numel())
             nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_conv(
+        cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object
+    ) -> "DynamicConv2d":
+        """A DY-Conv layer with ``conv``'s geometry.
+
+        With ``preserve_function`` every kernel (and bias) is a copy of ``conv``'s: the
+        softmax attention sums to one, so the layer computes exactly what ``conv`` did, and
+        the kernels diverge in training because each gets its own attention weight.
+        Otherwise the kernels are freshly initialised.
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> conv = nn.Conv2d(8, 8, 3, padding=1)
+            >>> x = torch.randn(2, 8, 5, 5)
+            >>> torch.allclose(DynamicConv2d.from_conv(conv)(x), conv(x), atol=1e-5)
+            True
+        """
+        layer = cls(**conv_geometry(conv, cls.__name__), **options)  # type: ignore[arg-type]
+        if preserve_function:
+            with torch.no_grad():
+                layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
+                if conv.bias is not None:
+                    assert layer.bias is not None
+                    layer.bias.copy_(conv.bias.unsqueeze(0).expand_as(layer.bias))
+        layer.train(conv.training)
+        return layer
 
     def forward(self, x: Tensor) -> Tensor:
         batch, cin, height, width = x.shape

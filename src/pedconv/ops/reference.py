@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["compose_weight", "conv2d_per_sample"]
+__all__ = ["compose_weight", "conv2d_per_sample", "spatial_conv2d_per_pixel"]
 
 
 def _rank_and_batch(*components: Optional[Tensor]) -> tuple[int, int]:
@@ -70,3 +70,43 @@ def conv2d_per_sample(
         for b in range(x.shape[0])
     ]
     return torch.cat(outs, 0)
+
+
+def spatial_conv2d_per_pixel(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    gamma: Optional[Tensor],
+    phi: Optional[Tensor],
+    psi: Optional[Tensor],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """Spatial-dynamic PEDConv, one output pixel at a time (Sec. 4.6).
+
+    At every output pixel the depthwise weight of Eq. (2) is composed from that pixel's
+    components and applied to that pixel's receptive field of the (already padded) input.
+
+    Args:
+        x: padded input ``(B, Cin, Hp, Wp)``.
+        weight: depthwise base weight ``(Cout, 1, kh, kw)``.
+        gamma, phi, psi: ``(B, R, Cout | 1 | kh*kw, Ho, Wo)`` or ``None``.
+    """
+    cout, _, kh, kw = weight.shape
+    ref = next(c for c in (gamma, phi, psi) if c is not None)
+    batch, _, _, ho, wo = ref.shape
+    mult = cout // x.shape[1]
+    y = x.new_zeros(batch, cout, ho, wo)
+    for b in range(batch):
+        for i in range(ho):
+            for j in range(wo):
+                def at(c: Optional[Tensor]) -> Optional[Tensor]:
+                    return None if c is None else c[b : b + 1, :, :, i, j]
+
+                w = compose_weight(weight, at(gamma), at(phi), at(psi))[0]  # (Cout, 1, kh, kw)
+                r0, c0 = i * stride[0], j * stride[1]
+                patch = x[b, :, r0 : r0 + dilation[0] * (kh - 1) + 1 : dilation[0],
+                          c0 : c0 + dilation[1] * (kw - 1) + 1 : dilation[1]]
+                for c in range(cout):
+                    y[b, c, i, j] = (w[c, 0] * patch[c // mult]).sum()
+    return y if bias is None else y + bias.view(1, -1, 1, 1)

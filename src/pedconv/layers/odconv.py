@@ -1,0 +1,189 @@
+"""ODConv baseline: "Omni-Dimensional Dynamic Convolution", Li, Yao and Yao, ICLR 2022
+(https://arxiv.org/abs/2209.07947), the closest recent peer of PEDConv.
+
+Four attentions from one squeeze branch, ``GAP -> 1x1 conv (Cin -> max(Cin/16, 16),
+no bias) -> BN -> ReLU``, then heads:
+
+* ``alpha_c``: sigmoid over input channels (applied to the input),
+* ``alpha_f``: sigmoid over output channels (applied to the output),
+* ``alpha_s``: sigmoid over the ``k*k`` kernel taps,
+* ``alpha_w``: softmax over the ``K`` kernels,
+
+and ``y = alpha_f * conv(alpha_c * x, sum_k alpha_w[k] * (alpha_s * W_k))``. As in the
+reference code, an attention is skipped (is 1) where it is meaningless: ``alpha_f`` for a
+depthwise conv, ``alpha_s`` for a 1x1 kernel and ``alpha_w`` for ``K = 1``. All logits are
+divided by a temperature (1 by default; the reference code exposes one too).
+
+With ``K = 1`` the per-sample weight is ``W * alpha_f (x) alpha_c (x) alpha_s``, the same
+structure as a rank-1 PEDConv except that ``alpha_c`` spans all input channels; it runs on
+pedconv's fast execution (:func:`pedconv.ops.dynamic_conv2d`). ``K > 1`` aggregates a
+per-sample weight and runs it batch-as-groups, as the reference code does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.common_types import _size_2_t
+from torch.nn.modules.utils import _pair
+
+from ..ops import dynamic_conv2d
+from ._geometry import conv_geometry
+
+__all__ = ["ODConv2d"]
+
+
+class ODConv2d(nn.Module):
+    """Omni-dimensional dynamic convolution with ``num_kernels`` kernels.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+        device, dtype: as in :class:`torch.nn.Conv2d` (integer zero padding).
+        num_kernels: ``K`` (the ODConv paper's "1x" and "4x" models).
+        reduction: squeeze ratio of the attention branch (1/16).
+        min_hidden: smallest squeeze width (16).
+        temperature: divides every attention logit.
+
+    Example:
+        >>> import torch
+        >>> ODConv2d(8, 16, 3, padding=1, num_kernels=4)(torch.randn(2, 8, 6, 6)).shape
+        torch.Size([2, 16, 6, 6])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _size_2_t,
+        stride: _size_2_t = 1,
+        padding: _size_2_t = 0,
+        dilation: _size_2_t = 1,
+        groups: int = 1,
+        bias: bool = True,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+        *,
+        num_kernels: int = 1,
+        reduction: float = 0.0625,
+        min_hidden: int = 16,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        if num_kernels < 1:
+            raise ValueError(f"num_kernels must be >= 1, got {num_kernels}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.num_kernels, self.temperature = num_kernels, float(temperature)
+        kh, kw = self.kernel_size
+        hidden = max(int(in_channels * reduction), min_hidden)
+        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False, **dd)
+        self.bn = nn.BatchNorm2d(hidden, **dd)
+        self.channel_fc = nn.Conv2d(hidden, in_channels, 1, **dd)
+        depthwise = in_channels == groups == out_channels
+        self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, **dd)
+        self.spatial_fc = None if kh * kw == 1 else nn.Conv2d(hidden, kh * kw, 1, **dd)
+        self.kernel_fc = None if num_kernels == 1 else nn.Conv2d(hidden, num_kernels, 1, **dd)
+        self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, in_channels // groups, kh, kw, **dd))
+        self.bias = nn.Parameter(torch.empty(out_channels, **dd)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference code's initialisation: Kaiming-normal (fan-out) convs, zero biases."""
+        for m in (self.fc, self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc):
+            if m is not None:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.ones_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
+        for k in range(self.num_kernels):
+            nn.init.kaiming_normal_(self.weight[k], mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def _sigmoid_heads(self) -> list[nn.Conv2d]:
+        return [m for m in (self.channel_fc, self.filter_fc, self.spatial_fc) if m is not None]
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object) -> "ODConv2d":
+        """An ODConv layer with ``conv``'s geometry.
+
+        With ``preserve_function`` the sigmoid heads start at zero (every such attention is
+        1/2) and each kernel is ``conv.weight`` times ``2 ** (number of sigmoid attentions)``;
+        the kernel softmax sums to one, so it keeps its random initialisation and the
+        kernels still diverge in training. Eval outputs equal ``conv``'s (up to the BN of the
+        attention branch, which does not reach the output at zero heads).
+        """
+        layer = cls(**conv_geometry(conv, cls.__name__), **options)  # type: ignore[arg-type]
+        if preserve_function:
+            with torch.no_grad():
+                heads = layer._sigmoid_heads()
+                for m in heads:
+                    nn.init.zeros_(m.weight)
+                    assert m.bias is not None
+                    nn.init.zeros_(m.bias)
+                layer.weight.copy_((conv.weight * 2.0 ** len(heads)).unsqueeze(0).expand_as(layer.weight))
+                if conv.bias is not None:
+                    assert layer.bias is not None
+                    layer.bias.copy_(conv.bias)
+        layer.train(conv.training)
+        return layer
+
+    def attentions(self, x: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+        """``(alpha_c (B, Cin), alpha_f (B, Cout) | None, alpha_s (B, k*k) | None, alpha_w (B, K) | None)``."""
+        h = F.relu(self.bn(self.fc(F.adaptive_avg_pool2d(x, 1))))
+        t = self.temperature
+
+        def head(m: Optional[nn.Conv2d], act) -> Optional[Tensor]:  # type: ignore[no-untyped-def]
+            return None if m is None else act(m(h).flatten(1) / t)
+
+        alpha_c = torch.sigmoid(self.channel_fc(h).flatten(1) / t)
+        return (
+            alpha_c,
+            head(self.filter_fc, torch.sigmoid),
+            head(self.spatial_fc, torch.sigmoid),
+            head(self.kernel_fc, lambda z: torch.softmax(z, dim=1)),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha_c, alpha_f, alpha_s, alpha_w = self.attentions(x)
+        x = x * alpha_c[:, :, None, None]
+        if alpha_w is None:
+            y = dynamic_conv2d(
+                x, self.weight[0], None,
+                None if alpha_f is None else alpha_f.unsqueeze(1),
+                None,
+                None if alpha_s is None else alpha_s.unsqueeze(1),
+                self.stride, self.padding, self.dilation, self.groups,
+            )
+        else:
+            batch, cin, height, width = x.shape
+            w = torch.einsum("bk,koihw->boihw", alpha_w, self.weight)
+            if alpha_s is not None:
+                w = w * alpha_s.view(batch, 1, 1, *self.kernel_size)
+            y = F.conv2d(
+                x.reshape(1, batch * cin, height, width),
+                w.reshape(batch * self.out_channels, *w.shape[2:]),
+                None, self.stride, self.padding, self.dilation, self.groups * batch,
+            )
+            y = y.view(batch, self.out_channels, *y.shape[-2:])
+            if alpha_f is not None:
+                y = y * alpha_f[:, :, None, None]
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, groups={self.groups}, num_kernels={self.num_kernels}"
+        )

@@ -1,0 +1,131 @@
+"""Execution of spatial-dynamic PEDConv (Sec. 4.6): a depthwise conv whose weight changes
+at every output pixel.
+
+At output pixel ``p`` of sample ``b`` the depthwise weight is
+``W_p[c, t] = W_base[c, t] * sum_r gamma_r[c, p] * psi_r[t, p]`` (``phi`` of a depthwise
+weight has length 1 and is folded into ``psi`` by the layer), so
+
+    y[c, p] = sum_r gamma_r[c, p] * sum_t psi_r[t, p] * W_base[c, t] * x[c, p * s + o_t].
+
+The paper implements this with ``unfold`` (``k*k`` copies of the input, plus per-pixel
+weights of the same size). Here the sum over taps runs over *views* of the padded input,
+one tap at a time, and a custom backward recomputes instead of storing: between forward
+and backward only the input and the (unavoidable) per-pixel components are kept, and the
+largest transient is ``R`` activation-sized accumulators. No per-pixel weight tensor is
+ever formed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["spatial_depthwise_conv2d"]
+
+
+def _taps(kernel: Sequence[int], dilation: Sequence[int], stride: Sequence[int], out_hw: Sequence[int]):  # type: ignore[no-untyped-def]
+    """Index of each tap and the slices of the padded input it reads for every output pixel."""
+    (kh, kw), (dh, dw), (sh, sw), (ho, wo) = kernel, dilation, stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+            yield i * kw + j, rows, cols
+
+
+def _accumulate(x: Tensor, w: Tensor, psi: Tensor, taps: list) -> Tensor:  # type: ignore[type-arg]
+    """``acc[b, r, c, p] = sum_t psi[b, r, t, p] * w[c, t] * x[b, c, p*s + o_t]``."""
+    acc = None
+    for t, rows, cols in taps:
+        z = (x[:, :, rows, cols] * w[:, t].view(1, -1, 1, 1)).unsqueeze(1)  # (B, 1, C, Ho, Wo)
+        term = psi[:, :, t].unsqueeze(2) * z  # (B, R, C, Ho, Wo)
+        acc = term if acc is None else acc.add_(term)
+    assert acc is not None
+    return acc
+
+
+class _SpatialDepthwise(torch.autograd.Function):
+    """``y = sum_r gamma_r * acc_r`` (see :func:`_accumulate`) with a recomputing backward."""
+
+    @staticmethod
+    def forward(ctx, x, w, gamma, psi, kernel, stride, dilation, out_hw):  # type: ignore[no-untyped-def,override]
+        taps = list(_taps(kernel, dilation, stride, out_hw))
+        acc = _accumulate(x, w, psi, taps)
+        y = (acc * gamma).sum(1) if gamma is not None else acc.sum(1)
+        ctx.save_for_backward(x, w, gamma, psi)
+        ctx.taps = taps
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[no-untyped-def,override]
+        x, w, gamma, psi = ctx.saved_tensors
+        taps = ctx.taps
+        need_x, need_w, need_gamma, need_psi = ctx.needs_input_grad[:4]
+        gy = gy.unsqueeze(1)  # (B, 1, C, Ho, Wo)
+        grad_gamma = None
+        if gamma is not None and need_gamma:
+            grad_gamma = gy * _accumulate(x, w, psi, taps)
+        u = gy * gamma if gamma is not None else gy  # dL/d acc_r, (B, R|1, C, Ho, Wo)
+        grad_x = torch.zeros_like(x) if need_x else None
+        grad_w = torch.zeros_like(w) if need_w else None
+        grad_psi = torch.empty_like(psi) if need_psi else None
+        for t, rows, cols in taps:
+            xt = x[:, :, rows, cols]
+            if need_psi:
+                grad_psi[:, :, t] = (u * (xt * w[:, t].view(1, -1, 1, 1)).unsqueeze(1)).sum(2)
+            if need_x or need_w:
+                v = (u * psi[:, :, t].unsqueeze(2)).sum(1)  # (B, C, Ho, Wo)
+                if need_w:
+                    grad_w[:, t] = (v * xt).sum((0, 2, 3))
+                if need_x:
+                    grad_x[:, :, rows, cols] += v * w[:, t].view(1, -1, 1, 1)
+        return grad_x, grad_w, grad_gamma, grad_psi, None, None, None, None
+
+
+def spatial_depthwise_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    gamma: Optional[Tensor],
+    psi: Optional[Tensor],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """Depthwise conv of an already padded ``x`` with a per-pixel rank-R weight.
+
+    Args:
+        x: padded input ``(B, Cin, Hp, Wp)``.
+        weight: depthwise base weight ``(Cout, 1, kh, kw)``, ``Cout`` a multiple of ``Cin``.
+        bias: ``(Cout,)`` or ``None``.
+        gamma: ``(B, R, Cout, Ho, Wo)`` or ``None`` (all ones).
+        psi: ``(B, R, kh*kw, Ho, Wo)`` or ``None`` (all ones).
+        stride, dilation: pairs, as in ``F.conv2d``.
+
+    Returns:
+        ``(B, Cout, Ho, Wo)``.
+    """
+    cout, _, kh, kw = weight.shape
+    batch, cin, hp, wp = x.shape
+    if cout != cin:  # channel multiplier: output channel c reads input channel c // m
+        x = x.repeat_interleave(cout // cin, dim=1)
+    out_hw = ((hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
+    w = weight.reshape(cout, kh * kw)
+    if psi is None:
+        # Without psi the per-pixel weight is W_base * sum_r gamma_r: a static depthwise conv
+        # scaled per pixel and channel.
+        y = torch.nn.functional.conv2d(x, weight, None, stride, 0, dilation, cout)
+        y = y * (gamma.sum(1) if gamma is not None else 1.0)
+    else:
+        if gamma is None:  # sum_r psi_r folds into one term
+            psi = psi.sum(1, keepdim=True)
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, w, gamma, psi)
+        )
+        if needs_grad and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+            y = _SpatialDepthwise.apply(x, w, gamma, psi, (kh, kw), tuple(stride), tuple(dilation), out_hw)
+        else:  # inference, tracing and export: the same tap loop as plain (traceable) ops
+            acc = _accumulate(x, w, psi, list(_taps((kh, kw), dilation, stride, out_hw)))
+            y = (acc * gamma).sum(1) if gamma is not None else acc.sum(1)
+    return y if bias is None else y + bias.view(1, -1, 1, 1)
