@@ -82,6 +82,32 @@ def test_channels_last():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layer", ["auto", *sorted(pedconv.STRATEGIES), "spatial", "odconv4"])
+def test_channels_last_training_gradients(layer):
+    """Training on channels_last weights and inputs gives the same gradients (a reshape bug once broke it)."""
+    torch.manual_seed(0)
+    if layer == "spatial":
+        conv = pedconv.SpatialPEDConv2d(8, 8, 3, padding=1, variational=False)
+    elif layer == "odconv4":
+        conv = pedconv.layers.ODConv2d(8, 8, 3, padding=1, num_kernels=4)
+    else:
+        conv = pedconv.PEDConv2d(8, 8, 3, padding=1, strategy=layer, variational=False)
+    if hasattr(conv, "generator"):
+        randomize_generator(conv)
+    x = torch.randn(3, 8, 7, 7)
+
+    def grads(module, inp):
+        module.zero_grad()
+        module(inp).square().mean().backward()
+        return [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+    ref = grads(conv.train(), x)
+    conv_cl = copy.deepcopy(conv).to(memory_format=torch.channels_last)
+    got = grads(conv_cl, x.contiguous(memory_format=torch.channels_last))
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a.contiguous(), b, atol=1e-5, rtol=1e-4)
+
+
 def test_jit_trace_matches_eager_on_new_shapes_and_batch_sizes():
     net = _small_net().eval()
     traced = torch.jit.trace(net, torch.randn(2, 3, 16, 16))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DEBIAN_FASHION_MNIST", "FASHION_MNIST_CLASSES", "load_fashion_mnist", "read_idx"]
+__all__ = ["DEBIAN_FASHION_MNIST", "FASHION_MNIST_CLASSES", "load_cifar", "load_fashion_mnist", "read_idx"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -92,3 +92,44 @@ def load_fashion_mnist(
         ds = FashionMNIST(str(target), train=train, download=True)
         return ds.data.clone(), ds.targets.long().clone()
     raise FileNotFoundError(f"Fashion-MNIST ({split}) not found in {[str(f) for f in folders]}. {_HOW_TO_GET}")
+
+
+_CIFAR_FOLDERS = {10: "cifar-10-batches-py", 100: "cifar-100-python"}
+
+
+def load_cifar(
+    root: Union[str, os.PathLike], num_classes: int = 10, train: bool = True, download: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Real CIFAR-10/100 from the python-pickle release as ``(uint8 (N, 3, 32, 32), int64 (N,))``.
+
+    ``root`` holds ``cifar-10-batches-py/`` (``data_batch_1..5``, ``test_batch``) or
+    ``cifar-100-python/`` (``train``, ``test``); ``root`` may also be that folder itself.
+    Reading and the checksum verification are torchvision's (``datasets.CIFAR10/100``);
+    ``download=True`` fetches the archive into ``root`` when it is missing.
+
+    Example:
+        >>> x, y = load_cifar("~/data", 10, train=False)  # doctest: +SKIP
+        >>> x.shape, x.dtype, y.shape  # doctest: +SKIP
+        (torch.Size([10000, 3, 32, 32]), torch.uint8, torch.Size([10000]))
+    """
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    if num_classes not in _CIFAR_FOLDERS:
+        raise ValueError(f"CIFAR has 10 or 100 classes, got num_classes={num_classes}")
+    folder = _CIFAR_FOLDERS[num_classes]
+    root = Path(root).expanduser()
+    if root.name == folder:
+        root = root.parent
+    cls = CIFAR10 if num_classes == 10 else CIFAR100
+    if not download and not (root / folder).is_dir():
+        raise FileNotFoundError(
+            f"CIFAR-{num_classes} not found: expected {root / folder}/ (the python version, "
+            f"{'data_batch_1..5 and test_batch' if num_classes == 10 else 'train and test'}). Pass the folder "
+            f"that contains {folder}/ as the data dir, or use download=True (torchvision fetches {cls.url})."
+        )
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise FileNotFoundError(f"CIFAR-{num_classes} in {root / folder} is incomplete or corrupt ({e})") from e
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.as_tensor(ds.targets, dtype=torch.long)

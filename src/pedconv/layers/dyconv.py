@@ -76,17 +76,23 @@ class DynamicConv2d(nn.Module):
         self.attention = nn.Sequential(
             nn.Linear(in_channels, hidden, **dd), nn.ReLU(inplace=True), nn.Linear(hidden, num_kernels, **dd)
         )
+        # The K kernels stacked along the output dimension, (K * Cout, Cin/groups, kh, kw): a
+        # 4-d parameter, so `model.to(memory_format=torch.channels_last)` works.
         self.weight = nn.Parameter(
-            torch.empty(num_kernels, out_channels, in_channels // groups, *self.kernel_size, **dd)
+            torch.empty(num_kernels * out_channels, in_channels // groups, *self.kernel_size, **dd)
         )
         self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **dd)) if bias else None
         self.reset_parameters()
 
+    def kernels(self) -> Tensor:
+        """The weight as ``(K, Cout, Cin/groups, kh, kw)`` (a view when contiguous)."""
+        return self.weight.reshape(self.num_kernels, self.out_channels, *self.weight.shape[1:])
+
     def reset_parameters(self) -> None:
         for k in range(self.num_kernels):
-            nn.init.kaiming_uniform_(self.weight[k], a=math.sqrt(5))
+            nn.init.kaiming_uniform_(self.kernels()[k], a=math.sqrt(5))
         if self.bias is not None:
-            bound = 1 / math.sqrt(self.weight[0, 0].numel())
+            bound = 1 / math.sqrt(self.weight[0].numel())
             nn.init.uniform_(self.bias, -bound, bound)
 
     @classmethod
@@ -110,7 +116,7 @@ class DynamicConv2d(nn.Module):
         layer = cls(**conv_geometry(conv, cls.__name__), **options)  # type: ignore[arg-type]
         if preserve_function:
             with torch.no_grad():
-                layer.weight.copy_(conv.weight.unsqueeze(0).expand_as(layer.weight))
+                layer.weight.copy_(conv.weight.repeat(layer.num_kernels, 1, 1, 1))
                 if conv.bias is not None:
                     assert layer.bias is not None
                     layer.bias.copy_(conv.bias.unsqueeze(0).expand_as(layer.bias))
@@ -120,7 +126,7 @@ class DynamicConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, cin, height, width = x.shape
         attn = torch.softmax(self.attention(x.mean(dim=(2, 3))) / self.temperature, dim=1)
-        w = torch.mm(attn, self.weight.flatten(1)).view(batch * self.out_channels, cin // self.groups, *self.kernel_size)
+        w = torch.mm(attn, self.weight.reshape(self.num_kernels, -1)).view(batch * self.out_channels, cin // self.groups, *self.kernel_size)
         b = torch.mm(attn, self.bias).flatten() if self.bias is not None else None
         y = F.conv2d(x.reshape(1, batch * cin, height, width), w, b, self.stride, self.padding,
                      self.dilation, self.groups * batch)

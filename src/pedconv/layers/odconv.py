@@ -92,7 +92,8 @@ class ODConv2d(nn.Module):
         self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, **dd)
         self.spatial_fc = None if kh * kw == 1 else nn.Conv2d(hidden, kh * kw, 1, **dd)
         self.kernel_fc = None if num_kernels == 1 else nn.Conv2d(hidden, num_kernels, 1, **dd)
-        self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, in_channels // groups, kh, kw, **dd))
+        # K kernels stacked along the output dimension: a 4-d parameter (channels_last works).
+        self.weight = nn.Parameter(torch.empty(num_kernels * out_channels, in_channels // groups, kh, kw, **dd))
         self.bias = nn.Parameter(torch.empty(out_channels, **dd)) if bias else None
         self.reset_parameters()
 
@@ -106,9 +107,13 @@ class ODConv2d(nn.Module):
         nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
         for k in range(self.num_kernels):
-            nn.init.kaiming_normal_(self.weight[k], mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(self.kernels()[k], mode="fan_out", nonlinearity="relu")
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+
+    def kernels(self) -> Tensor:
+        """The weight as ``(K, Cout, Cin/groups, kh, kw)`` (a view when contiguous)."""
+        return self.weight.reshape(self.num_kernels, self.out_channels, *self.weight.shape[1:])
 
     def _sigmoid_heads(self) -> list[nn.Conv2d]:
         return [m for m in (self.channel_fc, self.filter_fc, self.spatial_fc) if m is not None]
@@ -131,7 +136,7 @@ class ODConv2d(nn.Module):
                     nn.init.zeros_(m.weight)
                     assert m.bias is not None
                     nn.init.zeros_(m.bias)
-                layer.weight.copy_((conv.weight * 2.0 ** len(heads)).unsqueeze(0).expand_as(layer.weight))
+                layer.weight.copy_((conv.weight * 2.0 ** len(heads)).repeat(layer.num_kernels, 1, 1, 1))
                 if conv.bias is not None:
                     assert layer.bias is not None
                     layer.bias.copy_(conv.bias)
@@ -159,7 +164,7 @@ class ODConv2d(nn.Module):
         x = x * alpha_c[:, :, None, None]
         if alpha_w is None:
             y = dynamic_conv2d(
-                x, self.weight[0], None,
+                x, self.weight, None,
                 None if alpha_f is None else alpha_f.unsqueeze(1),
                 None,
                 None if alpha_s is None else alpha_s.unsqueeze(1),
@@ -167,7 +172,7 @@ class ODConv2d(nn.Module):
             )
         else:
             batch, cin, height, width = x.shape
-            w = torch.einsum("bk,koihw->boihw", alpha_w, self.weight)
+            w = torch.einsum("bk,koihw->boihw", alpha_w, self.kernels())
             if alpha_s is not None:
                 w = w * alpha_s.view(batch, 1, 1, *self.kernel_size)
             y = F.conv2d(

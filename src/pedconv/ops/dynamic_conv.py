@@ -549,6 +549,9 @@ def dynamic_conv2d(
     """
     if gamma is None and phi is None and psi is None:
         raise ValueError("dynamic_conv2d: at least one of gamma, phi, psi must be given")
+    # The base weight is small: a contiguous copy (e.g. of a channels_last weight) lets every
+    # strategy reshape it freely.
+    weight = weight.contiguous()
     if strategy == "auto":
         strategy = select_strategy(x, weight, gamma, phi, psi, stride)
     try:

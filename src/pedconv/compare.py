@@ -1,0 +1,325 @@
+"""``pedconv compare``: train several models with one recipe over several seeds, and tabulate.
+
+The default is the project's main job: static, PEDConv, CondConv and DY-Conv versions of a
+CIFAR-style ResNet-20 on real Fashion-MNIST (offline), sized to finish in about 10-15 minutes
+on a 2-core CPU. ``--quick`` is a smoke version (< 2 minutes); ``--preset study`` is the
+converged comparison plus the paper's ablations at this scale (hours on a CPU).
+
+Models are given as specs ``NAME[:key=value[:key=value...]]``; the key/values (YAML values)
+go to the model builder, e.g. ``pedconv_cifar_resnet20:rank=4`` or
+``pedconv_cifar_resnet20:components=[gamma]``. Options after ``--`` are passed to every
+``pedconv train`` run (e.g. ``-- --amp --weight-decay 1e-4``).
+
+Every run lives in ``<output>/runs/<spec>/seed<k>/`` (a normal ``pedconv train`` folder) and
+is finished when its ``result.json`` exists. Re-running the same command skips finished runs
+and resumes interrupted ones from their last checkpoint, so a long study can be stopped and
+continued at any time. The table (params, FLOPs from :func:`pedconv.profile_model`, top-1
+mean ± std over seeds, train and eval images/s) is written as ``compare.md``,
+``compare.json`` and ``compare.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+__all__ = ["PRESETS", "ModelSpec", "build_parser", "main", "parse_spec", "run_compare"]
+
+_SMALL = ["cifar_resnet20", "pedconv_cifar_resnet20", "condconv_cifar_resnet20", "dyconv_cifar_resnet20"]
+
+# Recipes. ``train`` holds `pedconv train` options shared by every run of the preset.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The main job: about 10-15 min on 2 cores (measured budget in the README).
+    "default": {
+        "models": _SMALL,
+        "seeds": [0, 1],
+        "width": 16,
+        "train": {"epochs": 3, "train_subset": 6000, "val_subset": None, "batch_size": 128, "lr": 0.2,
+                  "warmup_epochs": 0.5, "weight_decay": 5e-4},
+    },
+    # CI smoke: under 2 minutes.
+    "quick": {
+        "models": _SMALL,
+        "seeds": [0],
+        "width": 8,
+        "train": {"epochs": 1, "train_subset": 1024, "val_subset": 1000, "batch_size": 128, "lr": 0.2,
+                  "warmup_epochs": 0.0, "weight_decay": 5e-4},
+    },
+    # Converged comparison and the ablations of Table 5 / Sec. 4.5 at this scale.
+    "study": {
+        "models": _SMALL + [
+            "pedconv_cifar_resnet20:components=[gamma]",
+            "pedconv_cifar_resnet20:components=[phi]",
+            "pedconv_cifar_resnet20:components=[psi]",
+            "pedconv_cifar_resnet20:rank=4",
+            "pedconv_cifar_resnet20:variational=false",
+            "pedconv_cifar_resnet20:infomax=false",
+        ],
+        "seeds": [0, 1, 2],
+        "width": 16,
+        "train": {"epochs": 15, "train_subset": 10000, "val_subset": None, "batch_size": 128, "lr": 0.2,
+                  "warmup_epochs": 1.0, "weight_decay": 5e-4},
+    },
+}
+
+_IMAGE_SIZE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name plus builder keyword arguments, with a label for tables/folders."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if not self.kwargs:
+            return self.name
+        return self.name + "".join(f":{k}={_compact(v)}" for k, v in self.kwargs.items())
+
+    @property
+    def folder(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.label.replace(":", "__"))
+
+
+def _compact(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_compact(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """``"NAME[:key=value...]"`` -> :class:`ModelSpec` (values parsed as YAML).
+
+    >>> parse_spec("pedconv_cifar_resnet20:rank=4:components=[gamma, psi]").kwargs
+    {'rank': 4, 'components': ['gamma', 'psi']}
+    """
+    name, *items = text.split(":")
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"model spec {text!r}: {item!r} is not key=value")
+        kwargs[key.strip()] = yaml.safe_load(value)
+    from .models import model_entrypoint
+
+    model_entrypoint(name.strip())  # unknown names fail here, with suggestions
+    return ModelSpec(name.strip(), kwargs)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _recipe(args: argparse.Namespace, preset: dict[str, Any]) -> dict[str, Any]:
+    """The `pedconv train` options every run of this comparison shares."""
+    recipe = {"data": args.data, "data_dir": args.data_dir, **preset["train"]}
+    for key in ("epochs", "train_subset", "val_subset", "batch_size", "lr"):
+        value = getattr(args, key)
+        if value is not None:
+            recipe[key] = value
+    return recipe
+
+
+def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
+             folder: Path, quiet: bool) -> dict[str, Any]:
+    """Train one (model, seed) unless already finished; returns its result record."""
+    from .train import parse_args, train
+
+    done = folder / "result.json"
+    identity = {"model": spec.label, "seed": seed, "width": width, "recipe": recipe, "extra": extra}
+    if done.is_file():
+        record = json.loads(done.read_text())
+        if record.get("identity") != identity:
+            raise SystemExit(
+                f"{folder} holds a finished run with a different recipe ({record.get('identity')}); "
+                "use another --output or delete that folder"
+            )
+        return record
+    kwargs = dict(spec.kwargs)
+    if width is not None:
+        kwargs.setdefault("width", width)
+    # Precedence: train defaults < the recipe < options after `--` < this run's identity.
+    given: dict[str, Any] = {}
+    if extra:
+        plain, with_extra = vars(parse_args(["--model", spec.name])), vars(parse_args(["--model", spec.name, *extra]))
+        given = {k: v for k, v in with_extra.items() if plain.get(k) != v and k != "command"}
+    config = {**recipe, **given, "model": spec.name, "model_kwargs": kwargs, "seed": seed,
+              "output": str(folder), "resume": "auto", "quiet": quiet}
+    result = train(config)
+    record = {
+        "identity": identity,
+        "model": spec.label,
+        "seed": seed,
+        "final": result["final"],
+        "best_top1": result["best_top1"],
+        "history": result["history"],
+        "model_args": result["model_args"],
+    }
+    tmp = done.with_name(".result.json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, done)
+    return record
+
+
+def _profile(record: dict[str, Any], data: str, img_size: Optional[int]) -> tuple[int, int]:
+    from .models import create_model
+    from .profile import profile_model
+
+    margs = record["model_args"]
+    model = create_model(margs["name"], num_classes=margs["num_classes"], **margs["kwargs"])
+    size = _IMAGE_SIZE.get(data, img_size or 224)
+    prof = profile_model(model, (1, margs["input_chans"], size, size))
+    return prof.params, prof.macs
+
+
+def summarize(records: list[dict[str, Any]], data: str, img_size: Optional[int] = None) -> list[dict[str, Any]]:
+    """One row per model: params, MACs, top-1 mean/std over seeds, train/eval images per second."""
+    rows = []
+    for label in dict.fromkeys(r["model"] for r in records):
+        runs = [r for r in records if r["model"] == label]
+        top1 = [r["final"]["val_top1"] for r in runs]
+        train_ips = [statistics.fmean(h["train_images_per_s"] for h in r["history"]) for r in runs]
+        eval_ips = [statistics.fmean(h["eval_images_per_s"] for h in r["history"]) for r in runs]
+        params, macs = _profile(runs[0], data, img_size)
+        m, s = _mean_std(top1)
+        rows.append({"model": label, "params": params, "macs": macs, "top1_mean": m, "top1_std": s,
+                     "top1_runs": top1, "seeds": [r["seed"] for r in runs],
+                     "train_images_per_s": statistics.fmean(train_ips), "eval_images_per_s": statistics.fmean(eval_ips)})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | params | FLOPs (MACs) | top-1 (%) mean ± std | seeds | train img/s | eval img/s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['params'] / 1e3:.1f}k | {r['macs'] / 1e6:.2f}M "
+                     f"| {r['top1_mean']:.2f} ± {r['top1_std']:.2f} | {len(r['seeds'])} "
+                     f"| {r['train_images_per_s']:.0f} | {r['eval_images_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
+    """Top-1 (mean ± std) and training throughput per model, side by side."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is optional
+        return None
+    labels = [r["model"].replace("_cifar_resnet20", "").replace(":", "\n") for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(rows) + 4), 4))
+    a1.bar(labels, [r["top1_mean"] for r in rows], yerr=[r["top1_std"] for r in rows], capsize=4, color="tab:blue")
+    lo = min(r["top1_mean"] - r["top1_std"] for r in rows)
+    a1.set_ylim(max(0.0, lo - 2.0), 100.0)
+    a1.set_ylabel("val top-1 (%)")
+    a2.bar(labels, [r["train_images_per_s"] for r in rows], color="tab:orange")
+    a2.set_ylabel("train images / s")
+    for ax in (a1, a2):
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="pedconv compare", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="default: the main job (~10-15 min, 2 cores); quick: smoke (<2 min); study: hours")
+    p.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
+    p.add_argument("--models", nargs="+", default=None, metavar="SPEC", help="NAME[:key=value...] (default: preset's)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: preset's")
+    p.add_argument("--width", type=int, default=None, help="base width passed to every model (default: preset's)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--val-subset", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--data", default="fashion_mnist", help="fashion_mnist (default, offline), cifar10, cifar100")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--output", type=Path, default=None, help="default: results/compare-<preset>")
+    p.add_argument("--verbose", action="store_true", help="show each run's progress")
+    p.add_argument("train_options", nargs=argparse.REMAINDER,
+                   help="after `--`: more `pedconv train` options for every run")
+    return p
+
+
+def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run (or continue) the comparison described by parsed ``args``; returns the table rows."""
+    preset = PRESETS[args.preset]
+    specs = [parse_spec(s) for s in (args.models or preset["models"])]
+    if len({s.label for s in specs}) != len(specs):
+        raise SystemExit("--models lists the same model spec twice")
+    seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    width = args.width if args.width is not None else preset["width"]
+    recipe = _recipe(args, preset)
+    extra = [a for a in (args.train_options or []) if a != "--"]
+    out = args.output or Path("results") / f"compare-{args.preset}"
+    out.mkdir(parents=True, exist_ok=True)
+    n_runs = len(specs) * len(seeds)
+    images = recipe["epochs"] * (recipe.get("train_subset") or 60000)
+    print(f"pedconv compare [{args.preset}]: {len(specs)} models x {len(seeds)} seeds = {n_runs} runs; each "
+          f"{recipe['epochs']} epochs on {recipe.get('train_subset') or 'all'} training images ({images} images), "
+          f"width {width}, batch {recipe['batch_size']}, lr {recipe['lr']} per 256; data {args.data}; output {out}",
+          flush=True)
+    records, start = [], time.time()
+    for seed in seeds:
+        for spec in specs:
+            folder = out / "runs" / spec.folder / f"seed{seed}"
+            t0 = time.time()
+            cached = (folder / "result.json").is_file()
+            rec = _run_one(spec, seed, width, recipe, extra, folder, quiet=not args.verbose)
+            records.append(rec)
+            f = rec["final"]
+            print(f"  {spec.label:<48} seed {seed}: top-1 {f['val_top1']:.2f}%  "
+                  + ("(finished earlier)" if cached else f"({time.time() - t0:.0f} s)"), flush=True)
+    rows = summarize(records, args.data)
+    table = markdown(rows)
+    (out / "compare.md").write_text(table)
+    meta = {"preset": args.preset, "recipe": recipe, "width": width, "seeds": seeds, "extra_train_options": extra,
+            "wall_time_s": time.time() - start, "date": time.strftime("%Y-%m-%d"), "machine": _machine()}
+    (out / "compare.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    png = plot(rows, out / "compare.png")
+    print()
+    print(table)
+    print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}" + (f", {png}" if png else "")
+          + f"  ({time.time() - start:.0f} s)")
+    return rows
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace] = None) -> int:
+    if args is None:
+        args = build_parser().parse_args(argv)
+    try:
+        run_compare(args)
+    except ValueError as e:  # bad model specs / options: a message, not a traceback
+        print(f"pedconv compare: error: {e}", file=sys.stderr)
+        return 2
+    return 0

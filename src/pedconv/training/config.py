@@ -1,0 +1,325 @@
+"""Command-line options of ``pedconv train``, YAML configs, and their precedence.
+
+Precedence, lowest to highest: the parser's defaults, the ``--config`` YAML file, the
+command-line flags. A YAML file's keys are argparse destination names (``batch_size``,
+``model_kwargs``, ...); unknown keys are an error that names the file and suggests the
+closest option. YAML strings are converted with the option's own type (so ``lr: 1e-4``,
+which YAML reads as a string, works), and checked against its choices.
+``model_kwargs`` may be a mapping in YAML; ``--model-kwargs k=v ...`` on the command line
+updates it key by key (values parsed as YAML: ``rank=2``, ``components=[gamma]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import yaml
+
+from .data import DATASETS
+from .recipe import SCHEDULES
+
+__all__ = ["ConfigError", "add_data_arguments", "apply_mapping", "build_train_parser", "load_yaml_config",
+           "parse_model_kwargs", "parse_with_config"]
+
+
+# Other training scripts' names for our options, for "did you mean" hints only.
+_HINTS = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "lr_base": "lr_base_batch",
+          "label_smoothing": "smoothing", "num_workers": "workers", "arch": "model", "output_dir": "output",
+          "warmup_lr_init": "warmup_lr", "mixup_alpha": "mixup", "cutmix_alpha": "cutmix",
+          "clip_grad_norm": "clip_grad"}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration file or mapping."""
+
+
+def parse_model_kwargs(items: Union[None, Sequence[str], Mapping[str, Any]]) -> dict[str, Any]:
+    """``["rank=2", "components=[gamma]"]`` -> ``{"rank": 2, "components": ["gamma"]}`` (values via ``yaml.safe_load``).
+
+    >>> parse_model_kwargs(["rank=2", "components=[gamma, phi]", "sigma=learned", "width=8"])
+    {'rank': 2, 'components': ['gamma', 'phi'], 'sigma': 'learned', 'width': 8}
+    >>> parse_model_kwargs(["rank"])
+    Traceback (most recent call last):
+    ...
+    ValueError: --model-kwargs expects key=value, got 'rank'
+    """
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return {str(k): v for k, v in items.items()}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-kwargs expects key=value, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ValueError(f"--model-kwargs {item!r}: the value is not valid YAML ({e})") from None
+    return out
+
+
+class _ModelKwargsAction(argparse.Action):
+    """Parses ``k=v`` items and merges them over the current value (e.g. from a YAML file)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        try:
+            new = parse_model_kwargs(values)
+        except ValueError as e:
+            parser.error(str(e))
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), **new})
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_data_arguments(p: argparse.ArgumentParser, defaults_from_checkpoint: bool = False) -> Any:
+    """Dataset options shared by ``train`` and ``eval``; returns the argument group."""
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=DATASETS, default=None if defaults_from_checkpoint else "fashion_mnist",
+                   help="dataset (default: fashion_mnist%s)"
+                        % (", or the checkpoint's" if defaults_from_checkpoint else ""))
+    g.add_argument("--data-dir", default=None,
+                   help="dataset folder: Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist), the "
+                        "folder holding cifar-10-batches-py/ or cifar-100-python/, or an ImageFolder root with "
+                        "train/ and val/")
+    g.add_argument("--download", action="store_true",
+                   help="download Fashion-MNIST/CIFAR with torchvision if missing")
+    g.add_argument("--val-subset", type=_positive_int, default=None,
+                   help="evaluate on a fixed seeded subset of N validation images")
+    g.add_argument("--subset-seed", type=int, default=None if defaults_from_checkpoint else 0,
+                   help="seed of the --train-subset/--val-subset choice (default: 0%s)"
+                        % (", or the checkpoint's" if defaults_from_checkpoint else ""))
+    g.add_argument("--img-size", type=_positive_int, default=None,
+                   help="input resolution (default: 28 Fashion-MNIST, 32 CIFAR, 224 ImageFolder; in-memory "
+                        "datasets are resized on the device)")
+    g.add_argument("--crop-pct", type=float, default=0.875, help="ImageFolder validation: resize to img_size/crop_pct, "
+                   "then center-crop")
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes (default: 0 for in-memory datasets, min(8, CPUs) for ImageFolder)")
+    return g
+
+
+def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    """The ``pedconv train`` options (see the module docstring of :mod:`pedconv.train`).
+
+    >>> args = build_train_parser().parse_args(["--model", "cifar_resnet20", "--model-kwargs", "width=8"])
+    >>> args.model_kwargs, args.batch_size, args.data
+    ({'width': 8}, 128, 'fashion_mnist')
+    """
+    p = parser or argparse.ArgumentParser(prog="pedconv train", description="Train a registered model.")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="YAML file of option values (keys = option names with '_'); command-line flags override it")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="pedconv_cifar_resnet20", help="a name from pedconv.list_models()")
+    g.add_argument("--model-kwargs", nargs="*", default={}, action=_ModelKwargsAction, metavar="KEY=VALUE",
+                   help="builder options, values parsed as YAML (e.g. width=8 rank=2 components=[gamma])")
+
+    g = add_data_arguments(p)
+    g.add_argument("--train-subset", type=_positive_int, default=None,
+                   help="train on a fixed seeded subset of N images")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="training augmentation (in-memory datasets: random crop, padding 4, + horizontal flip; "
+                        "ImageFolder: RandomResizedCrop + flip)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=_positive_int, default=10)
+    g.add_argument("--batch-size", type=_positive_int, default=128, help="images per process per forward pass")
+    g.add_argument("--val-batch-size", type=_positive_int, default=None, help="default: 2 x --batch-size")
+    g.add_argument("--grad-accum-steps", type=_positive_int, default=1,
+                   help="micro-batches per optimizer step (global batch = batch-size x processes x this)")
+    g.add_argument("--opt", default="sgd", help="timm optimizer name (sgd = SGD with momentum; adamw, lamb, ...)")
+    g.add_argument("--lr", type=float, default=0.1, help="learning rate for --lr-base-batch images per step")
+    g.add_argument("--lr-scale", choices=("linear", "sqrt", "none"), default="linear",
+                   help="scale --lr by (global batch / --lr-base-batch) (linear), its square root, or not at all")
+    g.add_argument("--lr-base-batch", type=_positive_int, default=256, help="reference batch of --lr")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum (SGD)")
+    g.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
+    g.add_argument("--wd-norm-bias", action=argparse.BooleanOptionalAction, default=False,
+                   help="also decay biases and normalisation parameters (default: they get no weight decay)")
+    g.add_argument("--sched", choices=SCHEDULES, default="cosine", help="timm lr schedule, updated every step")
+    g.add_argument("--warmup-epochs", type=_non_negative_float, default=0.0,
+                   help="linear warm-up length (may be fractional)")
+    g.add_argument("--warmup-lr", type=_non_negative_float, default=1e-5, help="lr at the start of the warm-up")
+    g.add_argument("--warmup-prefix", action=argparse.BooleanOptionalAction, default=True,
+                   help="warm-up first, then the schedule over the remaining epochs (default); with "
+                        "--no-warmup-prefix the warm-up overlaps the start of the schedule (timm's default). With "
+                        "the prefix, step/multistep milestones count from the end of the warm-up")
+    g.add_argument("--min-lr", type=_non_negative_float, default=0.0, help="final lr of cosine/poly/tanh")
+    g.add_argument("--decay-epochs", type=float, default=30.0, help="step schedule period")
+    g.add_argument("--decay-milestones", type=float, nargs="+", default=[30.0, 60.0, 80.0], help="multistep epochs")
+    g.add_argument("--decay-rate", type=float, default=0.1, help="step/multistep factor")
+    g.add_argument("--clip-grad", type=float, default=None, help="gradient clipping threshold (off by default)")
+    g.add_argument("--clip-mode", choices=("norm", "value", "agc"), default="norm")
+
+    g = p.add_argument_group("regularisation")
+    g.add_argument("--smoothing", type=_non_negative_float, default=0.0, help="label smoothing")
+    g.add_argument("--mixup", type=_non_negative_float, default=0.0, help="mixup alpha (0 = off)")
+    g.add_argument("--cutmix", type=_non_negative_float, default=0.0, help="cutmix alpha (0 = off)")
+    g.add_argument("--mixup-prob", type=float, default=1.0, help="probability of mixing a batch")
+    g.add_argument("--mixup-switch-prob", type=float, default=0.5, help="probability of cutmix when both are on")
+    g.add_argument("--mixup-mode", choices=("batch", "pair", "elem"), default="batch")
+
+    g = p.add_argument_group("dynamic convolutions")
+    g.add_argument("--infomax-weight", type=_non_negative_float, default=None,
+                   help="lambda of the PEDConv info-max term (default: pedconv.INFOMAX_WEIGHT = 1e-3)")
+    g.add_argument("--dyconv-anneal-epochs", type=_non_negative_float, default=10.0,
+                   help="DY-Conv softmax temperature goes 30 -> 1 linearly over these epochs")
+
+    g = p.add_argument_group("hardware and distribution")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads per process")
+    g.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU; float16 on CUDA by default)")
+    g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and inputs")
+    g.add_argument("--sync-bn", choices=("auto", "on", "off"), default="auto",
+                   help="SyncBatchNorm in multi-process CUDA runs (auto = on there; never on CPU)")
+    g.add_argument("--dist-bn", choices=("reduce", "broadcast", "none"), default="reduce",
+                   help="without SyncBatchNorm: average (reduce) or copy rank 0's (broadcast) BN statistics over "
+                        "processes before each evaluation")
+    g.add_argument("--find-unused-parameters", choices=("auto", "on", "off"), default="auto",
+                   help="DDP option; auto = on only if a probe step leaves some parameter without a gradient")
+
+    g = p.add_argument_group("run, checkpoints and logging")
+    g.add_argument("--output", default=None, help="run folder (default: runs/<model>-<timestamp>)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="reuse a non-empty --output, replacing a previous run's files")
+    g.add_argument("--resume", default=None, metavar="PATH|auto",
+                   help="continue from a checkpoint (auto: <output>/last.pt if it exists)")
+    g.add_argument("--checkpoint-every-steps", type=_positive_int, default=None,
+                   help="also write last.pt every N optimizer steps (besides every epoch)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms (warn-only), no cuDNN autotuning: an interrupted and resumed run "
+                        "reproduces an uninterrupted one")
+    g.add_argument("--log-every", type=_positive_int, default=50, help="plain-log step period")
+    g.add_argument("--quiet", action="store_true", help="no progress output (log.txt still written)")
+    return p
+
+
+def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.dest not in ("help", argparse.SUPPRESS)}
+
+
+def _coerce(action: argparse.Action, key: str, value: Any, source: str) -> Any:
+    """A YAML/mapping value converted like the command line would convert it."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {why}")
+
+    if value is None:
+        return None
+    if key == "model_kwargs":
+        if isinstance(value, Mapping):
+            return parse_model_kwargs(value)
+        if isinstance(value, (list, tuple)):
+            try:
+                return parse_model_kwargs([str(v) for v in value])
+            except ValueError as e:
+                raise bad(str(e)) from None
+        raise bad(f"expected a mapping, got {value!r}")
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            raise bad(f"expected true or false, got {value!r}")
+        return value
+    convert = action.type if callable(action.type) else None
+
+    def one(v: Any) -> Any:
+        if convert is not None and isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            try:  # through str, as on the command line: int("3.5") fails instead of truncating
+                v = convert(v if isinstance(v, str) else str(v))
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
+                raise bad(f"invalid value {v!r} ({e})") from None
+        if action.choices is not None and v not in action.choices:
+            raise bad(f"{v!r} is not one of {', '.join(map(str, action.choices))}")
+        return v
+
+    if action.nargs in ("+", "*") or isinstance(action.nargs, int):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return [one(v) for v in values]
+    if isinstance(value, (list, dict)):
+        raise bad(f"expected a single value, got {value!r}")
+    return one(value)
+
+
+def apply_mapping(parser: argparse.ArgumentParser, mapping: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Validate and convert ``mapping`` (option dest -> value) against ``parser``; unknown keys raise.
+
+    >>> apply_mapping(build_train_parser(), {"lr": "1e-4", "epochs": 3}, "x.yaml")
+    {'lr': 0.0001, 'epochs': 3}
+    >>> apply_mapping(build_train_parser(), {"learning_rate": 0.1}, "x.yaml")
+    Traceback (most recent call last):
+    ...
+    pedconv.training.config.ConfigError: x.yaml: unknown key 'learning_rate' (did you mean 'lr'?)
+    """
+    actions = _actions(parser)
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions or dest == "config":
+            close = [_HINTS[dest]] if dest in _HINTS else difflib.get_close_matches(
+                dest, [d for d in actions if d != "config"], n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        out[dest] = _coerce(actions[dest], dest, value, source)
+    return out
+
+
+def load_yaml_config(path: Union[str, os.PathLike], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a YAML config into validated option values for ``parser``.
+
+    Raises:
+        ConfigError: missing file, bad YAML, not a mapping, unknown keys, invalid values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path} must be a mapping of option names to values, got {type(data).__name__}")
+    return apply_mapping(parser, data, str(path))
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv`` with ``--config`` support: defaults < YAML file < command line.
+
+    >>> import tempfile
+    >>> f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    >>> _ = f.write("epochs: 3\\nlr: 0.05\\nmodel_kwargs: {width: 8}\\n"); f.close()
+    >>> a = parse_with_config(build_train_parser(), ["--config", f.name, "--lr", "0.2", "--model-kwargs", "rank=2"])
+    >>> a.epochs, a.lr, a.model_kwargs
+    (3, 0.2, {'width': 8, 'rank': 2})
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config is not None:
+        try:
+            values = load_yaml_config(known.config, parser)
+        except ConfigError as e:
+            parser.error(str(e))
+        parser.set_defaults(**values)
+    return parser.parse_args(argv)

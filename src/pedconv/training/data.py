@@ -1,0 +1,458 @@
+"""Datasets, resumable samplers and on-device preprocessing for ``pedconv train`` / ``eval``.
+
+* Fashion-MNIST and CIFAR-10/100 live in memory as one uint8 tensor; a batch is gathered by
+  indexing (``__getitems__``), moved to the device as uint8, and normalised/augmented there
+  (random crop with 4-pixel zero padding + horizontal flip, per sample) by
+  :class:`BatchPreprocessor`: no PIL and no per-item Python work.
+* ImageFolder (``train/``, ``val/``) uses torchvision's standard ImageNet transforms in the
+  loader workers (``RandomResizedCrop`` + flip; ``Resize`` + ``CenterCrop``), producing uint8
+  tensors that are normalised on the device as well.
+
+Determinism: the order of an epoch is a permutation seeded by ``(seed, epoch)``; every
+random draw of the augmentation is seeded by ``(seed, epoch, position in the epoch)``, so a
+batch's content does not depend on the number of workers, on what ran before, or on whether
+the epoch was resumed in the middle (:class:`GlobalBatchSampler` skips the batches already
+done).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Sized, Union, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..data import DEBIAN_FASHION_MNIST, load_cifar, load_fashion_mnist
+from ..data import _find as _find_idx
+
+__all__ = [
+    "DATASETS",
+    "BatchPreprocessor",
+    "DataSpec",
+    "GlobalBatchSampler",
+    "SeededDataset",
+    "ShardBatchSampler",
+    "TensorImageDataset",
+    "build_data",
+    "mix_seed",
+]
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
+_STATS = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64 over the values), stable across runs and platforms.
+
+    Hand-written because Python's ``hash`` of tuples is not meant as a seed and
+    ``numpy.random.SeedSequence`` costs ~10 us per call, which matters once per image.
+
+    >>> mix_seed(0, 1, 2) == mix_seed(0, 1, 2), mix_seed(0, 1, 2) == mix_seed(0, 2, 1)
+    (True, False)
+    """
+    z = 0x9E3779B97F4A7C15
+    for v in values:
+        z = (z ^ (int(v) & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK64
+        z ^= z >> 31
+    return z >> 1
+
+
+# ----------------------------------------------------------------------------- datasets
+class TensorImageDataset(Dataset):
+    """Images as one uint8 ``(N, C, H, W)`` tensor with int64 labels; batches by fancy indexing.
+
+    >>> ds = TensorImageDataset(torch.zeros(5, 1, 28, 28, dtype=torch.uint8), torch.arange(5))
+    >>> x, y = ds.__getitems__([0, 3]); x.shape, y.tolist()
+    (torch.Size([2, 1, 28, 28]), [0, 3])
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if images.dim() != 4 or images.dtype != torch.uint8 or len(images) != len(labels):
+            raise ValueError(f"expected uint8 (N, C, H, W) images and N labels, got {tuple(images.shape)} "
+                             f"{images.dtype} and {tuple(labels.shape)}")
+        self.images, self.labels = images.contiguous(), labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+
+def collate_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The collate function for :class:`TensorImageDataset` (the batch is already stacked)."""
+    return batch
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset with random per-item transforms so that item ``(index, seed)`` is reproducible.
+
+    The sampler yields ``(index, seed)`` pairs; the item is produced with the torch generator
+    seeded by ``seed`` (inside :func:`torch.random.fork_rng`, so the caller's generator is
+    untouched). torchvision's transforms draw from torch's generator only.
+
+    >>> from torchvision.transforms import RandomCrop
+    >>> base = [(torch.arange(16.).view(1, 4, 4), 0)]
+    >>> class T(Dataset):
+    ...     def __len__(self): return 1
+    ...     def __getitem__(self, i): return RandomCrop(2)(base[i][0]), 0
+    >>> ds = SeededDataset(T())
+    >>> torch.equal(ds[(0, 7)][0], ds[(0, 7)][0])
+    True
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(cast(Sized, self.dataset))
+
+    def __getitem__(self, key: Union[int, tuple[int, int]]) -> Any:
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.dataset[index]
+        return self.dataset[key]
+
+
+# ----------------------------------------------------------------------------- samplers
+class GlobalBatchSampler:
+    """Batches of one rank for one epoch, resumable at any optimizer step.
+
+    Each optimizer step consumes one *global batch* of ``micro_batch * world_size * accum``
+    consecutive items of the epoch's permutation (seeded by ``(seed, epoch)``); rank ``r``'s
+    ``a``-th micro-batch is the ``(r * accum + a)``-th slice of it. So ``world_size=2,
+    accum=1`` and ``world_size=1, accum=2`` see the same micro-batches, and a single process
+    with gradient accumulation reproduces a DDP run. The tail that does not fill a global
+    batch is dropped (BatchNorm and mixup want full batches).
+
+    Written by hand because ``torch.utils.data.DistributedSampler`` interleaves ranks
+    (``perm[rank::world]``), which no single-process order reproduces, and cannot start in
+    the middle of an epoch.
+
+    Args:
+        num_samples: dataset length.
+        micro_batch: items per forward pass (``--batch-size``).
+        world_size, rank: the process group layout.
+        accum: micro-batches per optimizer step.
+        seed: base seed of the permutations and of the per-item seeds.
+        shuffle: permute each epoch (else the natural order).
+        with_seeds: yield ``(index, item_seed)`` pairs for :class:`SeededDataset`.
+
+    >>> s = GlobalBatchSampler(10, micro_batch=2, world_size=2, rank=1, shuffle=False)
+    >>> list(s), s.steps_per_epoch
+    ([[2, 3], [6, 7]], 2)
+    >>> s.set_epoch(0, start_step=1); list(s)
+    [[6, 7]]
+    """
+
+    def __init__(self, num_samples: int, micro_batch: int, world_size: int = 1, rank: int = 0, accum: int = 1,
+                 seed: int = 0, shuffle: bool = True, with_seeds: bool = False) -> None:
+        self.num_samples, self.micro_batch, self.world_size, self.rank = num_samples, micro_batch, world_size, rank
+        self.accum, self.seed, self.shuffle, self.with_seeds = accum, seed, shuffle, with_seeds
+        self.global_batch = micro_batch * world_size * accum
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{num_samples} training images do not fill one global batch of {self.global_batch} "
+                             f"(batch size {micro_batch} x {world_size} processes x {accum} accumulation steps)")
+        self.epoch, self.start_step = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_samples // self.global_batch
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Select the epoch's permutation and the first optimizer step to yield."""
+        self.epoch, self.start_step = epoch, start_step
+
+    def micro_batch_offset(self, step: int, micro: int) -> int:
+        """Position in the epoch of the first item of this rank's ``micro``-th micro-batch of ``step``."""
+        return step * self.global_batch + (self.rank * self.accum + micro) * self.micro_batch
+
+    def __iter__(self) -> Iterator[list]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        for step in range(self.start_step, self.steps_per_epoch):
+            for micro in range(self.accum):
+                start = self.micro_batch_offset(step, micro)
+                items = order[start:start + self.micro_batch]
+                if self.with_seeds:
+                    yield [(i, mix_seed(self.seed, self.epoch, start + j)) for j, i in enumerate(items)]
+                else:
+                    yield items
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.start_step) * self.accum
+
+
+class ShardBatchSampler:
+    """Evaluation batches of one rank: a contiguous shard, no padding, no duplicates.
+
+    (``DistributedSampler`` pads with repeated items, which would bias the metrics.)
+
+    >>> [list(ShardBatchSampler(5, 2, world_size=2, rank=r)) for r in (0, 1)]
+    [[[0, 1]], [[2, 3], [4]]]
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, world_size: int = 1, rank: int = 0) -> None:
+        self.start = num_samples * rank // world_size
+        self.stop = num_samples * (rank + 1) // world_size
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i in range(self.start, self.stop, self.batch_size):
+            yield list(range(i, min(i + self.batch_size, self.stop)))
+
+    def __len__(self) -> int:
+        return math.ceil((self.stop - self.start) / self.batch_size)
+
+
+# ------------------------------------------------------------------- device preprocessing
+class BatchPreprocessor:
+    """uint8 batch on the device -> normalised float batch, with the tensor augmentation.
+
+    Args:
+        mean, std: per-channel statistics in [0, 1] units.
+        augment: random crop with ``pad`` zero pixels on each side + horizontal flip, drawn
+            per sample from a generator seeded per batch (the in-memory datasets).
+        size: output ``(H, W)``; batches of another size are resized (bilinear, antialiased).
+        out_chans: replicate a 1-channel input to this many channels (models without ``in_chans``).
+        channels_last: return ``torch.channels_last`` memory format.
+
+    Hand-written because torchvision's transforms draw one set of parameters per call, i.e.
+    per batch, while the augmentation here must differ per sample.
+
+    >>> p = BatchPreprocessor((0.5,), (0.5,), augment=True)
+    >>> x = torch.full((4, 1, 28, 28), 255, dtype=torch.uint8)
+    >>> y = p(x, seed=0); y.shape, float(y.max())
+    (torch.Size([4, 1, 28, 28]), 1.0)
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], augment: bool = False, pad: int = 4,
+                 size: Optional[tuple[int, int]] = None, out_chans: Optional[int] = None,
+                 channels_last: bool = False) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.augment, self.pad, self.size = augment, pad, size
+        self.out_chans, self.channels_last = out_chans, channels_last
+
+    def __call__(self, images: Tensor, seed: Optional[int] = None) -> Tensor:
+        x = images.float().div_(255.0)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        x = x.sub_(mean).div_(std)
+        if self.augment:
+            x = self._crop_flip(x, seed if seed is not None else 0)
+        if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        if self.out_chans is not None and x.shape[1] != self.out_chans:
+            x = x.expand(-1, self.out_chans, -1, -1)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def _crop_flip(self, x: Tensor, seed: int) -> Tensor:
+        # Zero padding is applied before normalisation in the usual pipeline, i.e. the padded
+        # value is black, which after normalisation is -mean/std: pad with that value.
+        b, c, h, w = x.shape
+        p = self.pad
+        g = torch.Generator().manual_seed(seed)
+        oy = torch.randint(0, 2 * p + 1, (b,), generator=g).to(x.device)
+        ox = torch.randint(0, 2 * p + 1, (b,), generator=g).to(x.device)
+        flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+        black = (-torch.tensor(self.mean, device=x.device) / torch.tensor(self.std, device=x.device)).view(1, -1, 1, 1)
+        padded = black.expand(b, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p:p + h, p:p + w] = x
+        rows = (oy[:, None] + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * p)
+        cropped = padded.gather(2, rows)
+        cols = ox[:, None] + torch.arange(w, device=x.device)
+        cols = torch.where(flip[:, None], cols.flip(1), cols).view(b, 1, 1, w).expand(b, c, h, w)
+        return cropped.gather(3, cols)
+
+
+# ----------------------------------------------------------------------------- dataset specs
+@dataclass
+class DataSpec:
+    """Everything the training loop needs to know about a dataset."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    in_chans: int
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    in_memory: bool
+    augment_on_device: bool
+    collate_fn: Optional[Callable[..., Any]]
+
+    @property
+    def num_train(self) -> int:
+        return len(cast(Sized, self.train))
+
+    @property
+    def num_val(self) -> int:
+        return len(cast(Sized, self.val))
+
+
+def _subset(images_labels: tuple[Tensor, Tensor], n: Optional[int], seed: int, what: str) -> tuple[Tensor, Tensor]:
+    x, y = images_labels
+    idx = _subset_indices(len(y), n, seed, what)
+    return (x, y) if idx is None else (x[idx], y[idx])
+
+
+def _fashion_mnist(data_dir: Optional[str], train: bool, download: bool) -> tuple[Tensor, Tensor]:
+    split = "train" if train else "t10k"
+    how = ("Get it with `apt-get install dataset-fashion-mnist` (Debian, offline, installs "
+           f"{DEBIAN_FASHION_MNIST}), or pass --download to fetch it with torchvision, or --data-dir DIR with the "
+           f"IDX files ({split}-images-idx3-ubyte[.gz], {split}-labels-idx1-ubyte[.gz]).")
+    present = data_dir is not None and all(_find_idx(Path(data_dir), f"{split}-{kind}-idx{d}-ubyte")
+                                           for kind, d in (("images", 3), ("labels", 1)))
+    if data_dir is not None and not download and not present:
+        # An explicit --data-dir is not silently replaced by the system copy.
+        raise FileNotFoundError(f"Fashion-MNIST ({split}) not found in --data-dir {data_dir}. {how}")
+    try:
+        x, y = load_fashion_mnist(data_dir, train=train, download=download)
+    except FileNotFoundError:
+        where = data_dir or DEBIAN_FASHION_MNIST
+        raise FileNotFoundError(f"Fashion-MNIST ({split}) not found in {where}. {how}") from None
+    return x.unsqueeze(1), y
+
+
+def _imagefolder(data_dir: Optional[str], img_size: int, crop_pct: float, need_train: bool,
+                 augment: bool) -> tuple[Optional[Dataset], Dataset, list[str]]:
+    from torchvision import datasets, transforms
+
+    if not data_dir:
+        raise ValueError("--data imagefolder needs --data-dir DIR containing train/ and val/ class folders")
+    root = Path(data_dir).expanduser()
+    for split in ("train", "val") if need_train else ("val",):
+        if not (root / split).is_dir():
+            raise FileNotFoundError(f"ImageFolder dataset: {root / split} is missing (expected "
+                                    f"{root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg, the torchvision "
+                                    f"ImageFolder layout)")
+    train_tf = transforms.Compose([
+        transforms.RandomResizedCrop(img_size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+        transforms.RandomHorizontalFlip(),
+        transforms.PILToTensor(),
+    ])
+    val_tf = transforms.Compose([
+        transforms.Resize(int(math.floor(img_size / crop_pct)), interpolation=transforms.InterpolationMode.BILINEAR,
+                          antialias=True),
+        transforms.CenterCrop(img_size),
+        transforms.PILToTensor(),
+    ])
+    val = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+    if not need_train:
+        return None, val, val.classes
+    train = datasets.ImageFolder(str(root / "train"), transform=train_tf if augment else val_tf)
+    if train.classes != val.classes:
+        raise ValueError(f"{root}/train and {root}/val have different class folders "
+                         f"({len(train.classes)} vs {len(val.classes)} classes)")
+    return train, val, train.classes
+
+
+class _Subset(Dataset):
+    """``torch.utils.data.Subset`` that forwards ``(index, seed)`` keys untouched in their seed part."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: Union[int, tuple[int, int]]) -> Any:
+        if isinstance(key, tuple):
+            return self.dataset[(self.indices[key[0]], key[1])]
+        return self.dataset[self.indices[key]]
+
+
+def _subset_indices(n_total: int, n: Optional[int], seed: int, what: str) -> Optional[list[int]]:
+    if n is None or n >= n_total:
+        return None
+    if n < 1:
+        raise ValueError(f"--{what}-subset must be >= 1, got {n}")
+    g = torch.Generator().manual_seed(mix_seed(seed, n_total))
+    return torch.randperm(n_total, generator=g)[:n].sort().values.tolist()
+
+
+def build_data(name: str = "fashion_mnist", data_dir: Optional[Union[str, os.PathLike]] = None, download: bool = False,
+               train_subset: Optional[int] = None, val_subset: Optional[int] = None, subset_seed: int = 0,
+               img_size: Optional[int] = None, crop_pct: float = 0.875, need_train: bool = True,
+               augment: bool = True) -> DataSpec:
+    """Load a dataset: ``fashion_mnist`` (default, offline), ``cifar10``, ``cifar100`` or ``imagefolder``.
+
+    Subsets are fixed, seeded by ``subset_seed`` (independent of the training seed), sorted.
+    ``augment`` only affects ImageFolder here (its augmentation runs in the loader); the
+    in-memory datasets are augmented on the device by :class:`BatchPreprocessor`.
+
+    Raises:
+        FileNotFoundError: the dataset is not where it should be; the message says how to get it.
+
+    >>> spec = build_data("fashion_mnist", val_subset=1000, train_subset=2000)
+    >>> len(spec.train), len(spec.val), spec.in_chans, spec.num_classes
+    (2000, 1000, 1, 10)
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    data_dir = None if data_dir is None else str(data_dir)
+    if name == "imagefolder":
+        from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        size = img_size or 224
+        train, val, classes = _imagefolder(data_dir, size, crop_pct, need_train, augment)
+        num_classes = len(classes)
+        va_idx = _subset_indices(len(cast(Sized, val)), val_subset, subset_seed + 1, "val")
+        train_ds: Dataset = _Subset(val, [])
+        if train is not None:
+            train_ds = SeededDataset(train)
+            tr_idx = _subset_indices(len(cast(Sized, train)), train_subset, subset_seed, "train")
+            if tr_idx is not None:
+                train_ds = _Subset(train_ds, tr_idx)
+        val_ds: Dataset = val if va_idx is None else _Subset(val, va_idx)
+        return DataSpec(name, train_ds, val_ds, num_classes, 3, (size, size), tuple(IMAGENET_DEFAULT_MEAN),
+                        tuple(IMAGENET_DEFAULT_STD), in_memory=False, augment_on_device=False, collate_fn=None)
+
+    if name == "fashion_mnist":
+        def load(train: bool) -> tuple[Tensor, Tensor]:
+            return _fashion_mnist(data_dir, train, download)
+        num_classes = 10
+    else:
+        num_classes = 10 if name == "cifar10" else 100
+        if data_dir is None and not download:
+            raise FileNotFoundError(f"--data {name} needs --data-dir DIR (the folder holding "
+                                    f"{'cifar-10-batches-py' if num_classes == 10 else 'cifar-100-python'}/), "
+                                    f"or --download to fetch it with torchvision")
+
+        def load(train: bool) -> tuple[Tensor, Tensor]:
+            try:
+                return load_cifar(data_dir or str(Path.home() / ".cache" / "pedconv"), num_classes, train=train,
+                                  download=download)
+            except FileNotFoundError as e:
+                folder = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
+                raise FileNotFoundError(f"{e} With `pedconv train`/`eval`: --data-dir DIR names the folder that "
+                                        f"contains {folder}/, and --download fetches it there.") from None
+    empty = (torch.zeros(0, 1, 1, 1, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    xtr, ytr = _subset(load(True), train_subset, subset_seed, "train") if need_train else empty
+    xva, yva = _subset(load(False), val_subset, subset_seed + 1, "val")
+    mean, std = _STATS[name]
+    return DataSpec(name, TensorImageDataset(xtr, ytr), TensorImageDataset(xva, yva), num_classes, xva.shape[1],
+                    (int(xva.shape[2]), int(xva.shape[3])), mean, std, in_memory=True, augment_on_device=True,
+                    collate_fn=collate_batch)

@@ -1,0 +1,132 @@
+"""Process-group set-up for single-process, ``torchrun`` multi-process and multi-node runs.
+
+``torchrun`` (``python -m torch.distributed.run``) sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; when ``WORLD_SIZE > 1`` we join the
+process group with ``nccl`` on CUDA and ``gloo`` on CPU. Only rank 0 writes files and
+prints; metrics are summed over ranks with :func:`all_reduce_sum`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistEnv", "all_gather_object", "all_reduce_sum", "barrier", "broadcast_object", "cleanup",
+           "init_distributed", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: ``rank`` of ``world_size``, its ``device``, and whether it is the writer."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"`` is ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; anything else is parsed by torch.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group described by the ``torchrun`` environment, if any.
+
+    Without ``WORLD_SIZE`` (or with ``WORLD_SIZE=1``) this is a plain single process and no
+    process group is created. An already initialised group (e.g. by a caller) is reused.
+
+    >>> env = init_distributed("cpu")   # outside torchrun
+    >>> env.world_size, env.is_main
+    (1, True)
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    owns = False
+    if world_size > 1:
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://")
+            owns = True
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, owns_group=owns)
+
+
+def cleanup(env: DistEnv) -> None:
+    """Leave the process group if :func:`init_distributed` created it (a caller's group is kept)."""
+    if env.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if env.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(values: Sequence[float], env: DistEnv) -> list[float]:
+    """Sum a list of numbers over ranks (float64, on the process's device); returns the sums.
+
+    >>> all_reduce_sum([1.0, 2.0], DistEnv())
+    [1.0, 2.0]
+    """
+    if not env.distributed:
+        return [float(v) for v in values]
+    device = env.device if env.device.type == "cuda" else torch.device("cpu")
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def broadcast_object(obj: Any, env: DistEnv, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (pickled; for small objects and checkpoints).
+
+    >>> broadcast_object({"a": 1}, DistEnv())
+    {'a': 1}
+    """
+    if not env.distributed:
+        return obj
+    box = [obj if env.rank == src else None]
+    dist.broadcast_object_list(box, src=src, device=env.device if env.device.type == "cuda" else None)
+    return box[0]
+
+
+def all_gather_object(obj: Any, env: DistEnv) -> list[Any]:
+    """Every rank's ``obj``, indexed by rank.
+
+    >>> all_gather_object(3, DistEnv())
+    [3]
+    """
+    if not env.distributed:
+        return [obj]
+    out: list[Optional[Any]] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out

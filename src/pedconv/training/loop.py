@@ -1,0 +1,244 @@
+"""The inner loops: one training epoch (resumable at any optimizer step) and evaluation.
+
+A training step, for each of ``accum`` micro-batches: move the uint8 batch to the device,
+normalise/augment it (:class:`~pedconv.training.data.BatchPreprocessor`), mix it (timm
+``Mixup``), set the DY-Conv temperature for the fractional epoch, forward under autocast,
+``loss = task_loss + infomax_weight * pedconv.infomax_loss(model)``, backward (DDP gradient
+sync only on the last micro-batch). Then clip (optional), ``optimizer.step()`` (through the
+GradScaler, a no-op unless float16 on CUDA) and ``scheduler.step_update(global_step)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Iterable, Mapping, Optional, cast
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.utils import dispatch_clip_grad
+from torch import Tensor
+
+from ..infomax import infomax_loss
+from .data import BatchPreprocessor, GlobalBatchSampler, mix_seed
+from .distributed import DistEnv, all_reduce_sum
+from .model import set_dyconv_temperature
+from .recipe import autocast
+
+__all__ = ["EpochSums", "Trainer", "evaluate", "topk_correct"]
+
+
+@dataclass
+class EpochSums:
+    """Running sums of one rank over the optimizer steps done so far in an epoch (checkpointed)."""
+
+    loss: float = 0.0
+    infomax: float = 0.0
+    correct: float = 0.0
+    images: float = 0.0
+    steps: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> EpochSums:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
+def topk_correct(logits: Tensor, target: Tensor, ks: Iterable[int] = (1, 5)) -> list[Tensor]:
+    """Number of samples whose label is among the top-k logits, for each k (capped at the class count).
+
+    >>> topk_correct(torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]]), torch.tensor([1, 2]), (1, 5))
+    [tensor(1), tensor(2)]
+    """
+    ks = list(ks)
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices.eq(target[:, None])
+    return [top[:, :min(k, kmax)].any(dim=1).sum() for k in ks]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, preprocess: BatchPreprocessor, env: DistEnv,
+             amp: bool = False, amp_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
+    """Cross-entropy, top-1 and top-5 (%) of ``model`` over every rank's shard of ``loader``.
+
+    Pass the unwrapped module (not the DDP wrapper): shards may hold different numbers of
+    batches, and a DDP forward would wait for the other ranks.
+
+    >>> from pedconv.training.data import TensorImageDataset, collate_batch
+    >>> ds = TensorImageDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+    >>> loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate_batch)
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    >>> m = evaluate(net, loader, BatchPreprocessor((0.5,), (0.5,)), DistEnv())
+    >>> m["val_images"], 0 <= m["val_top1"] <= 100
+    (8.0, True)
+    """
+    was_training = model.training
+    model.eval()
+    device = env.device
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    c1 = torch.zeros((), dtype=torch.float64, device=device)
+    c5 = torch.zeros((), dtype=torch.float64, device=device)
+    n = 0
+    _sync(device)
+    start = time.perf_counter()
+    for images, labels in loader:
+        x = preprocess(images.to(device, non_blocking=True))
+        y = labels.to(device, non_blocking=True)
+        with autocast(device, amp, amp_dtype):
+            out = model(x)
+        out = out.float()
+        loss += F.cross_entropy(out, y, reduction="sum").double()
+        top1, top5 = topk_correct(out, y, (1, 5))
+        c1 += top1
+        c5 += top5
+        n += len(y)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    total_loss, total1, total5, total_n, total_s = all_reduce_sum(
+        [loss.item(), c1.item(), c5.item(), float(n), seconds], env)
+    denom = max(total_n, 1.0)
+    return {"val_loss": total_loss / denom, "val_top1": 100.0 * total1 / denom, "val_top5": 100.0 * total5 / denom,
+            "val_images": total_n, "eval_images_per_s": total_n / max(total_s / env.world_size, 1e-9)}
+
+
+class Trainer:
+    """Runs training epochs with a fixed set of components (built by :func:`pedconv.train.train`).
+
+    Args:
+        model: the model to call (the DDP wrapper in a distributed run).
+        module: the unwrapped model (for DY-Conv temperatures and state dicts).
+        optimizer, scheduler, scaler: the recipe's optimizer, timm per-step scheduler, GradScaler.
+        loader, sampler: the training DataLoader and its :class:`GlobalBatchSampler`.
+        preprocess: device-side normalisation/augmentation.
+        mixup: timm ``Mixup`` or None; criterion: the training loss.
+        env: process layout; args: the resolved configuration (recipe fields).
+        amp_dtype: autocast dtype when ``args.amp``.
+
+    Example (one epoch of a toy problem):
+
+    >>> import argparse
+    >>> from pedconv.training.data import TensorImageDataset, collate_batch
+    >>> ds = TensorImageDataset(torch.randint(0, 255, (16, 1, 4, 4), dtype=torch.uint8), torch.arange(16) % 2)
+    >>> sampler = GlobalBatchSampler(len(ds), 4, seed=0)
+    >>> loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate_batch)
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    >>> from timm.scheduler import CosineLRScheduler
+    >>> args = argparse.Namespace(seed=0, grad_accum_steps=1, infomax_weight=1e-3, dyconv_anneal_epochs=10,
+    ...                           clip_grad=None, clip_mode="norm", amp=False)
+    >>> t = Trainer(net, net, opt, CosineLRScheduler(opt, 8, t_in_epochs=False), torch.amp.GradScaler("cpu",
+    ...             enabled=False), loader, sampler, BatchPreprocessor((0.5,), (0.5,)), None, nn.CrossEntropyLoss(),
+    ...             DistEnv(), args)
+    >>> sums, step = t.train_epoch(epoch=0, start_step=0, global_step=0, sums=EpochSums())
+    >>> sums.steps, sums.images, step
+    (4, 16.0, 4)
+    """
+
+    def __init__(self, model: nn.Module, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 scaler: torch.amp.GradScaler, loader: Iterable, sampler: GlobalBatchSampler,
+                 preprocess: BatchPreprocessor, mixup: Optional[Callable], criterion: nn.Module, env: DistEnv,
+                 args: Any, amp_dtype: Optional[torch.dtype] = None, augment_on_device: bool = True,
+                 reporter: Any = None) -> None:
+        self.model, self.module, self.optimizer = model, module, optimizer
+        self.scheduler, self.scaler = scheduler, scaler
+        self.loader, self.sampler, self.preprocess = loader, sampler, preprocess
+        self.mixup, self.criterion = mixup, criterion
+        self.env, self.args, self.amp_dtype, self.augment_on_device = env, args, amp_dtype, augment_on_device
+        self.reporter = reporter
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def train_epoch(self, epoch: int, start_step: int, global_step: int, sums: EpochSums,
+                    on_step: Optional[Callable[[int, int, Callable[[], EpochSums]], None]] = None
+                    ) -> tuple[EpochSums, int]:
+        """Optimizer steps ``start_step .. steps_per_epoch - 1`` of ``epoch``.
+
+        ``sums`` are this rank's running sums of the steps already done (from a checkpoint
+        when resuming mid-epoch). ``on_step(step, global_step, current_sums)`` runs after
+        every optimizer step (checkpointing; ``current_sums()`` gives the sums so far).
+        Returns the updated sums and global step.
+        """
+        args, env, device = self.args, self.env, self.env.device
+        accum = int(args.grad_accum_steps)
+        steps = self.steps_per_epoch
+        self.model.train()
+        self.sampler.set_epoch(epoch, start_step)
+        acc = torch.zeros(3, dtype=torch.float64, device=device)  # loss, infomax, correct (this session)
+        base = sums.as_dict()
+        images = 0
+        if self.reporter is not None:
+            self.reporter.start_epoch(epoch, args.epochs, steps, start_step)
+        _sync(device)
+        t_start = time.perf_counter()
+        batches = iter(self.loader)
+        for step in range(start_step, steps):
+            set_dyconv_temperature(self.module, epoch + step / steps, args.dyconv_anneal_epochs)
+            for micro in range(accum):
+                raw, labels = next(batches)
+                seed = mix_seed(args.seed, epoch, self.sampler.micro_batch_offset(step, micro))
+                x = self.preprocess(raw.to(device, non_blocking=True), seed if self.augment_on_device else None)
+                y = labels.to(device, non_blocking=True)
+                target = y
+                if self.mixup is not None:
+                    x, target = self.mixup(x, y)
+                accumulating = env.distributed and micro < accum - 1 and hasattr(self.model, "no_sync")
+                sync = cast(Any, self.model).no_sync() if accumulating else contextlib.nullcontext()
+                with sync:
+                    with autocast(device, args.amp, self.amp_dtype):
+                        out = self.model(x)
+                        task = self.criterion(out, target)
+                    info = infomax_loss(self.model)
+                    loss = task + args.infomax_weight * info if args.infomax_weight else task
+                    self.scaler.scale(loss / accum).backward()
+                with torch.no_grad():
+                    n = y.shape[0]
+                    acc += torch.stack([task.detach().double() * n, info.detach().double() * n,
+                                        (out.detach().argmax(1) == y).sum().double()])
+                    images += n
+            if args.clip_grad is not None:
+                self.scaler.unscale_(self.optimizer)
+                dispatch_clip_grad(self.module.parameters(), value=args.clip_grad, mode=args.clip_mode)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            self.scheduler.step_update(num_updates=global_step)
+
+            def current(step: int = step, images: int = images, acc: Tensor = acc) -> EpochSums:
+                # Reading the sums synchronises with the device: only done when they are shown or saved.
+                totals = acc.tolist()
+                return EpochSums(loss=base["loss"] + totals[0], infomax=base["infomax"] + totals[1],
+                                 correct=base["correct"] + totals[2], images=base["images"] + images,
+                                 steps=int(base["steps"]) + step + 1 - start_step,
+                                 seconds=base["seconds"] + time.perf_counter() - t_start)
+
+            if self.reporter is not None and self.reporter.enabled:
+                def values(images: int = images) -> dict[str, float]:
+                    s = current()
+                    return {"loss": s.loss / max(s.images, 1), "top1": 100.0 * s.correct / max(s.images, 1),
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "img/s": images * env.world_size / max(time.perf_counter() - t_start, 1e-9)}
+                self.reporter.step(step, values)
+            if on_step is not None:
+                on_step(step, global_step, current)
+        _sync(device)
+        totals = acc.tolist()
+        sums = EpochSums(loss=base["loss"] + totals[0], infomax=base["infomax"] + totals[1],
+                         correct=base["correct"] + totals[2], images=base["images"] + images,
+                         steps=int(base["steps"]) + steps - start_step,
+                         seconds=base["seconds"] + time.perf_counter() - t_start)
+        return sums, global_step

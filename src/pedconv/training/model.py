@@ -1,0 +1,107 @@
+"""Build a registered model for a dataset: classes, input channels, and what was actually passed.
+
+Models that take ``in_chans`` (the CIFAR-style ResNets, timm networks) get the dataset's
+channel count; torchvision-based ones do not, and a 1-channel dataset is then replicated to
+3 channels on the device (:class:`~pedconv.training.data.BatchPreprocessor`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import torch.nn as nn
+
+from ..layers.dyconv import DynamicConv2d, dyconv_temperature
+from ..models import create_model, model_entrypoint
+
+__all__ = ["ModelArgs", "build_model", "dynamic_temperature_modules", "set_dyconv_temperature"]
+
+
+@dataclass
+class ModelArgs:
+    """What :func:`build_model` passed to :func:`pedconv.create_model`, enough to rebuild it.
+
+    ``input_chans`` is the number of channels the network expects; when it differs from the
+    dataset's ``data_chans`` (1 -> 3), the batch is replicated.
+    """
+
+    name: str
+    num_classes: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    data_chans: int = 3
+    input_chans: int = 3
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def build(self) -> nn.Module:
+        """Rebuild the (randomly initialised) network."""
+        return create_model(self.name, num_classes=self.num_classes, **self.kwargs)
+
+
+def _takes_in_chans(builder: Any) -> bool:
+    params = inspect.signature(builder).parameters
+    return "in_chans" in params and params["in_chans"].kind != inspect.Parameter.VAR_KEYWORD
+
+
+def _forwards_kwargs(builder: Any) -> bool:
+    return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in inspect.signature(builder).parameters.values())
+
+
+def build_model(name: str, num_classes: int, in_chans: int, model_kwargs: dict[str, Any] | None = None
+                ) -> tuple[nn.Module, ModelArgs]:
+    """``pedconv.create_model(name, num_classes=..., in_chans=..., **model_kwargs)`` with channel fallback.
+
+    Raises:
+        ValueError: unknown model (with close matches), or options the builder rejects.
+
+    >>> model, margs = build_model("cifar_resnet20", 10, 1, {"width": 8})
+    >>> margs.kwargs, margs.input_chans
+    ({'width': 8, 'in_chans': 1}, 1)
+    >>> build_model("resnet18", 10, 1)[1].input_chans
+    3
+    """
+    builder = model_entrypoint(name)  # ValueError with suggestions for unknown names
+    kwargs = dict(model_kwargs or {})
+    candidates = [kwargs]
+    if "in_chans" not in kwargs:
+        if _takes_in_chans(builder):
+            candidates = [{**kwargs, "in_chans": in_chans}]
+        elif _forwards_kwargs(builder) and in_chans != 3:
+            # Builders that forward **kwargs may reach timm (which takes in_chans) or torchvision
+            # (which does not); only trying tells.
+            candidates = [{**kwargs, "in_chans": in_chans}, kwargs]
+    error: Exception | None = None
+    for kw in candidates:
+        try:
+            model = create_model(name, num_classes=num_classes, **kw)
+        except (TypeError, ValueError) as e:
+            error = e
+            if "in_chans" in kw and "in_chans" not in kwargs and "in_chans" in str(e):
+                continue
+            break
+        input_chans = int(kw.get("in_chans", 3))
+        if input_chans != in_chans and in_chans != 1:
+            raise ValueError(f"model {name!r} expects {input_chans} input channels but the dataset has {in_chans}")
+        return model, ModelArgs(name, num_classes, kw, in_chans, input_chans)
+    raise ValueError(f"model {name!r} rejected its options {kwargs}: {error}") from error
+
+
+def dynamic_temperature_modules(model: nn.Module) -> Iterator[DynamicConv2d]:
+    """The DY-Conv layers (their attention softmax has an annealed ``temperature``)."""
+    return (m for m in model.modules() if isinstance(m, DynamicConv2d) and hasattr(m, "temperature"))
+
+
+def set_dyconv_temperature(model: nn.Module, epoch: float, anneal_epochs: float) -> float:
+    """Set every DY-Conv layer's temperature for fractional ``epoch``; returns the value.
+
+    >>> import torch
+    >>> set_dyconv_temperature(torch.nn.Linear(1, 1), 5.0, 10.0)
+    15.5
+    """
+    t = dyconv_temperature(epoch, anneal_epochs=anneal_epochs)
+    for m in dynamic_temperature_modules(model):
+        m.temperature = t
+    return t
