@@ -159,3 +159,29 @@ def test_every_strategy_compiles_without_graph_breaks(strategy, kernel, stride):
     xg = x.clone().requires_grad_(True)
     compiled(xg).sum().backward()
     assert xg.grad is not None and layer.weight.grad is not None
+
+
+@pytest.mark.parametrize("layer", [*sorted(pedconv.STRATEGIES), "spatial", "odconv1", "odconv4", "dyconv", "condconv"])
+def test_autocast_output_dtype_is_the_autocast_dtype(layer):
+    """Like nn.Conv2d, every dynamic layer returns the autocast dtype (no silent float32 promotion),
+    and matches its float32 result to bf16 precision, forward and backward."""
+    torch.manual_seed(0)
+    L = pedconv.layers
+    conv = {"spatial": lambda: L.SpatialPEDConv2d(8, 8, 3, padding=1),
+            "odconv1": lambda: L.ODConv2d(8, 8, 3, padding=1),
+            "odconv4": lambda: L.ODConv2d(8, 8, 3, padding=1, num_kernels=4),
+            "dyconv": lambda: L.DynamicConv2d(8, 8, 3, padding=1),
+            "condconv": lambda: L.CondConv2d(8, 8, 3, padding=1)}.get(
+        layer, lambda: pedconv.PEDConv2d(8, 8, 3, padding=1, strategy=layer))().eval()
+    if hasattr(conv, "generator"):
+        randomize_generator(conv)
+    x = torch.randn(3, 8, 7, 7, requires_grad=True)
+    ref = conv(x)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=6e-2, rtol=6e-2)
+    (g,) = torch.autograd.grad(out.float().sum(), x)
+    assert g.dtype == torch.float32
+    torch.testing.assert_close(g, g_ref, atol=1e-1, rtol=6e-2)

@@ -33,6 +33,7 @@ from torch.nn.common_types import _size_2_t
 from torch.nn.modules.utils import _pair
 
 from ..ops import dynamic_conv2d
+from ..ops._autocast import cast_for_autocast
 from ._geometry import conv_geometry
 
 __all__ = ["ODConv2d"]
@@ -161,6 +162,7 @@ class ODConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         alpha_c, alpha_f, alpha_s, alpha_w = self.attentions(x)
+        x, alpha_c, alpha_f, alpha_s, alpha_w = cast_for_autocast(x, alpha_c, alpha_f, alpha_s, alpha_w)  # type: ignore[assignment]
         x = x * alpha_c[:, :, None, None]
         if alpha_w is None:
             y = dynamic_conv2d(
@@ -172,7 +174,7 @@ class ODConv2d(nn.Module):
             )
         else:
             batch, cin, height, width = x.shape
-            w = torch.einsum("bk,koihw->boihw", alpha_w, self.kernels())
+            w = torch.einsum("bk,koihw->boihw", alpha_w, self.kernels().to(alpha_w.dtype))
             if alpha_s is not None:
                 w = w * alpha_s.view(batch, 1, 1, *self.kernel_size)
             y = F.conv2d(
@@ -184,7 +186,7 @@ class ODConv2d(nn.Module):
             if alpha_f is not None:
                 y = y * alpha_f[:, :, None, None]
         if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
+            y = y + self.bias.view(1, -1, 1, 1).to(y.dtype)
         return y
 
     def extra_repr(self) -> str:

@@ -48,6 +48,8 @@ from torch import Tensor
 
 from .reference import compose_weight, conv2d_per_sample
 
+from ._autocast import cast_for_autocast
+
 __all__ = ["STRATEGIES", "dynamic_conv2d", "select_strategy"]
 
 _StrategyFn = Callable[..., Tensor]
@@ -549,6 +551,7 @@ def dynamic_conv2d(
     """
     if gamma is None and phi is None and psi is None:
         raise ValueError("dynamic_conv2d: at least one of gamma, phi, psi must be given")
+    x, weight, bias, gamma, phi, psi = cast_for_autocast(x, weight, bias, gamma, phi, psi)  # type: ignore[assignment]
     # The base weight is small: a contiguous copy (e.g. of a channels_last weight) lets every
     # strategy reshape it freely.
     weight = weight.contiguous()

@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from ._autocast import cast_for_autocast
+
 __all__ = ["spatial_depthwise_conv2d"]
 
 
@@ -106,6 +108,7 @@ def spatial_depthwise_conv2d(
     Returns:
         ``(B, Cout, Ho, Wo)``.
     """
+    x, weight, bias, gamma, psi = cast_for_autocast(x, weight, bias, gamma, psi)  # type: ignore[assignment]
     cout, _, kh, kw = weight.shape
     batch, cin, hp, wp = x.shape
     if cout != cin:  # channel multiplier: output channel c reads input channel c // m
