@@ -191,16 +191,27 @@ def profile_model(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)
                         dynamic_macs=dynamic, input_size=tuple(input_size), layers=rows)
 
 
-def compare_to_paper(names: Sequence[str], input_size: Sequence[int] = (1, 3, 224, 224)) -> list[dict]:
-    """Profile registered models and set them beside :data:`PAPER_NUMBERS`."""
+def compare_to_paper(
+    names: Sequence[str], input_size: Sequence[int] = (1, 3, 224, 224), layers: Optional[list[dict]] = None
+) -> list[dict]:
+    """Profile registered models and set them beside :data:`PAPER_NUMBERS`.
+
+    Args:
+        names: registered model names.
+        input_size: the profiled input shape.
+        layers: if given, every model's per-layer rows are appended to it (with ``model``).
+    """
     from .models import create_model
 
     out = []
     for name in names:
         prof = profile_model(create_model(name), input_size)
+        if layers is not None:
+            layers.extend({"model": name, **r} for r in prof.layers)
         paper = PAPER_NUMBERS.get(name, {})
         row = dict(model=name, params=prof.params, params_train=prof.params_train, macs=prof.macs,
-                   paper_params=paper.get("params"), paper_macs=paper.get("macs"), source=paper.get("source", ""))
+                   dynamic_macs=prof.dynamic_macs, paper_params=paper.get("params"),
+                   paper_macs=paper.get("macs"), source=paper.get("source", ""))
         for k in ("params", "macs"):
             ref = row[f"paper_{k}"]
             row[f"{k}_diff_pct"] = None if ref is None else 100.0 * (row[k] - ref) / ref
@@ -213,13 +224,14 @@ def _fmt(v: Optional[float], scale: float, unit: str) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| model | paper row | params | paper | diff | FLOPs (MACs) | paper | diff | params incl. decoder |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | paper row | params | paper | diff | FLOPs (MACs) | paper | diff | dynamic overhead | params incl. decoder |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         def d(k: str) -> str:
             return "—" if r[k] is None else f"{r[k]:+.1f}%"
         lines.append(f"| {r['model']} | {r['source']} | {_fmt(r['params'], 1e6, 'M')} | {_fmt(r['paper_params'], 1e6, 'M')} | {d('params_diff_pct')} "
                      f"| {_fmt(r['macs'], 1e9, 'G')} | {_fmt(r['paper_macs'], 1e9, 'G')} | {d('macs_diff_pct')} "
+                     f"| {_fmt(r['dynamic_macs'], 1e6, 'M')} "
                      f"| {_fmt(r['params_train'], 1e6, 'M')} |")
     return "\n".join(lines) + "\n"
 
@@ -229,13 +241,15 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--models", nargs="+", default=list(PAPER_NUMBERS), help="registered model names (default: every row of PAPER_NUMBERS)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--out", type=Path, default=Path("results/profile"), help="output prefix (.md, .json, .csv)")
+    p.add_argument("--layers", action="store_true", help="also write every layer's params/MACs to <out>.layers.csv")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace] = None) -> list[dict]:
     if args is None:
         args = build_parser().parse_args(argv)
-    rows = compare_to_paper(args.models, (1, 3, args.input_size, args.input_size))
+    layer_rows: Optional[list[dict]] = [] if args.layers else None
+    rows = compare_to_paper(args.models, (1, 3, args.input_size, args.input_size), layer_rows)
     md = markdown_table(rows)
     print(md)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -245,5 +259,13 @@ def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {args.out}.md, .json, .csv")
+    written = f"{args.out}.md, .json, .csv"
+    if layer_rows:
+        path = args.out.with_suffix(".layers.csv")
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(layer_rows[0]))
+            writer.writeheader()
+            writer.writerows(layer_rows)
+        written += f", {path}"
+    print(f"wrote {written}")
     return rows
