@@ -40,9 +40,9 @@ __all__ = ["PRESETS", "ModelSpec", "build_parser", "main", "parse_spec", "run_co
 _SMALL = ["cifar_resnet20", "pedconv_cifar_resnet20", "condconv_cifar_resnet20", "dyconv_cifar_resnet20"]
 
 # Recipes. ``train`` holds `pedconv train` options shared by every run of the preset. Widths
-# and budgets are sized from throughput measured on the 2-core CPU this project is built on
-# (width-8 ResNet-20 trains at ~1500 (static) / ~700 (PEDConv) / ~1100 (CondConv) / ~950
-# (DY-Conv) images/s there).
+# and budgets are sized from `experiments/train_throughput.py` on the 2-core CPU this project
+# is built on (width-8 ResNet-20 train steps: ~1500 (static) / ~700 (PEDConv) / ~1100
+# (CondConv) / ~950 (DY-Conv) images/s there).
 _RECIPE = {"batch_size": 128, "lr": 0.2, "weight_decay": 5e-4, "val_subset": None}
 _ABLATIONS = [
     "pedconv_cifar_resnet20:components=[gamma]",
