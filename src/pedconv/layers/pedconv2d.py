@@ -441,17 +441,32 @@ class PEDConv2d(nn.Module):
                 f"got {x.shape[-3]} (input shape {tuple(x.shape)})"
             )
 
+    def _sample(self, features: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
+        """Generator on ``features`` (last dim Cin): the pre-activation ``g`` (sampled in
+        training, Eq. 5) and the component values ``activation(g)``."""
+        mu, sigma = self.generator(features)
+        g = mu
+        if sample and self.variational:
+            std: Union[Tensor, float] = sigma if sigma is not None else self.sigma  # type: ignore[assignment]
+            g = mu + std * torch.randn_like(mu)  # Eq. (5): reparameterisation trick
+        return g, ACTIVATIONS[self.activation](g)
+
+    def _record_infomax(self, g: Tensor, target: Tensor) -> None:
+        """Eq. (6): in training, the MSE of the decoder's reconstruction of the (detached)
+        generator input from ``g``; ``None`` otherwise."""
+        self.last_infomax_loss = None
+        if self.training and self.decoder is not None:
+            recon = self.decoder(g)
+            # At least float32 for the loss, also under bf16/fp16 autocast.
+            dt = torch.promote_types(recon.dtype, torch.float32)
+            self.last_infomax_loss = F.mse_loss(recon.to(dt), target.detach().to(dt))
+
     def _generate(
         self, x: Tensor, sample: bool
     ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Components after activation, the sampled pre-activation ``g``, and the GAP input."""
         pooled = x.mean(dim=(2, 3))  # Eq. (7): global average pooling
-        mu, sigma = self.generator(pooled)
-        g = mu
-        if sample and self.variational:
-            std: Union[Tensor, float] = sigma if sigma is not None else self.sigma  # type: ignore[assignment]
-            g = mu + std * torch.randn_like(mu)  # Eq. (5): reparameterisation trick
-        values = ACTIVATIONS[self.activation](g)
+        g, values = self._sample(pooled, sample)
         parts = values.split([self.rank * self._sizes[c] for c in self.component_names], dim=1)
         comps = {
             c: p.reshape(g.shape[0], self.rank, self._sizes[c])
@@ -465,14 +480,7 @@ class PEDConv2d(nn.Module):
         if unbatched:
             x = x.unsqueeze(0)
         comps, g, pooled = self._generate(x, sample=self.training)
-        if self.training and self.decoder is not None:
-            # Eq. (6): reconstruct the detached GAP feature from the sampled components.
-            recon = self.decoder(g)
-            # At least float32 for the loss, also under bf16/fp16 autocast.
-            dt = torch.promote_types(recon.dtype, torch.float32)
-            self.last_infomax_loss = F.mse_loss(recon.to(dt), pooled.detach().to(dt))
-        else:
-            self.last_infomax_loss = None
+        self._record_infomax(g, pooled)
         if self._pad_lrtb is not None:
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, self._pad_lrtb, mode=mode)

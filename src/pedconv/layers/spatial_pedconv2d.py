@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
 from ..ops import spatial_depthwise_conv2d
-from .pedconv2d import ACTIVATIONS, COMPONENTS, PEDConv2d, _SigmaT
+from .pedconv2d import COMPONENTS, PEDConv2d, _SigmaT
 
 __all__ = ["SpatialPEDConv2d"]
 
@@ -145,12 +145,7 @@ class SpatialPEDConv2d(PEDConv2d):
             )
         # Eq. (7) without pooling: the channel vector at each output location.
         feats = F.adaptive_avg_pool2d(x, out_hw).permute(0, 2, 3, 1)
-        mu, sigma = self.generator(feats)
-        g = mu
-        if sample and self.variational:
-            std: Union[Tensor, float] = sigma if sigma is not None else self.sigma  # type: ignore[assignment]
-            g = mu + std * torch.randn_like(mu)
-        values = ACTIVATIONS[self.activation](g)
+        g, values = self._sample(feats, sample)
         batch, ho, wo, _ = values.shape
         parts = values.split([self.rank * self._sizes[c] for c in self.component_names], dim=-1)
         comps = {
@@ -165,11 +160,7 @@ class SpatialPEDConv2d(PEDConv2d):
         if unbatched:
             x = x.unsqueeze(0)
         comps, g, feats = self._generate(x, sample=self.training)
-        self.last_infomax_loss = None
-        if self.training and self.decoder is not None:
-            recon = self.decoder(g)
-            dt = torch.promote_types(recon.dtype, torch.float32)
-            self.last_infomax_loss = F.mse_loss(recon.to(dt), feats.detach().to(dt))
+        self._record_infomax(g, feats)  # per pixel: each pixel's generator input
         mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
         x = F.pad(x, self._pad_lrtb, mode=mode)  # type: ignore[arg-type]
         gamma, phi, psi = comps.get("gamma"), comps.get("phi"), comps.get("psi")
