@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import pedconv
-from pedconv.data import load_fashion_mnist
+from pedconv.training.datasets import load_fashion_mnist
 from pedconv.models import cifar_resnet
 
 VARIANTS = {

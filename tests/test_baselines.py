@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import torchvision
 
 import pedconv
-from pedconv.layers import CondConv2d, DynamicConv2d, ODConv2d, dyconv_temperature
+from pedconv.baselines import CondConv2d, DyConv2d, ODConv2d, dyconv_temperature
 
 
 def _per_sample(x, weights, bias, stride, padding, groups):
@@ -42,7 +42,7 @@ def test_odconv_matches_its_equation_per_sample(num_kernels, cin, cout, k, group
 
 def test_dyconv_and_condconv_match_their_equations():
     x = torch.randn(3, 8, 6, 6)
-    dy = DynamicConv2d(8, 16, 3, padding=1, temperature=5.0)
+    dy = DyConv2d(8, 16, 3, padding=1, temperature=5.0)
     attn = torch.softmax(dy.attention(x.mean((2, 3))) / 5.0, 1)
     w = torch.einsum("bk,koihw->boihw", attn, dy.kernels())
     outs = [F.conv2d(x[b : b + 1], w[b], attn[b] @ dy.bias, 1, 1) for b in range(3)]
@@ -61,7 +61,7 @@ def test_dyconv_temperature_schedule():
     assert dyconv_temperature(2, anneal_epochs=4, start=10, end=2) == pytest.approx(6.0)
 
 
-@pytest.mark.parametrize("layer", [DynamicConv2d, ODConv2d])
+@pytest.mark.parametrize("layer", [DyConv2d, ODConv2d])
 def test_from_conv_preserves_function(layer):
     conv = nn.Conv2d(8, 16, 3, stride=2, padding=1).eval()
     new = layer.from_conv(conv, num_kernels=4).eval()
@@ -84,7 +84,7 @@ def test_condconv_refuses_to_fake_function_preservation():
 
 @pytest.mark.parametrize(
     "layer,opts",
-    [(CondConv2d, {"num_experts": 2}), (DynamicConv2d, {"num_kernels": 2}), (ODConv2d, {"num_kernels": 2}),
+    [(CondConv2d, {"num_experts": 2}), (DyConv2d, {"num_kernels": 2}), (ODConv2d, {"num_kernels": 2}),
      (pedconv.SpatialPEDConv2d, {"rank": 1})],
 )
 def test_convert_with_any_layer(layer, opts):
@@ -103,6 +103,6 @@ def test_convert_layer_errors():
     with pytest.raises(TypeError, match="from_conv"):
         pedconv.convert(model, layer=nn.Conv2d)
     with pytest.raises(ValueError, match="padding"):
-        DynamicConv2d.from_conv(nn.Conv2d(4, 4, 3, padding="same"))
+        DyConv2d.from_conv(nn.Conv2d(4, 4, 3, padding="same"))
     with pytest.raises(TypeError, match="exact type"):
         ODConv2d.from_conv(nn.Linear(4, 4))

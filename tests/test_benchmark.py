@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from pedconv import benchmark
+from pedconv.tools import benchmark
 from pedconv.cli import main as cli_main
 
 

@@ -1,4 +1,4 @@
-"""load_reference_checkpoint against a small re-statement of the authors' layer."""
+"""load_authors_checkpoint against a small re-statement of the authors' layer."""
 
 import pytest
 import torch
@@ -51,11 +51,11 @@ def _authors_model(arch):
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
-def test_reference_checkpoint_gives_identical_outputs(tmp_path, arch):
+def test_authors_checkpoint_gives_identical_outputs(tmp_path, arch):
     ref = _authors_model(arch)
     path = tmp_path / "ckpt.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}, "epoch": 250}, path)
-    ours = pedconv.load_reference_checkpoint(path, arch, num_classes=10)
+    ours = pedconv.load_authors_checkpoint(path, arch, num_classes=10)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
@@ -68,20 +68,20 @@ def test_reference_checkpoint_gives_identical_outputs(tmp_path, arch):
     torch.testing.assert_close(b.decoder(g_ours), a.attn.decoder(g_theirs))
 
 
-def test_reference_checkpoint_errors(tmp_path):
+def test_authors_checkpoint_errors(tmp_path):
     ref = _authors_model("resnet18")
     sd = ref.state_dict()
     with pytest.raises(ValueError, match="arch"):
-        pedconv.load_reference_checkpoint(sd, "resnet34")
+        pedconv.load_authors_checkpoint(sd, "resnet34")
     broken = dict(sd)
     broken.pop("layer2.0.conv1.attn.fc_k.weight")
     with pytest.raises(ValueError, match="fc_k.weight"):
-        pedconv.load_reference_checkpoint(broken, "resnet18", num_classes=10)
+        pedconv.load_authors_checkpoint(broken, "resnet18", num_classes=10)
     with pytest.raises(ValueError, match="shape mismatch|lacks"):
-        pedconv.load_reference_checkpoint(sd, "resnet18", num_classes=1000)
+        pedconv.load_authors_checkpoint(sd, "resnet18", num_classes=1000)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read"):
-        pedconv.load_reference_checkpoint(bad, "resnet18")
+        pedconv.load_authors_checkpoint(bad, "resnet18")
     with pytest.raises(FileNotFoundError):
-        pedconv.load_reference_checkpoint(tmp_path / "none.pth", "resnet18")
+        pedconv.load_authors_checkpoint(tmp_path / "none.pth", "resnet18")

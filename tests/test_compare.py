@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pedconv import compare
+from pedconv.training import compare
 
 TINY = ["--models", "cifar_resnet20", "pedconv_cifar_resnet20", "--seeds", "0", "--width", "4", "--epochs", "1",
         "--train-subset", "256", "--val-subset", "200", "--batch-size", "64", "--", "--threads", "1"]

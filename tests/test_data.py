@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pedconv
-from pedconv.data import DEBIAN_FASHION_MNIST, load_fashion_mnist, read_idx
+from pedconv.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist, read_idx
 from pedconv.models import cifar_resnet
 
 
@@ -52,7 +52,7 @@ def test_torchvision_raw_layout_under_root(tmp_path):
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(pedconv.data, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr(pedconv.training.datasets, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path, train=True)
 

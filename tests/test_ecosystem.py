@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import pedconv
-from helpers import randomize_generator
+from pedconv.testing import randomize_generator
 
 
 def _small_net(**options):
@@ -89,7 +89,7 @@ def test_channels_last_training_gradients(layer):
     if layer == "spatial":
         conv = pedconv.SpatialPEDConv2d(8, 8, 3, padding=1, variational=False)
     elif layer == "odconv4":
-        conv = pedconv.layers.ODConv2d(8, 8, 3, padding=1, num_kernels=4)
+        conv = pedconv.baselines.ODConv2d(8, 8, 3, padding=1, num_kernels=4)
     else:
         conv = pedconv.PEDConv2d(8, 8, 3, padding=1, strategy=layer, variational=False)
     if hasattr(conv, "generator"):
@@ -166,11 +166,11 @@ def test_autocast_output_dtype_is_the_autocast_dtype(layer):
     """Like nn.Conv2d, every dynamic layer returns the autocast dtype (no silent float32 promotion),
     and matches its float32 result to bf16 precision, forward and backward."""
     torch.manual_seed(0)
-    L = pedconv.layers
-    conv = {"spatial": lambda: L.SpatialPEDConv2d(8, 8, 3, padding=1),
+    L = pedconv.baselines
+    conv = {"spatial": lambda: pedconv.SpatialPEDConv2d(8, 8, 3, padding=1),
             "odconv1": lambda: L.ODConv2d(8, 8, 3, padding=1),
             "odconv4": lambda: L.ODConv2d(8, 8, 3, padding=1, num_kernels=4),
-            "dyconv": lambda: L.DynamicConv2d(8, 8, 3, padding=1),
+            "dyconv": lambda: L.DyConv2d(8, 8, 3, padding=1),
             "condconv": lambda: L.CondConv2d(8, 8, 3, padding=1)}.get(
         layer, lambda: pedconv.PEDConv2d(8, 8, 3, padding=1, strategy=layer))().eval()
     if hasattr(conv, "generator"):

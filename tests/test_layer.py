@@ -8,7 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import pedconv
-from helpers import randomize_generator, reference_forward
+import pedconv.testing
+from pedconv.testing import randomize_generator, reference_forward
 
 
 def _manual_train_forward(layer, x, seed):
@@ -26,11 +27,11 @@ def _manual_train_forward(layer, x, seed):
     act = pedconv.ACTIVATIONS[layer.activation]
     sizes = {"gamma": layer.out_channels, "phi": layer.in_channels // layer.groups, "psi": math.prod(layer.kernel_size)}
     comps, offset = {}, 0
-    for c in layer.component_names:
+    for c in layer.components:
         n = layer.rank * sizes[c]
         comps[c] = act(g[:, offset : offset + n]).reshape(x.shape[0], layer.rank, sizes[c])
         offset += n
-    y = pedconv.ops.conv2d_per_sample(
+    y = pedconv.testing.conv2d_per_sample(
         x, layer.weight, layer.bias, comps.get("gamma"), comps.get("phi"), comps.get("psi"),
         layer.stride, layer.padding, layer.dilation, layer.groups,
     )
@@ -81,8 +82,8 @@ def test_components_are_eval_values_regardless_of_mode_and_ones_when_disabled():
     layer = pedconv.PEDConv2d(4, 6, (1, 3), rank=2, components=("output", "kernel"))
     randomize_generator(layer)
     x = torch.randn(5, 4, 6, 6)
-    train_vals = layer.train().components(x)
-    eval_vals = layer.eval().components(x)
+    train_vals = layer.train().cp_factors(x)
+    eval_vals = layer.eval().cp_factors(x)
     for a, b in zip(train_vals, eval_vals):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     gamma, phi, psi = eval_vals

@@ -4,14 +4,15 @@ import pytest
 import torch
 
 import pedconv
-from pedconv.layers import CondConv2d, DynamicConv2d, ODConv2d
+from pedconv.baselines import CondConv2d, DyConv2d, ODConv2d
 from pedconv.models import register_model
-from pedconv.profile import PAPER_NUMBERS
+from pedconv.models import PAPER_NUMBERS
+from pedconv.tools.flops import compare_to_paper
 
 MODELS = pedconv.list_models()
 
 
-_LAYER_OF = {"pedconv_": pedconv.PEDConv2d, "condconv_": CondConv2d, "dyconv_": DynamicConv2d, "odconv": ODConv2d}
+_LAYER_OF = {"pedconv_": pedconv.PEDConv2d, "condconv_": CondConv2d, "dyconv_": DyConv2d, "odconv": ODConv2d}
 
 
 def _input(name):
@@ -52,7 +53,7 @@ _KNOWN_GAPS = {"pedconv_efficientnet_b0": "params +3.5%", "condconv_mobilenet_v2
 @pytest.mark.parametrize("name", [n for n in PAPER_NUMBERS if n not in _KNOWN_GAPS])
 def test_paper_rows_within_tolerance(name):
     """Issue acceptance: params within 2% and FLOPs within 3% of the published numbers."""
-    row = pedconv.profile.compare_to_paper([name])[0]
+    row = compare_to_paper([name])[0]
     assert abs(row["params_diff_pct"]) <= 2.0, row
     if row["macs_diff_pct"] is not None:
         assert abs(row["macs_diff_pct"]) <= 3.0, row
@@ -72,7 +73,7 @@ def test_registry_errors():
 def test_builder_kwargs_reach_the_layers():
     model = pedconv.create_model("pedconv_cifar_resnet20", rank=2, components=("gamma",), sigma=0.2)
     layers = [m for m in model.modules() if isinstance(m, pedconv.PEDConv2d)]
-    assert len(layers) == 18 and all(l.rank == 2 and l.component_names == ("gamma",) for l in layers)
+    assert len(layers) == 18 and all(l.rank == 2 and l.components == ("gamma",) for l in layers)
     dw = pedconv.create_model("pedconv_mobilenetv1_100", kinds=("depthwise",))
     assert all(l.groups == l.in_channels for l in dw.modules() if isinstance(l, pedconv.PEDConv2d))
 

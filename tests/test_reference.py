@@ -8,7 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pedconv
-from helpers import randomize_generator, reference_forward
+from pedconv.execution import ConvGeometry, select_strategy
+from pedconv.method import CPFactors
+import pedconv.testing
+from pedconv.testing import randomize_generator, reference_forward
 
 KERNELS = [1, 3, 5, (1, 3)]
 MODES = ["zeros", "reflect", "replicate", "circular"]
@@ -79,7 +82,7 @@ def test_components_and_dynamic_weight_follow_eq2(config):
     layer = pedconv.PEDConv2d(**args, **opts).eval()
     randomize_generator(layer)
     x = torch.randn(batch, args["in_channels"], *size)
-    gamma, phi, psi = layer.components(x)
+    gamma, phi, psi = layer.cp_factors(x)
     R, cout, cin_g = layer.rank, layer.out_channels, layer.in_channels // layer.groups
     kh, kw = layer.kernel_size
     assert gamma.shape == (batch, R, cout)
@@ -92,7 +95,7 @@ def test_components_and_dynamic_weight_follow_eq2(config):
     act = pedconv.ACTIVATIONS[layer.activation]
     sizes = {"gamma": cout, "phi": cin_g, "psi": kh * kw}
     offset, expect = 0, {}
-    for c in layer.component_names:
+    for c in layer.components:
         n = R * sizes[c]
         expect[c] = act(mu[:, offset : offset + n]).reshape(batch, R, sizes[c])
         offset += n
@@ -122,8 +125,8 @@ def test_strategies_agree_in_float64_forward_and_backward(strategy, kernel, grou
     comps = [torch.rand(B, rank, n, dtype=torch.float64, requires_grad=True) for n in (cout, cin // groups, kk)]
     padding = (0, 0) if kernel == 1 else (1, 1)
     args = (stride, padding, (1, 2), groups)
-    ref = pedconv.ops.conv2d_per_sample(x, w, bias, *comps, *args)
-    out = pedconv.dynamic_conv2d(x, w, bias, *comps, *args, strategy=strategy)
+    ref = pedconv.testing.conv2d_per_sample(x, w, bias, *comps, *args)
+    out = pedconv.pedconv_conv2d(x, w, bias, *comps, *args, strategy=strategy)
     torch.testing.assert_close(out, ref)
     grad_out = torch.randn_like(ref)
     inputs = [x, w, bias, *comps]
@@ -134,16 +137,16 @@ def test_strategies_agree_in_float64_forward_and_backward(strategy, kernel, grou
 
 
 def test_materialize_chunks_large_batches_exactly(monkeypatch):
-    import pedconv.ops.dynamic_conv as dc
+    import pedconv.execution.materialize as dc
 
     torch.manual_seed(3)
     x = torch.randn(5, 4, 6, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     comps = [torch.rand(5, 1, n, dtype=torch.float64, requires_grad=True) for n in (6, 4, 9)]
     args = ((1, 1), (1, 1), (1, 1), 1)
-    ref = pedconv.ops.conv2d_per_sample(x, w, None, *comps, *args)
+    ref = pedconv.testing.conv2d_per_sample(x, w, None, *comps, *args)
     monkeypatch.setattr(dc, "MAX_WEIGHT_ELEMENTS", 2 * w.numel())  # chunks of 2 samples
-    out = pedconv.dynamic_conv2d(x, w, None, *comps, *args, strategy="materialize")
+    out = pedconv.pedconv_conv2d(x, w, None, *comps, *args, strategy="materialize")
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(out, [x, w, *comps], g), torch.autograd.grad(ref, [x, w, *comps], g)):
@@ -153,10 +156,10 @@ def test_materialize_chunks_large_batches_exactly(monkeypatch):
 def test_auto_never_depends_on_batch_while_tracing():
     x, w = torch.randn(1, 8, 5, 5), torch.randn(8, 8, 3, 3)
     comps = [torch.rand(1, 1, n) for n in (8, 8, 9)]
-    assert pedconv.ops.select_strategy(x, w, *comps) == "materialize"  # B = 1 eager
+    assert select_strategy(x, w, CPFactors(*comps), ConvGeometry()) == "materialize"  # B = 1 eager
 
     def f(x):
-        assert pedconv.ops.select_strategy(x, w, *comps) == "factored"
+        assert select_strategy(x, w, CPFactors(*comps), ConvGeometry()) == "factored"
         return x
 
     torch.jit.trace(f, x, check_trace=False)
@@ -169,8 +172,8 @@ def test_batch_one_deep_layer_uses_scaled_columns_exactly():
     w = torch.randn(64, 64, 3, 3, dtype=torch.float64, requires_grad=True)
     comps = [torch.rand(1, 1, n, dtype=torch.float64, requires_grad=True) for n in (64, 64, 9)]
     args = ((1, 1), (1, 1), (1, 1), 1)
-    ref = pedconv.ops.conv2d_per_sample(x, w, None, *comps, *args)
-    out = pedconv.dynamic_conv2d(x, w, None, *comps, *args, strategy="materialize")
+    ref = pedconv.testing.conv2d_per_sample(x, w, None, *comps, *args)
+    out = pedconv.pedconv_conv2d(x, w, None, *comps, *args, strategy="materialize")
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(out, [x, w, *comps], g), torch.autograd.grad(ref, [x, w, *comps], g)):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import pedconv
 from pedconv import SpatialPEDConv2d
-from pedconv.ops import spatial_conv2d_per_pixel
+from pedconv.testing import spatial_conv2d_per_pixel
 
 SUBSETS = [c for n in (1, 2, 3) for c in itertools.combinations(pedconv.COMPONENTS, n)]
 
@@ -84,7 +84,7 @@ def test_components_are_the_generator_on_each_pixel_vector():
     layer = SpatialPEDConv2d(8, 8, 3, padding=1, rank=2, sigma=0.1).double().eval()
     randomize(layer)
     x = torch.randn(2, 8, 5, 4, dtype=torch.double)
-    gamma, phi, psi = layer.components(x)
+    gamma, phi, psi = layer.cp_factors(x)
     gen = layer.generator
     for b, i, j in [(0, 0, 0), (1, 4, 3), (1, 2, 1)]:
         v = x[b, :, i, j]
@@ -95,7 +95,7 @@ def test_components_are_the_generator_on_each_pixel_vector():
     # strided: the generator reads the input average-pooled to the output grid
     strided = SpatialPEDConv2d(8, 8, 3, stride=2, padding=1, rank=1).double().eval()
     randomize(strided)
-    g2, _, _ = strided.components(x)
+    g2, _, _ = strided.cp_factors(x)
     v = F.adaptive_avg_pool2d(x, (3, 2))[1, :, 2, 1]
     want = 2 * torch.sigmoid(strided.generator.head(torch.relu(strided.generator.fc_share(v))))[:8]
     torch.testing.assert_close(g2[1, 0, :, 2, 1], want)
@@ -111,7 +111,7 @@ def test_training_forward_and_infomax_follow_eq5_eq6_per_pixel():
     torch.manual_seed(7)
     comps, g, feats = layer._generate(x, sample=True)  # same noise draw
     gamma, phi, psi = (comps[c] for c in pedconv.COMPONENTS)
-    xp = F.pad(x, layer._pad_lrtb)
+    xp = layer.pad_input(x)
     want = spatial_conv2d_per_pixel(xp, layer.weight, layer.bias, gamma, phi, psi, layer.stride, layer.dilation)
     torch.testing.assert_close(y, want)
     mu = layer.generator(feats)[0]
@@ -132,7 +132,7 @@ def test_gradients_match_autograd_through_the_reference(components):
     params = [p for n, p in layer.named_parameters() if not n.startswith("decoder")]
     fast = torch.autograd.grad((layer(x) * target).sum(), [x, *params])
     comps, _, _ = layer._generate(x, sample=False)
-    ref = spatial_conv2d_per_pixel(F.pad(x, layer._pad_lrtb), layer.weight, layer.bias, comps.get("gamma"),
+    ref = spatial_conv2d_per_pixel(layer.pad_input(x), layer.weight, layer.bias, comps.get("gamma"),
                                    comps.get("phi"), comps.get("psi"), layer.stride, layer.dilation)
     slow = torch.autograd.grad((ref * target).sum(), [x, *params])
     for a, b in zip(fast, slow):

@@ -21,8 +21,8 @@ import yaml
 
 import pedconv
 import pedconv.cli
-import pedconv.evaluate
-from pedconv.train import TrainError, parse_args, resolve_config, train
+import pedconv.training.evaluate
+from pedconv.training.train import TrainError, parse_args, resolve_config, train
 from pedconv.training.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -39,7 +39,7 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 def _have_fashion_mnist() -> bool:
     try:
-        pedconv.data.load_fashion_mnist(train=False)
+        pedconv.training.datasets.load_fashion_mnist(train=False)
     except FileNotFoundError:
         return False
     return True
@@ -131,13 +131,13 @@ def test_eval_reproduces_the_run_metrics(tiny_run: dict, tmp_path: Path, capsys:
 
 @needs_fmnist
 def test_eval_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert pedconv.evaluate.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 1
+    assert pedconv.training.evaluate.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 1
     assert "does not exist" in capsys.readouterr().err
     sd = tmp_path / "sd.pt"
     torch.save(pedconv.create_model("cifar_resnet20", num_classes=10, in_chans=1, width=4).state_dict(), sd)
-    assert pedconv.evaluate.main(["--model", "cifar_resnet20", "--weights", str(sd), "--val-subset", "8"]) == 1
+    assert pedconv.training.evaluate.main(["--model", "cifar_resnet20", "--weights", str(sd), "--val-subset", "8"]) == 1
     assert "do not fit the model" in capsys.readouterr().err  # width 16 model, width 4 weights
-    assert pedconv.evaluate.main(["--model", "cifar_resnet20", "--weights", str(tmp_path / "nope.pt")]) == 1
+    assert pedconv.training.evaluate.main(["--model", "cifar_resnet20", "--weights", str(tmp_path / "nope.pt")]) == 1
     assert "no such file" in capsys.readouterr().err
 
 
@@ -297,7 +297,7 @@ def test_refuses_to_overwrite_a_run_folder(tmp_path: Path) -> None:
 def test_dyconv_temperature_is_annealed(tmp_path: Path) -> None:
     if "dyconv_cifar_resnet20" not in pedconv.list_models():
         pytest.skip("dyconv_cifar_resnet20 not registered")
-    from pedconv.layers.dyconv import dyconv_temperature
+    from pedconv.baselines import dyconv_temperature
 
     result = train(model="dyconv_cifar_resnet20", model_kwargs={"width": 4}, epochs=1, train_subset=128,
                    val_subset=64, batch_size=32, dyconv_anneal_epochs=2.0, output=str(tmp_path / "r"), quiet=True,
@@ -490,10 +490,10 @@ def test_cifar_pickle_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
-    x, y = pedconv.data.load_cifar(tmp_path, 10, train=False)
+    x, y = pedconv.training.datasets.load_cifar(tmp_path, 10, train=False)
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.uint8 and y.tolist() == list(range(8))
     assert torch.equal(x[3], rows["test_batch"][3].view(3, 32, 32))
-    assert len(pedconv.data.load_cifar(folder, 10, train=True)[0]) == 40  # the folder itself works too
+    assert len(pedconv.training.datasets.load_cifar(folder, 10, train=True)[0]) == 40  # the folder itself works too
     r = train(model="cifar_resnet20", model_kwargs={"width": 4}, data="cifar10", data_dir=str(tmp_path), epochs=1,
               batch_size=8, output=str(tmp_path / "run"), quiet=True, threads=1)
     assert r["model_args"]["input_chans"] == 3 and r["final"]["val_images"] == 8
@@ -529,7 +529,7 @@ def test_progress_plain_lines_and_bar() -> None:
 
 def test_ddp_find_unused_parameters_only_when_needed() -> None:
     """The DDP probe: PEDConv's info-max decoders get gradients only through the info-max term."""
-    from pedconv.train import _needs_find_unused
+    from pedconv.training.train import _needs_find_unused
 
     cpu = torch.device("cpu")
     ped = pedconv.create_model("pedconv_cifar_resnet20", num_classes=10, in_chans=1, width=4)

@@ -18,7 +18,10 @@ __all__ = ["main", "parse_args"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__, benchmark, compare, evaluate, profile, train
+    from . import __version__
+    from .tools import benchmark
+    from .tools import flops as profile
+    from .training import compare, evaluate, train
 
     parser = argparse.ArgumentParser(prog="pedconv", description="PEDConv tools")
     parser.add_argument("--version", action="version", version=f"pedconv {__version__}")
@@ -52,22 +55,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Re-parsed by the command itself: `train` layers a --config YAML under the flags.
         rest = argv[argv.index(args.command) + 1:]
         if args.command == "train":
-            from . import train
+            from .training import train
 
             return train.main(rest)
-        from . import evaluate
+        from .training import evaluate
 
         return evaluate.main(rest)
     if args.command == "bench":
-        from . import benchmark
+        from .tools import benchmark
 
         benchmark.main(args=args)
     elif args.command == "profile":
-        from . import profile
+        from .tools import flops as profile
 
         profile.main(args=args)
     elif args.command == "compare":
-        from . import compare
+        from .training import compare
 
         return compare.main(args=args)
     return 0

@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch.nn as nn
 
-from .layers.pedconv2d import PEDConv2d
+from .method.pedconv2d import PEDConv2d
 
-__all__ = ["CONV_KINDS", "conv_kind", "convert", "select_convs"]
+__all__ = ["CONV_KINDS", "conv_kind", "convert", "layer_options", "select_convs"]
 
 CONV_KINDS: tuple[str, ...] = ("pointwise", "depthwise", "dense", "grouped")
 """How :func:`conv_kind` classifies a convolution (Table 5c uses the first two)."""
@@ -26,7 +26,7 @@ _SHORTCUT_RE = re.compile(r"(^|\.)(downsample|shortcut|skip)(\.|$)")
 _DEPTH_PRESETS = {"all": (0.0, 1.0), "shallow": (0.0, 0.5), "deep": (0.5, 1.0)}
 
 
-def _layer_options(layer: Any) -> frozenset[str]:
+def layer_options(layer: Any) -> frozenset[str]:
     """Keyword-only options of ``layer``'s constructor and ``from_conv``."""
     names = set()
     for fn in (layer.__init__, layer.from_conv):
@@ -151,8 +151,8 @@ def convert(
         layer: the replacement layer class; anything with a ``from_conv(conv,
             preserve_function=..., **options)`` classmethod: :class:`~pedconv.PEDConv2d`
             (default), :class:`~pedconv.SpatialPEDConv2d` or the baselines
-            :class:`~pedconv.layers.CondConv2d`, :class:`~pedconv.layers.DynamicConv2d`,
-            :class:`~pedconv.layers.ODConv2d`.
+            :class:`~pedconv.baselines.CondConv2d`, :class:`~pedconv.baselines.DyConv2d`,
+            :class:`~pedconv.baselines.ODConv2d`.
         preserve_function: passed to ``layer.from_conv`` when given (each layer has its
             own default; see :meth:`PEDConv2d.from_conv`).
         **options: ``layer``'s keyword options (for PEDConv2d ``rank``, ``components``,
@@ -169,7 +169,7 @@ def convert(
     """
     if not callable(getattr(layer, "from_conv", None)):
         raise TypeError(f"layer must be a class with a from_conv(conv, ...) classmethod, got {layer!r}")
-    valid = _layer_options(layer)
+    valid = layer_options(layer)
     unknown = set(options) - valid
     if unknown:
         raise TypeError(

@@ -1,7 +1,26 @@
-"""Model registry and builders."""
+"""Model registry, thin builders, the paper's published numbers and the authors' weights.
+
+* :mod:`._registry`     ``register_model`` / ``create_model`` / ``list_models``
+* :mod:`.zoo`           the registered builders (torchvision / timm architectures + ``convert``)
+* :mod:`.paper`         the published params / FLOPs of those builders (``PAPER_NUMBERS``)
+* :mod:`.cifar_resnet`  CIFAR-style ResNets for small images
+* :mod:`.authors`       loading the authors' released checkpoints
+"""
 
 from . import zoo  # noqa: F401  (registers the builders)
 from ._registry import create_model, list_models, model_entrypoint, register_model
+from .authors import AUTHORS_ARCHS, load_authors_checkpoint
 from .cifar_resnet import CifarResNet, cifar_resnet
+from .paper import PAPER_NUMBERS
 
-__all__ = ["CifarResNet", "cifar_resnet", "create_model", "list_models", "model_entrypoint", "register_model"]
+__all__ = [
+    "AUTHORS_ARCHS",
+    "PAPER_NUMBERS",
+    "CifarResNet",
+    "cifar_resnet",
+    "create_model",
+    "list_models",
+    "load_authors_checkpoint",
+    "model_entrypoint",
+    "register_model",
+]

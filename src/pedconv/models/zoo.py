@@ -16,8 +16,9 @@ import timm
 import torch.nn as nn
 import torchvision
 
-from ..convert import _layer_options, convert
-from ..layers import CondConv2d, DynamicConv2d, ODConv2d, PEDConv2d, SpatialPEDConv2d
+from ..baselines import CondConv2d, DyConv2d, ODConv2d
+from ..convert import convert, layer_options
+from ..method import PEDConv2d, SpatialPEDConv2d
 from ._registry import register_model
 from .cifar_resnet import cifar_resnet
 
@@ -148,7 +149,7 @@ def condconv_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: 
 def dyconv_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: int = 16, **kwargs: Any) -> nn.Module:
     """DY-Conv CIFAR-style ResNet-20 (K=4; stem and shortcuts static, as the PEDConv one)."""
     model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
-    return _baseline(model, DynamicConv2d, _RESNET_POLICY, kwargs)
+    return _baseline(model, DyConv2d, _RESNET_POLICY, kwargs)
 
 
 @register_model
@@ -163,7 +164,7 @@ def _spatial_resnet(model: nn.Module, kwargs: dict) -> nn.Module:
     # The 3x3 convs (conv2 of every bottleneck) become spatial-dynamic PEDConv on a
     # depthwise base; the remaining 1x1 convs are PEDConv as in PEDConv-ResNet. This is
     # the policy that reproduces Table 6's parameter counts (see the README).
-    spatial_opts = {k: v for k, v in kwargs.items() if k in _layer_options(SpatialPEDConv2d)}
+    spatial_opts = {k: v for k, v in kwargs.items() if k in layer_options(SpatialPEDConv2d)}
     convert(model, inplace=True, layer=SpatialPEDConv2d, include="layer*.conv2", preserve_function=False,
             **spatial_opts)
     return _ped(model, _RESNET_POLICY, kwargs)
@@ -220,14 +221,14 @@ def condconv_mobilenet_v2(*, num_classes: int = 1000, **kwargs: Any) -> nn.Modul
 @register_model
 def dyconv_resnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     """DY-Conv-ResNet-18 (K=4)."""
-    return _baseline(torchvision.models.resnet18(num_classes=num_classes), DynamicConv2d, {}, kwargs)
+    return _baseline(torchvision.models.resnet18(num_classes=num_classes), DyConv2d, {}, kwargs)
 
 
 @register_model
 def dyconv_mobilenet_v2(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     """DY-Conv-MobileNetV2 (K=4): every conv but the stem and the final 1x1 conv, the policy
     that gives the 11.1M parameters reported for it."""
-    return _baseline(torchvision.models.mobilenet_v2(num_classes=num_classes), DynamicConv2d,
+    return _baseline(torchvision.models.mobilenet_v2(num_classes=num_classes), DyConv2d,
                      {"exclude": "features.18.*"}, kwargs)
 
 

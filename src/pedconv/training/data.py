@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..data import DEBIAN_FASHION_MNIST, load_cifar, load_fashion_mnist
-from ..data import _find as _find_idx
+from .datasets import DEBIAN_FASHION_MNIST, find_idx, load_cifar, load_fashion_mnist
 
 __all__ = [
     "DATASETS",
@@ -323,7 +322,7 @@ def _fashion_mnist(data_dir: Optional[str], train: bool, download: bool) -> tupl
     how = ("Get it with `apt-get install dataset-fashion-mnist` (Debian, offline, installs "
            f"{DEBIAN_FASHION_MNIST}), or pass --download to fetch it with torchvision, or --data-dir DIR with the "
            f"IDX files ({split}-images-idx3-ubyte[.gz], {split}-labels-idx1-ubyte[.gz]).")
-    present = data_dir is not None and all(_find_idx(Path(data_dir), f"{split}-{kind}-idx{d}-ubyte")
+    present = data_dir is not None and all(find_idx(Path(data_dir), f"{split}-{kind}-idx{d}-ubyte")
                                            for kind, d in (("images", 3), ("labels", 1)))
     if data_dir is not None and not download and not present:
         # An explicit --data-dir is not silently replaced by the system copy.

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from timm.utils import dispatch_clip_grad
 from torch import Tensor
 
-from ..infomax import infomax_loss
+from ..method.infomax import infomax_loss
 from .data import BatchPreprocessor, GlobalBatchSampler, mix_seed
 from .distributed import DistEnv, all_reduce_sum
 from .model import set_dyconv_temperature

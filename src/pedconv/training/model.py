@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import torch.nn as nn
 
-from ..layers.dyconv import DynamicConv2d, dyconv_temperature
+from ..baselines.dyconv import DyConv2d, dyconv_temperature
 from ..models import create_model, model_entrypoint
 
 __all__ = ["ModelArgs", "build_model", "dynamic_temperature_modules", "set_dyconv_temperature"]
@@ -89,9 +89,9 @@ def build_model(name: str, num_classes: int, in_chans: int, model_kwargs: dict[s
     raise ValueError(f"model {name!r} rejected its options {kwargs}: {error}") from error
 
 
-def dynamic_temperature_modules(model: nn.Module) -> Iterator[DynamicConv2d]:
+def dynamic_temperature_modules(model: nn.Module) -> Iterator[DyConv2d]:
     """The DY-Conv layers (their attention softmax has an annealed ``temperature``)."""
-    return (m for m in model.modules() if isinstance(m, DynamicConv2d) and hasattr(m, "temperature"))
+    return (m for m in model.modules() if isinstance(m, DyConv2d) and hasattr(m, "temperature"))
 
 
 def set_dyconv_temperature(model: nn.Module, epoch: float, anneal_epochs: float) -> float:

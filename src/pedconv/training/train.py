@@ -54,9 +54,9 @@ import torch.nn as nn
 import yaml
 from torch.utils.data import DataLoader
 
-from .infomax import INFOMAX_WEIGHT, infomax_loss
-from .models import model_entrypoint
-from .training.checkpoint import (
+from ..method.infomax import INFOMAX_WEIGHT, infomax_loss
+from ..models import model_entrypoint
+from .checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     atomic_copy,
@@ -66,9 +66,9 @@ from .training.checkpoint import (
     load_training_checkpoint,
     restore_rng_state,
 )
-from .training.config import ConfigError, apply_mapping, build_train_parser, load_yaml_config, parse_with_config
-from .training.data import BatchPreprocessor, DataSpec, GlobalBatchSampler, ShardBatchSampler, build_data, mix_seed
-from .training.distributed import (
+from .config import ConfigError, apply_mapping, build_train_parser, load_yaml_config, parse_with_config
+from .data import BatchPreprocessor, DataSpec, GlobalBatchSampler, ShardBatchSampler, build_data, mix_seed
+from .distributed import (
     DistEnv,
     all_gather_object,
     all_reduce_sum,
@@ -77,9 +77,9 @@ from .training.distributed import (
     cleanup,
     init_distributed,
 )
-from .training.loop import EpochSums, Trainer, evaluate
-from .training.model import build_model, dynamic_temperature_modules
-from .training.recipe import (
+from .loop import EpochSums, Trainer, evaluate
+from .model import build_model, dynamic_temperature_modules
+from .recipe import (
     amp_dtype,
     build_criterion,
     build_optimizer,
@@ -87,7 +87,7 @@ from .training.recipe import (
     effective_lr,
     grad_scaler,
 )
-from .training.report import Reporter, plot_curves, write_metrics
+from .report import Reporter, plot_curves, write_metrics
 
 __all__ = ["ARTIFACTS", "TrainError", "build_parser", "main", "parse_args", "resolve_config", "train"]
 
@@ -609,7 +609,7 @@ def _run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

@@ -1,4 +1,9 @@
-"""Autocast for the dynamic convolutions' own arithmetic.
+"""PyTorch-specific switches the execution strategies consult, in one place.
+
+* Export detection: :func:`is_exporting` is true under ``torch.jit.trace``, the
+  TorchScript-based ONNX exporter and ``torch.export`` (the dynamo ONNX exporter), where
+  only batch-independent, traceable paths may run.
+* Autocast for the dynamic convolutions' own arithmetic:
 
 ``torch.autocast`` casts the inputs of the ops it knows (convolutions, matmuls) but not of
 elementwise ones, so scaling activations by float32 components, or adding a float32 bias,
@@ -13,7 +18,17 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["autocast_dtype", "cast_for_autocast"]
+__all__ = ["autocast_dtype", "cast_for_autocast", "is_exporting"]
+
+
+def is_exporting() -> bool:
+    """True while tracing (``torch.jit.trace``) or exporting (ONNX, ``torch.export``)."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return (
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or (exporting is not None and bool(exporting()))
+    )
 
 
 def autocast_dtype(device_type: str) -> Optional[torch.dtype]:

@@ -10,18 +10,17 @@ the original: aggregate the weight per sample, then a batch-as-groups convolutio
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.common_types import _size_2_t
 from torch.nn.modules.utils import _pair
 
-from ._geometry import conv_geometry
+from ..execution.geometry import ConvGeometry, batch_as_groups_conv, conv_arguments
 
-__all__ = ["DynamicConv2d", "dyconv_temperature"]
+__all__ = ["DyConv2d", "dyconv_temperature"]
 
 
 def dyconv_temperature(epoch: float, anneal_epochs: float = 10.0, start: float = 30.0, end: float = 1.0) -> float:
@@ -31,7 +30,7 @@ def dyconv_temperature(epoch: float, anneal_epochs: float = 10.0, start: float =
     return start + (end - start) * max(epoch, 0.0) / anneal_epochs
 
 
-class DynamicConv2d(nn.Module):
+class DyConv2d(nn.Module):
     """Conv whose weight is ``sum_k softmax(a(x) / T)_k W_k`` over ``num_kernels`` kernels.
 
     Args:
@@ -43,7 +42,7 @@ class DynamicConv2d(nn.Module):
 
     Example:
         >>> import torch
-        >>> DynamicConv2d(8, 16, 3, padding=1)(torch.randn(2, 8, 6, 6)).shape
+        >>> DyConv2d(8, 16, 3, padding=1)(torch.randn(2, 8, 6, 6)).shape
         torch.Size([2, 16, 6, 6])
     """
 
@@ -72,6 +71,7 @@ class DynamicConv2d(nn.Module):
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)
         self.num_kernels, self.temperature = num_kernels, float(temperature)
+        self._geometry = ConvGeometry.make(stride, padding, dilation, groups)
         hidden = max(4, in_channels // reduction)
         self.attention = nn.Sequential(
             nn.Linear(in_channels, hidden, **dd), nn.ReLU(inplace=True), nn.Linear(hidden, num_kernels, **dd)
@@ -98,7 +98,7 @@ class DynamicConv2d(nn.Module):
     @classmethod
     def from_conv(
         cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object
-    ) -> "DynamicConv2d":
+    ) -> "DyConv2d":
         """A DY-Conv layer with ``conv``'s geometry.
 
         With ``preserve_function`` every kernel (and bias) is a copy of ``conv``'s: the
@@ -110,10 +110,10 @@ class DynamicConv2d(nn.Module):
             >>> import torch, torch.nn as nn
             >>> conv = nn.Conv2d(8, 8, 3, padding=1)
             >>> x = torch.randn(2, 8, 5, 5)
-            >>> torch.allclose(DynamicConv2d.from_conv(conv)(x), conv(x), atol=1e-5)
+            >>> torch.allclose(DyConv2d.from_conv(conv)(x), conv(x), atol=1e-5)
             True
         """
-        layer = cls(**conv_geometry(conv, cls.__name__), **options)  # type: ignore[arg-type]
+        layer = cls(**conv_arguments(conv, cls.__name__, zero_padding_only=True), **options)  # type: ignore[arg-type]
         if preserve_function:
             with torch.no_grad():
                 layer.weight.copy_(conv.weight.repeat(layer.num_kernels, 1, 1, 1))
@@ -124,10 +124,20 @@ class DynamicConv2d(nn.Module):
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, cin, height, width = x.shape
+        batch = x.shape[0]
         attn = torch.softmax(self.attention(x.mean(dim=(2, 3))) / self.temperature, dim=1)
-        w = torch.mm(attn, self.weight.reshape(self.num_kernels, -1)).view(batch * self.out_channels, cin // self.groups, *self.kernel_size)
-        b = torch.mm(attn, self.bias).flatten() if self.bias is not None else None
-        y = F.conv2d(x.reshape(1, batch * cin, height, width), w, b, self.stride, self.padding,
-                     self.dilation, self.groups * batch)
-        return y.view(batch, self.out_channels, y.shape[-2], y.shape[-1])
+        w = torch.mm(attn, self.weight.reshape(self.num_kernels, -1))
+        y = batch_as_groups_conv(x, w.view(batch, self.out_channels, *self.weight.shape[1:]), self._geometry)
+        if self.bias is None:
+            return y
+        return y + torch.mm(attn, self.bias)[:, :, None, None]
+
+    def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int:
+        """All of it as measured: attention, kernel aggregation and the convolution are
+        matrix products and convolutions that the counter sees."""
+        return measured(self)
+
+    def static_macs(self, output_shape: Sequence[int]) -> int:
+        """Multiply-adds of one static convolution of this shape."""
+        pixels = (output_shape[0] if len(output_shape) == 4 else 1) * output_shape[-2] * output_shape[-1]
+        return pixels * self.weight.numel() // self.num_kernels

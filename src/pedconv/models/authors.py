@@ -18,11 +18,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .layers.pedconv2d import PEDConv2d
+from ..method.pedconv2d import PEDConv2d
+from ._registry import create_model
 
-__all__ = ["REFERENCE_ARCHS", "load_reference_checkpoint"]
+__all__ = ["AUTHORS_ARCHS", "load_authors_checkpoint"]
 
-REFERENCE_ARCHS = ("resnet18", "resnet50")
+AUTHORS_ARCHS = ("resnet18", "resnet50")
 
 
 def _read(source: Union[str, os.PathLike, Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -43,7 +44,7 @@ def _read(source: Union[str, os.PathLike, Mapping[str, Tensor]]) -> dict[str, Te
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def load_reference_checkpoint(
+def load_authors_checkpoint(
     source: Union[str, os.PathLike, Mapping[str, Tensor]], arch: str, num_classes: int = 1000
 ) -> nn.Module:
     """Build ``pedconv_<arch>`` in the authors' configuration and load their weights.
@@ -57,12 +58,11 @@ def load_reference_checkpoint(
         The model (eval mode) whose eval outputs equal the authors' model's.
 
     Example:
-        >>> model = load_reference_checkpoint("pedconv_resnet18.pth", "resnet18")  # doctest: +SKIP
+        >>> model = load_authors_checkpoint("pedconv_resnet18.pth", "resnet18")  # doctest: +SKIP
     """
-    from .models import create_model
 
-    if arch not in REFERENCE_ARCHS:
-        raise ValueError(f"arch must be one of {REFERENCE_ARCHS}, got {arch!r}")
+    if arch not in AUTHORS_ARCHS:
+        raise ValueError(f"arch must be one of {AUTHORS_ARCHS}, got {arch!r}")
     theirs = _read(source)
     model = create_model(f"pedconv_{arch}", num_classes=num_classes, activation="sigmoid",
                          preserve_function=False, sigma=0.1, min_hidden=1)

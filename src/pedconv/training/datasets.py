@@ -53,7 +53,7 @@ def read_idx(path: Union[str, os.PathLike]) -> Tensor:
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=True))
 
 
-def _find(folder: Path, stem: str) -> Optional[Path]:
+def find_idx(folder: Path, stem: str) -> Optional[Path]:
     for candidate in (folder / stem, folder / f"{stem}.gz", folder / "FashionMNIST" / "raw" / stem,
                       folder / "FashionMNIST" / "raw" / f"{stem}.gz"):
         if candidate.is_file():
@@ -78,8 +78,8 @@ def load_fashion_mnist(
     split = "train" if train else "t10k"
     folders = ([Path(root)] if root is not None else []) + [DEBIAN_FASHION_MNIST]
     for folder in folders:
-        images = _find(folder, f"{split}-images-idx3-ubyte")
-        labels = _find(folder, f"{split}-labels-idx1-ubyte")
+        images = find_idx(folder, f"{split}-images-idx3-ubyte")
+        labels = find_idx(folder, f"{split}-labels-idx1-ubyte")
         if images is not None and labels is not None:
             x, y = read_idx(images), read_idx(labels).long()
             if x.dim() != 3 or x.shape[0] != y.shape[0]:

@@ -16,14 +16,14 @@ divided by a temperature (1 by default; the reference code exposes one too).
 
 With ``K = 1`` the per-sample weight is ``W * alpha_f (x) alpha_c (x) alpha_s``, the same
 structure as a rank-1 PEDConv except that ``alpha_c`` spans all input channels; it runs on
-pedconv's fast execution (:func:`pedconv.ops.dynamic_conv2d`). ``K > 1`` aggregates a
+pedconv's fast execution (:func:`pedconv.execution.pedconv_conv2d`). ``K > 1`` aggregates a
 per-sample weight and runs it batch-as-groups, as the reference code does.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -32,9 +32,9 @@ from torch import Tensor
 from torch.nn.common_types import _size_2_t
 from torch.nn.modules.utils import _pair
 
-from ..ops import dynamic_conv2d
-from ..ops._autocast import cast_for_autocast
-from ._geometry import conv_geometry
+from ..execution import pedconv_conv2d
+from ..execution._torch_specific import cast_for_autocast
+from ..execution.geometry import ConvGeometry, add_bias, batch_as_groups_conv, conv_arguments
 
 __all__ = ["ODConv2d"]
 
@@ -84,6 +84,7 @@ class ODConv2d(nn.Module):
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)
         self.num_kernels, self.temperature = num_kernels, float(temperature)
+        self._geometry = ConvGeometry.make(stride, padding, dilation, groups)
         kh, kw = self.kernel_size
         hidden = max(int(in_channels * reduction), min_hidden)
         self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False, **dd)
@@ -100,11 +101,10 @@ class ODConv2d(nn.Module):
 
     def reset_parameters(self) -> None:
         """The reference code's initialisation: Kaiming-normal (fan-out) convs, zero biases."""
-        for m in (self.fc, self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc):
-            if m is not None:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        for m in self._attention_modules():
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
         for k in range(self.num_kernels):
@@ -129,7 +129,7 @@ class ODConv2d(nn.Module):
         kernels still diverge in training. Eval outputs equal ``conv``'s (up to the BN of the
         attention branch, which does not reach the output at zero heads).
         """
-        layer = cls(**conv_geometry(conv, cls.__name__), **options)  # type: ignore[arg-type]
+        layer = cls(**conv_arguments(conv, cls.__name__, zero_padding_only=True), **options)  # type: ignore[arg-type]
         if preserve_function:
             with torch.no_grad():
                 heads = layer._sigmoid_heads()
@@ -165,7 +165,7 @@ class ODConv2d(nn.Module):
         x, alpha_c, alpha_f, alpha_s, alpha_w = cast_for_autocast(x, alpha_c, alpha_f, alpha_s, alpha_w)  # type: ignore[assignment]
         x = x * alpha_c[:, :, None, None]
         if alpha_w is None:
-            y = dynamic_conv2d(
+            y = pedconv_conv2d(
                 x, self.weight, None,
                 None if alpha_f is None else alpha_f.unsqueeze(1),
                 None,
@@ -173,21 +173,31 @@ class ODConv2d(nn.Module):
                 self.stride, self.padding, self.dilation, self.groups,
             )
         else:
-            batch, cin, height, width = x.shape
+            batch = x.shape[0]
             w = torch.einsum("bk,koihw->boihw", alpha_w, self.kernels().to(alpha_w.dtype))
             if alpha_s is not None:
                 w = w * alpha_s.view(batch, 1, 1, *self.kernel_size)
-            y = F.conv2d(
-                x.reshape(1, batch * cin, height, width),
-                w.reshape(batch * self.out_channels, *w.shape[2:]),
-                None, self.stride, self.padding, self.dilation, self.groups * batch,
-            )
-            y = y.view(batch, self.out_channels, *y.shape[-2:])
+            y = batch_as_groups_conv(x, w, self._geometry)
             if alpha_f is not None:
                 y = y * alpha_f[:, :, None, None]
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1).to(y.dtype)
-        return y
+        return add_bias(y, None if self.bias is None else self.bias.to(y.dtype))
+
+    def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int:
+        """Attention branch (as measured) + the static conv + forming the weight: the
+        aggregation over ``K`` kernels (``K * n``) and the tap scaling (``n``); with one
+        kernel, scaling by all three attentions (``2n``)."""
+        attention = sum(measured(m) for m in self._attention_modules())
+        batch = output_shape[0] if len(output_shape) == 4 else 1
+        n, k = self.weight.numel() // self.num_kernels, self.num_kernels
+        return attention + self.static_macs(output_shape) + batch * ((k + 1) * n if k > 1 else 2 * n)
+
+    def static_macs(self, output_shape: Sequence[int]) -> int:
+        """Multiply-adds of one static convolution of this shape."""
+        pixels = (output_shape[0] if len(output_shape) == 4 else 1) * output_shape[-2] * output_shape[-1]
+        return pixels * self.weight.numel() // self.num_kernels
+
+    def _attention_modules(self) -> list[nn.Module]:
+        return [m for m in (self.fc, self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if m is not None]
 
     def extra_repr(self) -> str:
         return (

@@ -9,19 +9,19 @@ kept for uniformity with :class:`~pedconv.PEDConv2d` and folded into ``psi`` at 
 Choices where the paper is silent (documented in the README):
 
 * Strided layers: the generator reads the input average-pooled to the output resolution
-  (identity at stride 1), so each output pixel's components see its whole footprint.
+  (the identity at stride 1 with 'same' padding), so each output pixel's components see its whole footprint.
 * Sampling (Eq. 5): independent Gaussian noise per pixel, rank and entry (``sigma`` as in
   :class:`~pedconv.PEDConv2d`); evaluation uses the mean.
 * Info-max (Eq. 6): the decoder reconstructs each pixel's (detached) generator input from
   that pixel's sampled ``g``; the loss is the MSE over all pixels.
 
-The fast execution is :func:`pedconv.ops.spatial_depthwise_conv2d`; the per-pixel
-reference is :func:`pedconv.ops.spatial_conv2d_per_pixel`.
+The fast execution is :func:`pedconv.execution.spatial_depthwise_conv2d`; the per-pixel
+reference is :func:`pedconv.testing.spatial_conv2d_per_pixel`.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -29,20 +29,24 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
-from ..ops import spatial_depthwise_conv2d
-from .pedconv2d import COMPONENTS, PEDConv2d, _SigmaT
+from ..execution import spatial_depthwise_conv2d
+from ..execution.geometry import conv_arguments, conv_output_size
+from .base import PEDConvBase, SigmaT
+from .cp import COMPONENTS, CPFactors
 
 __all__ = ["SpatialPEDConv2d"]
 
 
-class SpatialPEDConv2d(PEDConv2d):
+class SpatialPEDConv2d(PEDConvBase):
     r"""Depthwise convolution whose weight is reparameterised per sample *and* per pixel.
 
     At output pixel ``p``: ``W_p(x) = W_base * sum_r gamma_r(x_p) (x) phi_r(x_p) (x) psi_r(x_p)``
     with the components generated from the input's channel vector ``x_p`` at that pixel.
     The signature is ``nn.Conv2d``'s with ``groups`` fixed to ``in_channels`` (depthwise;
     ``out_channels`` a multiple of ``in_channels``), plus the options of
-    :class:`~pedconv.PEDConv2d` (no ``strategy``: there is one execution).
+    :class:`~pedconv.PEDConv2d` (no ``strategy``: there is one execution). A sibling of
+    :class:`~pedconv.PEDConv2d` (both derive from :class:`~pedconv.method.base.PEDConvBase`),
+    not a subclass: it reads the input per pixel, not pooled.
 
     Example:
         >>> import torch
@@ -70,7 +74,7 @@ class SpatialPEDConv2d(PEDConv2d):
         reduction: int = 16,
         min_hidden: int = 4,
         variational: bool = True,
-        sigma: _SigmaT = 0.1,
+        sigma: SigmaT = 0.1,
         infomax: bool = True,
         activation: str = "scaled_sigmoid",
     ) -> None:
@@ -85,9 +89,11 @@ class SpatialPEDConv2d(PEDConv2d):
             min_hidden=min_hidden, variational=variational, sigma=sigma, infomax=infomax,
             activation=activation,
         )
-        if self._pad_lrtb is None:  # the tap loop always reads an explicitly padded input
-            top, left = self._conv_padding
-            self._pad_lrtb = (left, left, top, top)
+
+    def _resolve_padding(self) -> tuple[Optional[tuple[int, int, int, int]], tuple[int, int]]:
+        # The tap loop always reads an explicitly padded input.
+        explicit, (top, left) = super()._resolve_padding()
+        return (explicit or (left, left, top, top)), (0, 0)
 
     @classmethod
     def from_conv(
@@ -100,8 +106,7 @@ class SpatialPEDConv2d(PEDConv2d):
         copied), and ``preserve_function=True`` raises. A depthwise ``conv`` is converted
         like :meth:`PEDConv2d.from_conv`. ``None`` (default) preserves when possible.
         """
-        if type(conv) is not nn.Conv2d:
-            raise TypeError(f"from_conv expects an nn.Conv2d (exact type), got {type(conv).__name__}")
+        arguments = conv_arguments(conv, cls.__name__)
         depthwise = conv.groups == conv.in_channels
         if preserve_function is None:
             preserve_function = depthwise
@@ -111,29 +116,17 @@ class SpatialPEDConv2d(PEDConv2d):
                 "function on a depthwise base; pass preserve_function=False to start the depthwise "
                 "base from scratch"
             )
-        layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
-            stride=conv.stride, padding=conv.padding, dilation=conv.dilation,  # type: ignore[arg-type]
-            bias=conv.bias is not None, padding_mode=conv.padding_mode,
-            device=conv.weight.device, dtype=conv.weight.dtype, **options,  # type: ignore[arg-type]
-        )
-        with torch.no_grad():
-            if depthwise:
-                scale = layer.initial_cp_value() if preserve_function else 1.0
-                layer.weight.copy_(conv.weight / scale)
-            if conv.bias is not None:
-                assert layer.bias is not None
-                layer.bias.copy_(conv.bias)
-        layer.train(conv.training)
-        return layer
+        arguments.pop("groups")
+        layer = cls(**arguments, **options)  # type: ignore[arg-type]
+        return layer._load_conv(conv, preserve_function, copy_weight=depthwise)
 
     def _out_hw(self, x: Tensor) -> tuple[int, int]:
-        left, right, top, bottom = self._pad_lrtb  # type: ignore[misc]
-        (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
-        return (
-            (x.shape[-2] + top + bottom - dh * (kh - 1) - 1) // sh + 1,
-            (x.shape[-1] + left + right - dw * (kw - 1) - 1) // sw + 1,
+        left, right, top, bottom = self._explicit_pad  # type: ignore[misc]
+        h, w = conv_output_size(
+            (x.shape[-2] + top + bottom, x.shape[-1] + left + right), self.kernel_size, self.stride, (0, 0),
+            self.dilation,
         )
+        return h, w
 
     def _generate(self, x: Tensor, sample: bool) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Per-pixel components ``(B, R, n, Ho, Wo)``, sampled ``g`` and generator input (NHWC)."""
@@ -145,24 +138,19 @@ class SpatialPEDConv2d(PEDConv2d):
             )
         # Eq. (7) without pooling: the channel vector at each output location.
         feats = F.adaptive_avg_pool2d(x, out_hw).permute(0, 2, 3, 1)
-        g, values = self._sample(feats, sample)
-        batch, ho, wo, _ = values.shape
-        parts = values.split([self.rank * self._sizes[c] for c in self.component_names], dim=-1)
+        g, parts = self._sample(feats, sample)
+        batch, ho, wo, _ = g.shape
         comps = {
-            c: p.reshape(batch, ho, wo, self.rank, self._sizes[c]).permute(0, 3, 4, 1, 2)
-            for c, p in zip(self.component_names, parts)
+            c: p.reshape(batch, ho, wo, self.rank, self.factor_sizes[c]).permute(0, 3, 4, 1, 2)
+            for c, p in parts.items()
         }
         return comps, g, feats
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        unbatched = x.dim() == 3
-        if unbatched:
-            x = x.unsqueeze(0)
+        x, unbatched = self._batched(x)
         comps, g, feats = self._generate(x, sample=self.training)
         self._record_infomax(g, feats)  # per pixel: each pixel's generator input
-        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-        x = F.pad(x, self._pad_lrtb, mode=mode)  # type: ignore[arg-type]
+        x = self.pad_input(x)
         gamma, phi, psi = comps.get("gamma"), comps.get("phi"), comps.get("psi")
         if phi is not None:  # length 1 per rank: fold it into psi (or gamma)
             if psi is not None:
@@ -173,25 +161,26 @@ class SpatialPEDConv2d(PEDConv2d):
         return y.squeeze(0) if unbatched else y
 
     @torch.no_grad()
-    def components(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def cp_factors(self, x: Tensor) -> CPFactors:
         """Eval-mode per-pixel ``(gamma, phi, psi)``: ``(B, R, Cout | 1 | kh*kw, Ho, Wo)``."""
-        self._check_input(x)
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
+        x, _ = self._batched(x)
         comps, _, _ = self._generate(x, sample=False)
         ho, wo = self._out_hw(x)
-        return tuple(  # type: ignore[return-value]
-            comps[c] if c in comps else x.new_ones(x.shape[0], self.rank, self._sizes[c], ho, wo)
-            for c in COMPONENTS
-        )
+        return CPFactors(*self._all_factors(comps, lambda n: x.new_ones(x.shape[0], self.rank, n, ho, wo)))
 
     @torch.no_grad()
     def dynamic_weight(self, x: Tensor) -> Tensor:
         """Per-pixel weights ``(B, Ho, Wo, Cout, 1, kh, kw)`` in eval mode (for inspection:
         the forward pass never forms them)."""
-        gamma, phi, psi = self.components(x)
+        gamma, phi, psi = self.cp_factors(x)
         cp = torch.einsum("brchw,brshw,brthw->bhwcst", gamma, phi, psi)
         return self.weight * cp.reshape(*cp.shape[:4], 1, *self.kernel_size)
+
+    def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int:
+        """Generator (as measured, per pixel) + per pixel: forming the rank-R depthwise
+        weight (``2R`` per entry) and applying it (1 per entry)."""
+        taps = self.static_macs(output_shape)
+        return measured(self.generator) + 2 * self.rank * taps + taps
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", spatial=True"

@@ -22,19 +22,10 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._autocast import cast_for_autocast
+from ._torch_specific import cast_for_autocast, is_exporting
+from .geometry import conv_output_size, tap_windows
 
 __all__ = ["spatial_depthwise_conv2d"]
-
-
-def _taps(kernel: Sequence[int], dilation: Sequence[int], stride: Sequence[int], out_hw: Sequence[int]):  # type: ignore[no-untyped-def]
-    """Index of each tap and the slices of the padded input it reads for every output pixel."""
-    (kh, kw), (dh, dw), (sh, sw), (ho, wo) = kernel, dilation, stride, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
-            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-            yield i * kw + j, rows, cols
 
 
 def _accumulate(x: Tensor, w: Tensor, psi: Tensor, taps: list) -> Tensor:  # type: ignore[type-arg]
@@ -53,7 +44,7 @@ class _SpatialDepthwise(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, gamma, psi, kernel, stride, dilation, out_hw):  # type: ignore[no-untyped-def,override]
-        taps = list(_taps(kernel, dilation, stride, out_hw))
+        taps = list(tap_windows(kernel, dilation, stride, out_hw))
         acc = _accumulate(x, w, psi, taps)
         y = (acc * gamma).sum(1) if gamma is not None else acc.sum(1)
         ctx.save_for_backward(x, w, gamma, psi)
@@ -113,7 +104,7 @@ def spatial_depthwise_conv2d(
     batch, cin, hp, wp = x.shape
     if cout != cin:  # channel multiplier: output channel c reads input channel c // m
         x = x.repeat_interleave(cout // cin, dim=1)
-    out_hw = ((hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
+    out_hw = conv_output_size((hp, wp), (kh, kw), stride, (0, 0), dilation)
     w = weight.reshape(cout, kh * kw)
     if psi is None:
         # Without psi the per-pixel weight is W_base * sum_r gamma_r: a static depthwise conv
@@ -126,9 +117,9 @@ def spatial_depthwise_conv2d(
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, w, gamma, psi)
         )
-        if needs_grad and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+        if needs_grad and not is_exporting():
             y = _SpatialDepthwise.apply(x, w, gamma, psi, (kh, kw), tuple(stride), tuple(dilation), out_hw)
         else:  # inference, tracing and export: the same tap loop as plain (traceable) ops
-            acc = _accumulate(x, w, psi, list(_taps((kh, kw), dilation, stride, out_hw)))
+            acc = _accumulate(x, w, psi, list(tap_windows((kh, kw), dilation, stride, out_hw)))
             y = (acc * gamma).sum(1) if gamma is not None else acc.sum(1)
     return y if bias is None else y + bias.view(1, -1, 1, 1)

@@ -11,7 +11,7 @@ classes, input channels) and the dataset defaults to the one it was trained on (
 validation split unless ``--val-subset``). ``--weights`` accepts a bare state dict, one under
 ``state_dict`` or ``model`` (timm's loader; a ``module.`` prefix is removed), or a pedconv
 training checkpoint. ``--reference-arch`` loads the authors' released checkpoint layout with
-:func:`pedconv.load_reference_checkpoint`. FLOPs are multiply-adds for one image at the
+:func:`pedconv.load_authors_checkpoint`. FLOPs are multiply-adds for one image at the
 dataset's input size (:func:`pedconv.profile_model`).
 """
 
@@ -27,15 +27,15 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from .checkpoints import REFERENCE_ARCHS, load_reference_checkpoint
-from .profile import profile_model
-from .training.checkpoint import CheckpointError, load_training_checkpoint
-from .training.config import _ModelKwargsAction, add_data_arguments
-from .training.data import BatchPreprocessor, DataSpec, ShardBatchSampler, build_data
-from .training.distributed import DistEnv, resolve_device
-from .training.loop import evaluate
-from .training.model import ModelArgs, build_model, dynamic_temperature_modules
-from .training.recipe import amp_dtype
+from ..models.authors import AUTHORS_ARCHS, load_authors_checkpoint
+from ..tools.flops import profile_model
+from .checkpoint import CheckpointError, load_training_checkpoint
+from .config import _ModelKwargsAction, add_data_arguments
+from .data import BatchPreprocessor, DataSpec, ShardBatchSampler, build_data
+from .distributed import DistEnv, resolve_device
+from .loop import evaluate
+from .model import ModelArgs, build_model, dynamic_temperature_modules
+from .recipe import amp_dtype
 
 __all__ = ["EvalError", "build_parser", "evaluate_model", "main", "run"]
 
@@ -58,7 +58,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--model-kwargs", nargs="*", default={}, action=_ModelKwargsAction, metavar="KEY=VALUE",
                    help="builder options for --model, values parsed as YAML")
     g.add_argument("--weights", default=None, help="state dict file for --model / --reference-arch")
-    g.add_argument("--reference-arch", choices=REFERENCE_ARCHS, default=None,
+    g.add_argument("--reference-arch", choices=AUTHORS_ARCHS, default=None,
                    help="--weights is the authors' released checkpoint of pedconv_<arch>")
     add_data_arguments(p, defaults_from_checkpoint=True)
     g = p.add_argument_group("run")
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.reference_arch is not None:
             if not Path(args.weights).is_file():
                 raise FileNotFoundError(f"--weights {args.weights}: no such file")
-            model = load_reference_checkpoint(args.weights, args.reference_arch, num_classes=spec.num_classes)
+            model = load_authors_checkpoint(args.weights, args.reference_arch, num_classes=spec.num_classes)
             margs = ModelArgs(f"pedconv_{args.reference_arch}", spec.num_classes, {}, spec.in_chans, 3)
         else:
             try:

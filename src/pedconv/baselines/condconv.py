@@ -9,7 +9,8 @@ can be dropped in by :func:`pedconv.convert`-style swaps.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import math
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,7 @@ from timm.layers import CondConv2d as _TimmCondConv2d
 from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
-from ._geometry import conv_geometry
+from ..execution.geometry import conv_arguments
 
 __all__ = ["CondConv2d"]
 
@@ -74,10 +75,19 @@ class CondConv2d(nn.Module):
                 "CondConv2d cannot keep a converted conv's function without identical, never-diverging "
                 "experts; use preserve_function=False (fresh experts, conv geometry kept)"
             )
-        layer = cls(**conv_geometry(conv, cls.__name__), num_experts=num_experts)
+        layer = cls(**conv_arguments(conv, cls.__name__, zero_padding_only=True), num_experts=num_experts)
         layer.train(conv.training)
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
         routing = torch.sigmoid(self.routing(x.mean(dim=(2, 3))))
         return self.conv(x, routing)
+
+    def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int:
+        """All of it as measured: routing, expert mixing and the convolution."""
+        return measured(self)
+
+    def static_macs(self, output_shape: Sequence[int]) -> int:
+        """Multiply-adds of one static convolution of this shape."""
+        pixels = (output_shape[0] if len(output_shape) == 4 else 1) * output_shape[-2] * output_shape[-1]
+        return pixels * math.prod(self.conv.weight_shape)

@@ -31,12 +31,11 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from .convert import convert
-from .infomax import infomax_loss
-from .layers.condconv import CondConv2d
-from .layers.dyconv import DynamicConv2d
-from .layers.pedconv2d import PEDConv2d
-from .ops import STRATEGIES
+from ..convert import convert
+from ..method.infomax import infomax_loss
+from ..baselines import CondConv2d, DyConv2d
+from ..execution import STRATEGIES
+from ..method import PEDConv2d
 
 __all__ = ["ConvShape", "bench_layers", "bench_models", "conv_shapes", "main"]
 
@@ -129,7 +128,7 @@ def _layer_contestants(s: ConvShape, include_naive: bool) -> dict[str, nn.Module
             continue
         out[f"ped_{strat}"] = PEDConv2d.from_conv(static, strategy=strat)
     out["condconv4"] = CondConv2d(*args, **kw, num_experts=4)  # type: ignore[arg-type]
-    out["dyconv4"] = DynamicConv2d(*args, **kw, num_kernels=4)  # type: ignore[arg-type]
+    out["dyconv4"] = DyConv2d(*args, **kw, num_kernels=4)  # type: ignore[arg-type]
     return out
 
 

@@ -1,8 +1,10 @@
-"""Obviously-correct, slow forms of the PEDConv forward pass.
+"""Test oracles: obviously correct, slow forms of the PEDConv forward pass.
 
-These are the ground truth that every fast strategy in :mod:`pedconv.ops.dynamic_conv`
-is tested against. They materialise the per-sample weight of Eq. (2) literally and
-run one ``F.conv2d`` per sample.
+These are the ground truth that every fast strategy in :mod:`pedconv.execution` and every
+layer is tested against, kept apart from the runtime code (which never imports this
+module, in the spirit of ``torch.testing``). They build the per-sample weight of Eq. (2)
+literally and run one convolution per sample (or per pixel). Use them to check a new
+strategy or layer of your own.
 """
 
 from __future__ import annotations
@@ -10,45 +12,14 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["compose_weight", "conv2d_per_sample", "spatial_conv2d_per_pixel"]
+from .method.cp import compose_weight
+from .method.pedconv2d import PEDConv2d
 
-
-def _rank_and_batch(*components: Optional[Tensor]) -> tuple[int, int]:
-    for c in components:
-        if c is not None:
-            return c.shape[0], c.shape[1]
-    raise ValueError("at least one of gamma, phi, psi must be given")
-
-
-def compose_weight(
-    weight: Tensor,
-    gamma: Optional[Tensor],
-    phi: Optional[Tensor],
-    psi: Optional[Tensor],
-) -> Tensor:
-    """Per-sample weights of Eq. (2): ``W_b = W_base * sum_r gamma_r (x) phi_r (x) psi_r``.
-
-    Args:
-        weight: base weight ``(Cout, Cin/groups, kh, kw)``.
-        gamma: ``(B, R, Cout)`` or ``None`` (treated as all ones).
-        phi: ``(B, R, Cin/groups)`` or ``None``.
-        psi: ``(B, R, kh*kw)`` or ``None``.
-
-    Returns:
-        ``(B, Cout, Cin/groups, kh, kw)``.
-    """
-    batch, rank = _rank_and_batch(gamma, phi, psi)
-    cout, cin_g, kh, kw = weight.shape
-    ones = lambda n: weight.new_ones(batch, rank, n)  # noqa: E731
-    g = gamma if gamma is not None else ones(cout)
-    p = phi if phi is not None else ones(cin_g)
-    s = psi if psi is not None else ones(kh * kw)
-    # Sum over the rank of outer products: the CP tensor A(x) of Sec. 3.
-    cp = torch.einsum("brt,brs,brk->btsk", g, p, s)
-    return weight.unsqueeze(0) * cp.reshape(batch, cout, cin_g, kh, kw)
+__all__ = ["conv2d_per_sample", "randomize_generator", "reference_forward", "spatial_conv2d_per_pixel"]
 
 
 def conv2d_per_sample(
@@ -110,3 +81,46 @@ def spatial_conv2d_per_pixel(
                 for c in range(cout):
                     y[b, c, i, j] = (w[c, 0] * patch[c // mult]).sum()
     return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+
+def randomize_generator(layer: PEDConv2d, scale: float = 0.5) -> None:
+    """Give a PEDConv layer's (zero-initialised) heads random values, so that the
+    components differ between inputs."""
+    with torch.no_grad():
+        layer.generator.head.weight.normal_(0.0, scale)
+        layer.generator.head.bias.normal_(0.0, scale)
+
+
+def reference_forward(layer: PEDConv2d, x: Tensor) -> Tensor:
+    """A PEDConv2d's eval output computed by a per-sample ``nn.Conv2d`` with the weight of
+    Eq. (2) (``layer.dynamic_weight(x)``); padding is handled by ``nn.Conv2d`` itself.
+
+    Example:
+        >>> import pedconv
+        >>> layer = pedconv.PEDConv2d(4, 6, 3, padding=1).eval()
+        >>> randomize_generator(layer)
+        >>> x = torch.randn(2, 4, 5, 5)
+        >>> torch.allclose(layer(x), reference_forward(layer, x), atol=1e-5)
+        True
+    """
+    weights = layer.dynamic_weight(x)
+    conv = nn.Conv2d(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        bias=layer.bias is not None,
+        padding_mode=layer.padding_mode,
+        dtype=x.dtype,
+    )
+    outs = []
+    with torch.no_grad():
+        if layer.bias is not None:
+            conv.bias.copy_(layer.bias)
+        for b in range(x.shape[0]):
+            conv.weight.copy_(weights[b])
+            outs.append(conv(x[b : b + 1]))
+    return torch.cat(outs)

@@ -110,7 +110,7 @@ def parse_spec(text: str) -> ModelSpec:
         if not sep or not key.strip():
             raise ValueError(f"model spec {text!r}: {item!r} is not key=value")
         kwargs[key.strip()] = yaml.safe_load(value)
-    from .models import model_entrypoint
+    from ..models import model_entrypoint
 
     model_entrypoint(name.strip())  # unknown names fail here, with suggestions
     return ModelSpec(name.strip(), kwargs)
@@ -174,8 +174,8 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
 
 
 def _profile(record: dict[str, Any], data: str, img_size: Optional[int]) -> tuple[int, int]:
-    from .models import create_model
-    from .profile import profile_model
+    from ..models import create_model
+    from ..tools.flops import profile_model
 
     margs = record["model_args"]
     model = create_model(margs["name"], num_classes=margs["num_classes"], **margs["kwargs"])

@@ -1,0 +1,26 @@
+"""How the per-sample convolution of Eq. (3) is executed: exact strategies and their dispatch.
+
+* :mod:`.dispatch`   the entry point :func:`pedconv_conv2d`, :data:`STRATEGIES`, ``auto``
+* :mod:`.factored`, :mod:`.materialize`, :mod:`.hybrid`, :mod:`.simple`   one strategy each
+* :mod:`.spatial`    the spatial-dynamic (per-pixel) depthwise convolution
+* :mod:`.geometry`   conv geometry shared by every layer and strategy
+* :mod:`._torch_specific`   export detection and autocast handling
+
+The math itself (Eq. 1-7) lives in :mod:`pedconv.method`; the slow references the
+strategies are tested against live in :mod:`pedconv.testing`.
+"""
+
+from .dispatch import STRATEGIES, Strategy, pedconv_conv2d, select_strategy
+from .geometry import ConvGeometry
+from .materialize import MAX_WEIGHT_ELEMENTS
+from .spatial import spatial_depthwise_conv2d
+
+__all__ = [
+    "MAX_WEIGHT_ELEMENTS",
+    "STRATEGIES",
+    "ConvGeometry",
+    "Strategy",
+    "pedconv_conv2d",
+    "select_strategy",
+    "spatial_depthwise_conv2d",
+]

@@ -1,0 +1,138 @@
+"""Execution of the per-sample PEDConv convolution: the strategies and the dispatch between them.
+
+The layers (:mod:`pedconv.method`) compute the CP factors of Eq. (1)-(7); everything about
+*how* the per-sample convolution of Eq. (3) is carried out lives in this package, behind the
+single entry point :func:`pedconv_conv2d`. Every strategy is exact: they differ only in
+cost, and :func:`select_strategy` picks the cheapest for the shapes at hand.
+
+==================  ========================================  =============================
+strategy            module                                    ``auto`` picks it for
+==================  ========================================  =============================
+``"factored"``      :mod:`pedconv.execution.factored`         deep layers; tracing/export
+``"materialize"``   :mod:`pedconv.execution.materialize`      early layers, depthwise, B=1
+``"hybrid"``        :mod:`pedconv.execution.hybrid`           (manual override)
+``"naive"``         :mod:`pedconv.execution.simple`           (benchmark baseline)
+``"loop"``          :mod:`pedconv.execution.simple`           (reference; slow)
+==================  ========================================  =============================
+
+A strategy is a function ``(x, weight, bias, factors, geometry) -> y``; a new one (a GPU
+kernel, say) is one more entry of :data:`STRATEGIES`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+from torch import Tensor
+
+from ..method.cp import CPFactors
+from ._torch_specific import cast_for_autocast, is_exporting
+from .factored import factored
+from .geometry import ConvGeometry
+from .hybrid import hybrid
+from .materialize import materialize
+from .simple import loop, naive
+
+__all__ = ["STRATEGIES", "Strategy", "pedconv_conv2d", "select_strategy"]
+
+Strategy = Callable[[Tensor, Tensor, Optional[Tensor], CPFactors, ConvGeometry], Tensor]
+"""``(x, weight, bias, factors, geometry) -> y``: one exact way to run Eq. (3)."""
+
+STRATEGIES: dict[str, Strategy] = {
+    "factored": factored,
+    "hybrid": hybrid,
+    "materialize": materialize,
+    "naive": naive,
+    "loop": loop,
+}
+"""Exact execution strategies by name; ``"auto"`` chooses among them."""
+
+
+def select_strategy(x: Tensor, weight: Tensor, factors: CPFactors, geometry: ConvGeometry) -> str:
+    """The strategy ``"auto"`` resolves to for these operands.
+
+    While tracing or exporting, always ``"factored"``: its graph does not depend on the batch
+    size. Otherwise compare the extra memory traffic of the two exact fast paths: the
+    per-sample weight (``B * R * Cout * Cin/groups * kh * kw``) against the scaled
+    activations ``"factored"`` touches.
+    """
+    if is_exporting():
+        return "factored"
+    batch, cin, height, width = x.shape
+    cout, cin_g, kh, kw = weight.shape
+    rank = factors.rank
+    if batch == 1 or cin_g == 1:
+        # One weight, or a per-sample depthwise kernel: as cheap as the static conv.
+        return "materialize"
+    stride = geometry.stride
+    out_pixels = ((height - 1) // stride[0] + 1) * ((width - 1) // stride[1] + 1)
+    weight_elems = batch * rank * cout * cin_g * kh * kw
+    if factors.psi is not None and kh * kw > 1:
+        if cin_g == cin and geometry.unit_stride:
+            act_elems = batch * kh * kw * cout * height * width  # tap outputs
+        else:
+            act_elems = batch * cin * kh * kw * out_pixels  # im2col columns
+    else:
+        act_elems = batch * (cin * height * width + cout * out_pixels)  # scaled activations
+    # "factored" repeats its convolution per rank; "materialize" composes ranks into one
+    # weight. The 1/4 factor is calibrated on the ResNet-50/MobileNetV2 sweep of
+    # `pedconv bench` (2-core x86-64 CPU): batch-sized weights cost more per element.
+    return "materialize" if 4 * weight_elems <= rank * rank * act_elems else "factored"
+
+
+def pedconv_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    gamma: Optional[Tensor],
+    phi: Optional[Tensor],
+    psi: Optional[Tensor],
+    stride: Union[int, Sequence[int]] = 1,
+    padding: Union[int, Sequence[int]] = 0,
+    dilation: Union[int, Sequence[int]] = 1,
+    groups: int = 1,
+    strategy: str = "auto",
+) -> Tensor:
+    """Per-sample convolution with ``W_b = W_base * sum_r gamma_r (x) phi_r (x) psi_r`` (Eq. 3).
+
+    The functional form of :class:`~pedconv.PEDConv2d`, as ``F.conv2d`` is of ``nn.Conv2d``.
+    ``x`` must already carry any non-zero or asymmetric padding; ``padding`` is the
+    symmetric zero padding left to the convolution. A ``None`` component means all ones.
+
+    Args:
+        x: input ``(B, Cin, H, W)``.
+        weight: base weight ``(Cout, Cin/groups, kh, kw)``.
+        bias: ``(Cout,)`` or ``None``.
+        gamma: ``(B, R, Cout)`` or ``None``.
+        phi: ``(B, R, Cin/groups)`` or ``None``.
+        psi: ``(B, R, kh*kw)`` or ``None``.
+        stride, padding, dilation, groups: as in ``F.conv2d`` (padding as integers).
+        strategy: a key of :data:`STRATEGIES` or ``"auto"``.
+
+    Returns:
+        ``(B, Cout, H_out, W_out)``, identical (up to rounding) for every strategy.
+
+    Example:
+        >>> import torch
+        >>> x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+        >>> g, p, s = torch.rand(2, 1, 6), torch.rand(2, 1, 4), torch.rand(2, 1, 9)
+        >>> pedconv_conv2d(x, w, None, g, p, s, padding=1).shape
+        torch.Size([2, 6, 8, 8])
+    """
+    if gamma is None and phi is None and psi is None:
+        raise ValueError("pedconv_conv2d: at least one of gamma, phi, psi must be given")
+    x, weight, bias, gamma, phi, psi = cast_for_autocast(x, weight, bias, gamma, phi, psi)  # type: ignore[assignment]
+    # The base weight is small: a contiguous copy (e.g. of a channels_last weight) lets every
+    # strategy reshape it freely.
+    weight = weight.contiguous()
+    factors = CPFactors(gamma, phi, psi)
+    geometry = ConvGeometry.make(stride, padding, dilation, groups)
+    if strategy == "auto":
+        strategy = select_strategy(x, weight, factors, geometry)
+    try:
+        fn = STRATEGIES[strategy]
+    except KeyError:
+        raise ValueError(
+            f"strategy must be 'auto' or one of {sorted(STRATEGIES)}, got {strategy!r}"
+        ) from None
+    return fn(x, weight, bias, factors, geometry)

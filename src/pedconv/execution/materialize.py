@@ -1,0 +1,190 @@
+"""The ``"materialize"`` strategy: build each sample's weight of Eq. (2) once, then convolve.
+
+Cost proportional to the weight: a plain convolution for a batch of one, a batched matrix
+product for 1x1 kernels, otherwise the batch folded into the groups. Rank ``R`` is free
+beyond the weight composition, and depthwise layers stay depthwise. The custom backward
+keeps no batch-sized tensor, and large batches are processed in chunks of at most
+:data:`MAX_WEIGHT_ELEMENTS` weight elements.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..method.cp import CPFactors, compose_weight, cp_tensor
+from .factored import scaled_columns_conv
+from .geometry import ConvGeometry, add_bias, batch_as_groups_conv
+
+__all__ = ["MAX_WEIGHT_ELEMENTS", "materialize"]
+
+MAX_WEIGHT_ELEMENTS = 1 << 26
+"""Largest per-sample weight block (elements) ``"materialize"`` builds at once; larger
+batches are processed in chunks, so memory stays bounded whatever the batch size."""
+
+
+def _is_gemm(weight_shape: Sequence[int], geometry: ConvGeometry) -> bool:
+    """A 1x1, ungrouped, unpadded convolution: a matrix product on NCHW memory."""
+    return tuple(weight_shape[-2:]) == (1, 1) and geometry.groups == 1 and geometry.no_padding
+
+
+def _strided(x: Tensor, geometry: ConvGeometry) -> Tensor:
+    return x if geometry.unit_stride else x[:, :, :: geometry.stride[0], :: geometry.stride[1]]
+
+
+def _per_sample_conv(x: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
+    """``conv(x[b], w[b])`` for every sample: a batched GEMM for 1x1 kernels, else batch-as-groups."""
+    batch, cout, cin_g = w.shape[:3]
+    if _is_gemm(w.shape, geometry):
+        # One GEMM per sample straight on NCHW memory, no im2col and no layout reorder.
+        x = _strided(x, geometry)
+        h, wd = x.shape[-2:]
+        y = torch.bmm(w.reshape(batch, cout, cin_g), x.reshape(batch, cin_g, h * wd))
+        return y.reshape(batch, cout, h, wd)
+    return batch_as_groups_conv(x, w, geometry)
+
+
+def _cp_grads(grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequence[bool]) -> tuple[Optional[Tensor], ...]:
+    """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, kk)``.
+
+    Each component gradient is a contraction of ``dL/dW_b * W`` with the other two
+    components; they are written as batched matrix products (one pass over the
+    batch-sized tensor each) rather than generic einsums.
+    """
+    batch, cout, cin_g, kk = grad_w.shape
+    rank = factors.rank
+    g, p, s = factors.dense(cout, cin_g, kk)
+    grad_weight = grad_gamma = grad_phi = grad_psi = None
+    if needs[0]:
+        grad_weight = (grad_w * cp_tensor(factors, weight.shape)).sum(0).view_as(weight)
+    if any(needs[1:]):
+        gw = (grad_w * weight.view(1, cout, cin_g, kk)).view(batch, cout * cin_g, kk)
+        # v[b, r, t, s] = sum_k gw[b, t, s, k] s[b, r, k]
+        v = torch.bmm(gw, s.transpose(1, 2)).view(batch, cout, cin_g, rank).permute(0, 3, 1, 2)
+        if needs[1] and factors.gamma is not None:
+            grad_gamma = (v * p[:, :, None, :]).sum(-1)
+        if needs[2] and factors.phi is not None:
+            grad_phi = (v * g[:, :, :, None]).sum(-2)
+        if needs[3] and factors.psi is not None:
+            gp = (g[:, :, :, None] * p[:, :, None, :]).reshape(batch, rank, cout * cin_g)
+            grad_psi = torch.bmm(gp, gw)
+    return grad_weight, grad_gamma, grad_phi, grad_psi
+
+
+def _weight_grad(x: Tensor, w: Tensor, grad: Tensor, geometry: ConvGeometry, need_x: bool) -> tuple[Optional[Tensor], Tensor]:
+    """``(dL/dx, dL/dW_b)`` of :func:`_per_sample_conv`."""
+    batch, cout, cin_g, kh, kw = w.shape
+    if _is_gemm(w.shape, geometry):
+        xs = _strided(x, geometry)
+        h, wd = xs.shape[-2:]
+        g2 = grad.reshape(batch, cout, h * wd)
+        grad_w = torch.bmm(g2, xs.reshape(batch, cin_g, h * wd).transpose(1, 2))
+        grad_x = None
+        if need_x:
+            gxs = torch.bmm(w.reshape(batch, cout, cin_g).transpose(1, 2), g2).view(batch, cin_g, h, wd)
+            if geometry.unit_stride:
+                grad_x = gxs
+            else:
+                grad_x = x.new_zeros(x.shape)
+                grad_x[:, :, :: geometry.stride[0], :: geometry.stride[1]] = gxs
+        return grad_x, grad_w
+    _, cin, height, width = x.shape
+    grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        grad.reshape(1, batch * cout, grad.shape[-2], grad.shape[-1]),
+        x.reshape(1, batch * cin, height, width),
+        w.reshape(batch * cout, cin_g, kh, kw),
+        None, list(geometry.stride), list(geometry.padding), list(geometry.dilation), False, [0, 0],
+        batch * geometry.groups, [need_x, True, False],
+    )
+    return (None if grad_x is None else grad_x.view(x.shape)), grad_w
+
+
+class _MaterializedConv(torch.autograd.Function):
+    """Per-sample convolution whose per-sample weight is never kept for backward.
+
+    Autograd would save the composed weight and the CP tensor, two batch-sized copies of
+    the weight per layer; this saves only the input and the small components and rebuilds
+    the weight in backward.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, weight: Tensor, gamma: Optional[Tensor], phi: Optional[Tensor],
+        psi: Optional[Tensor], geometry: ConvGeometry,
+    ) -> Tensor:
+        w = compose_weight(weight, gamma, phi, psi)
+        ctx.save_for_backward(x, weight, gamma, phi, psi)
+        ctx.geometry = geometry
+        return _per_sample_conv(x, w, geometry)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        x, weight, gamma, phi, psi = ctx.saved_tensors
+        # Under autocast the forward ran in lower precision: do the backward in grad's dtype.
+        dt = grad.dtype
+        x, weight = x.to(dt), weight.to(dt)
+        factors = CPFactors(*(t.to(dt) if t is not None else None for t in (gamma, phi, psi)))
+        w = compose_weight(weight, *factors)
+        grad_x, grad_w = _weight_grad(x, w, grad.contiguous(), ctx.geometry, ctx.needs_input_grad[0])
+        batch, cout, cin_g = w.shape[:3]
+        grads = _cp_grads(grad_w.reshape(batch, cout, cin_g, -1), weight, factors, ctx.needs_input_grad[1:5])
+        return (grad_x, *grads, None)
+
+
+def _single_sample(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry) -> Tensor:
+    """Batch of one, rank 1: fold each component into whichever side is smaller.
+
+    ``psi`` goes into the kernel; ``phi`` into the kernel or the input, ``gamma`` into the
+    kernel or the output, by element count. Deep layers thus touch their (large) weight once.
+    """
+    gamma, phi, psi = factors
+    cout, cin_g, kh, kw = weight.shape
+    out_pixels = ((x.shape[-2] - 1) // geometry.stride[0] + 1) * ((x.shape[-1] - 1) // geometry.stride[1] + 1)
+    if psi is not None and kh * kw > 1 and weight.numel() > 4 * x.shape[1] * kh * kw * out_pixels:
+        # Deep layers: the kernel is far larger than the im2col columns, so scale the
+        # columns instead and read the weight once, as the static conv does.
+        return add_bias(scaled_columns_conv(x, weight, factors, 0, geometry), bias)
+    w = weight
+    out_scale = gamma[0, 0] if gamma is not None else None
+    if psi is not None:
+        if kh * kw > 1:
+            w = w * psi[0, 0].view(1, 1, kh, kw)
+        else:
+            out_scale = psi[0, 0] if out_scale is None else out_scale * psi[0, 0]
+    if phi is not None:
+        if x.numel() < w.numel():
+            x = x * phi[0, 0].repeat(geometry.groups).view(1, -1, 1, 1)
+        else:
+            w = w * phi[0, 0].view(1, cin_g, 1, 1)
+    if out_scale is not None and cout * out_pixels >= w.numel():
+        w = w * out_scale.reshape(-1, 1, 1, 1).expand(cout, 1, 1, 1)
+        out_scale = None
+    if _is_gemm(weight.shape, geometry):
+        # A plain GEMM: mkldnn would re-pack the fresh weight on every call.
+        xs = _strided(x, geometry)
+        y = torch.mm(w.view(cout, cin_g), xs.reshape(cin_g, -1)).view(1, cout, *xs.shape[-2:])
+    elif out_scale is None:
+        return geometry.conv2d(x, w, bias)
+    else:
+        y = geometry.conv2d(x, w)
+    if out_scale is not None:
+        y = y * out_scale.reshape(1, -1, 1, 1).expand(1, cout, 1, 1)
+    return add_bias(y, bias)
+
+
+def materialize(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry) -> Tensor:
+    """The ``"materialize"`` strategy (see the module docstring)."""
+    if x.shape[0] == 1:
+        if factors.rank == 1:
+            return _single_sample(x, weight, bias, factors, geometry)
+        return geometry.conv2d(x, compose_weight(weight, *factors)[0], bias)
+    chunk = max(1, MAX_WEIGHT_ELEMENTS // weight.numel())
+    # Bound the transient per-sample weight: at most MAX_WEIGHT_ELEMENTS at a time.
+    parts = [
+        _MaterializedConv.apply(x[i : i + chunk], weight, *factors.narrow(i, chunk), geometry)
+        for i in range(0, x.shape[0], chunk)
+    ]
+    y = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+    return add_bias(y, bias)

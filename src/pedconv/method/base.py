@@ -1,0 +1,342 @@
+"""What every PEDConv layer shares: ``nn.Conv2d``'s signature, the method's options, the
+base weight, the generator of Eq. (7), the sampling of Eq. (5) and the decoder of Eq. (6).
+
+:class:`PEDConvBase` leaves two things to its subclasses: what the generator reads (the
+globally pooled input for :class:`~pedconv.PEDConv2d`, each pixel's channel vector for
+:class:`~pedconv.SpatialPEDConv2d`) and how the convolution is executed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.common_types import _size_2_t
+
+from .cp import COMPONENTS
+from .generator import ACTIVATIONS, ComponentGenerator, sample_g
+from .infomax import InfomaxDecoder
+
+__all__ = ["PADDING_MODES", "PEDConvBase", "SigmaT"]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+SigmaT = Union[float, str]
+"""``sigma``: a fixed std (float >= 0) or ``"learned"``."""
+
+_COMPONENT_ALIASES = {
+    "gamma": "gamma",
+    "output": "gamma",
+    "out": "gamma",
+    "phi": "phi",
+    "input": "phi",
+    "in": "phi",
+    "psi": "psi",
+    "kernel": "psi",
+}
+
+_Layer = TypeVar("_Layer", bound="PEDConvBase")
+
+
+def _pair_of_ints(name: str, value: _size_2_t, minimum: int) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return pair[0], pair[1]
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _normalise_components(components: Union[str, Iterable[str]]) -> tuple[str, ...]:
+    items = [components] if isinstance(components, str) else list(components)
+    names = set()
+    for item in items:
+        if item not in _COMPONENT_ALIASES:
+            raise ValueError(f"components must name gamma/output, phi/input or psi/kernel, got {item!r}")
+        names.add(_COMPONENT_ALIASES[item])
+    if not names:
+        raise ValueError("components must be a non-empty subset of ('gamma', 'phi', 'psi')")
+    return tuple(c for c in COMPONENTS if c in names)
+
+
+def _check_sigma(sigma: SigmaT, variational: bool) -> SigmaT:
+    if isinstance(sigma, str):
+        if sigma != "learned":
+            raise ValueError(f"sigma must be a float >= 0 or 'learned', got {sigma!r}")
+        if not variational:
+            raise ValueError("sigma='learned' needs variational=True")
+        return sigma
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or sigma < 0:
+        raise ValueError(f"sigma must be a float >= 0 or 'learned', got {sigma!r}")
+    return float(sigma)
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+class PEDConvBase(nn.Module):
+    """Shared construction and Eq. (5)-(7) of the PEDConv layers (not used directly).
+
+    Takes ``nn.Conv2d``'s arguments and the method's keyword options; see
+    :class:`~pedconv.PEDConv2d` for their meaning.
+    """
+
+    weight: nn.Parameter
+    bias: Optional[nn.Parameter]
+    decoder: Optional[InfomaxDecoder]
+    padding: Union[str, tuple[int, int]]
+    sigma: SigmaT
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _size_2_t,
+        stride: _size_2_t = 1,
+        padding: Union[str, _size_2_t] = 0,
+        dilation: _size_2_t = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+        *,
+        rank: int = 1,
+        components: Union[str, Iterable[str]] = COMPONENTS,
+        reduction: int = 16,
+        min_hidden: int = 4,
+        variational: bool = True,
+        sigma: SigmaT = 0.1,
+        infomax: bool = True,
+        activation: str = "scaled_sigmoid",
+    ) -> None:
+        super().__init__()
+        self._set_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
+        self._set_options(rank, components, reduction, min_hidden, variational, sigma, infomax, activation)
+        self._build(bias, device, dtype)
+        self.last_infomax_loss: Optional[Tensor] = None
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ construction
+    def _set_geometry(
+        self, in_channels: int, out_channels: int, kernel_size: _size_2_t, stride: _size_2_t,
+        padding: Union[str, _size_2_t], dilation: _size_2_t, groups: int, padding_mode: str,
+    ) -> None:
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.groups = _positive_int("groups", groups)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+            )
+        self.kernel_size = _pair_of_ints("kernel_size", kernel_size, 1)
+        self.stride = _pair_of_ints("stride", stride, 1)
+        self.dilation = _pair_of_ints("dilation", dilation, 1)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            self.padding = padding
+        else:
+            self.padding = _pair_of_ints("padding", padding, 0)
+        self._explicit_pad, self._conv_padding = self._resolve_padding()
+
+    def _set_options(
+        self, rank: int, components: Union[str, Iterable[str]], reduction: int, min_hidden: int,
+        variational: bool, sigma: SigmaT, infomax: bool, activation: str,
+    ) -> None:
+        self.rank = _positive_int("rank", rank)
+        self.components = _normalise_components(components)
+        self.reduction = _positive_int("reduction", reduction)
+        self.min_hidden = _positive_int("min_hidden", min_hidden)
+        self.variational = _check_bool("variational", variational)
+        self.sigma = _check_sigma(sigma, variational)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        self.infomax = _check_bool("infomax", infomax)
+        if self.rank > 1 and (not variational or self.sigma == 0):
+            warnings.warn(
+                f"{type(self).__name__}: rank > 1 without sampling noise starts all rank terms equal "
+                "(zero-initialised heads), and identical terms receive identical gradients; "
+                "use variational=True with sigma > 0 to break the symmetry",
+                stacklevel=4,
+            )
+
+    def _build(self, bias: bool, device: Optional[Union[torch.device, str]], dtype: Optional[torch.dtype]) -> None:
+        dd: dict[str, Any] = {"device": device, "dtype": dtype}
+        kh, kw = self.kernel_size
+        self.factor_sizes = {"gamma": self.out_channels, "phi": self.in_channels // self.groups, "psi": kh * kw}
+        self.hidden = max(self.min_hidden, self.in_channels // self.reduction)
+        g_features = self.rank * sum(self.factor_sizes[c] for c in self.components)
+        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels // self.groups, kh, kw, **dd))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(self.out_channels, **dd))
+        else:
+            self.register_parameter("bias", None)
+        self.generator = ComponentGenerator(
+            self.in_channels, self.hidden, g_features, learn_sigma=self.sigma == "learned", **dd
+        )
+        # Eq. (6): p(x | g), training only.
+        self.decoder = InfomaxDecoder(g_features, self.hidden, self.in_channels, **dd) if self.infomax else None
+
+    def reset_parameters(self) -> None:
+        """Initialise ``weight``/``bias`` as ``nn.Conv2d`` does and the heads to zero."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight[0].numel()
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+        self.generator.reset_parameters()
+        if self.decoder is not None:
+            self.decoder.reset_parameters()
+
+    def _resolve_padding(self) -> tuple[Optional[tuple[int, int, int, int]], tuple[int, int]]:
+        """Split padding into an explicit ``F.pad`` (or None) and the conv's own padding.
+
+        Mirrors ``nn.Conv2d``: ``'same'`` puts ``total // 2`` before and the rest after,
+        and non-zero modes pad explicitly before a zero-padding convolution.
+        """
+        if self.padding == "valid":
+            before_after = [(0, 0), (0, 0)]
+        elif self.padding == "same":
+            before_after = []
+            for d, k in zip(self.dilation, self.kernel_size):
+                total = d * (k - 1)
+                before_after.append((total // 2, total - total // 2))
+        else:
+            before_after = [(p, p) for p in self.padding]
+        (top, bottom), (left, right) = before_after
+        if self.padding_mode == "zeros" and top == bottom and left == right:
+            return None, (top, left)
+        return (left, right, top, bottom), (0, 0)
+
+    def pad_input(self, x: Tensor) -> Tensor:
+        """``x`` with the padding that the convolution itself does not apply (non-zero
+        modes, asymmetric ``'same'``); unchanged when there is none."""
+        if self._explicit_pad is None:
+            return x
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(x, self._explicit_pad, mode=mode)
+
+    def _load_conv(self: _Layer, conv: nn.Conv2d, preserve_function: bool, copy_weight: bool = True) -> _Layer:
+        """Copy ``conv``'s weight (divided by the initial CP value when preserving its
+        function) and bias; take its training flag."""
+        with torch.no_grad():
+            if copy_weight:
+                scale = self.initial_cp_value() if preserve_function else 1.0
+                self.weight.copy_(conv.weight / scale)
+            if conv.bias is not None:
+                assert self.bias is not None
+                self.bias.copy_(conv.bias)
+        self.train(conv.training)
+        return self
+
+    def initial_cp_value(self) -> float:
+        """Every entry of ``sum_r gamma_r (x) phi_r (x) psi_r`` right after initialisation."""
+        a0 = float(ACTIVATIONS[self.activation](torch.zeros(())))
+        return self.rank * a0 ** len(self.components)
+
+    def remove_decoder(self) -> None:
+        """Drop the info-max decoder (training only) for deployment."""
+        self.decoder = None
+        self.infomax = False
+        self.last_infomax_loss = None
+
+    # ------------------------------------------------------------------ the method
+    def _batched(self, x: Tensor) -> tuple[Tensor, bool]:
+        """``x`` as ``(B, C, H, W)`` after checking it, and whether it came unbatched."""
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} expects a Tensor input, got {type(x).__name__}")
+        if x.dim() not in (3, 4):
+            raise ValueError(f"{name} expects input of shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+        if x.shape[-3] != self.in_channels:
+            raise ValueError(
+                f"{name} expects input with in_channels={self.in_channels} channels, "
+                f"got {x.shape[-3]} (input shape {tuple(x.shape)})"
+            )
+        return (x.unsqueeze(0), True) if x.dim() == 3 else (x, False)
+
+    def _sample(self, features: Tensor, sample: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """Eq. (7) on ``features`` (last dim Cin), then Eq. (5): the pre-activation ``g``
+        (sampled when ``sample``) and each enabled component's values, split along the
+        last dimension as ``(..., R * size)``."""
+        mu, learned_sigma = self.generator(features)
+        sigma: Union[Tensor, float, None] = learned_sigma if learned_sigma is not None else self.sigma  # type: ignore[assignment]
+        g = sample_g(mu, sigma, sample and self.variational)
+        values = ACTIVATIONS[self.activation](g)
+        parts = values.split([self.rank * self.factor_sizes[c] for c in self.components], dim=-1)
+        return g, dict(zip(self.components, parts))
+
+    def _record_infomax(self, g: Tensor, target: Tensor) -> None:
+        """Eq. (6): in training, the decoder's reconstruction MSE of the (detached) generator
+        input from ``g``; ``None`` otherwise."""
+        self.last_infomax_loss = None
+        if self.training and self.decoder is not None:
+            self.last_infomax_loss = self.decoder.mse(g, target)
+
+    def _all_factors(self, comps: dict[str, Tensor], ones: Callable[[int], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(gamma, phi, psi)`` with the disabled components as ``ones(size)``."""
+        return tuple(comps[c] if c in comps else ones(self.factor_sizes[c]) for c in COMPONENTS)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ cost
+    def _weight_elements(self) -> int:
+        return self.weight.numel()
+
+    def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int:
+        """Multiply-adds of one forward pass by the paper's convention (Sec. 3).
+
+        Args:
+            output_shape: the layer's output shape (batch included).
+            measured: the multiply-adds that a counter (``FlopCounterMode``) measured
+                inside a submodule of this layer.
+        """
+        raise NotImplementedError
+
+    def static_macs(self, output_shape: Sequence[int]) -> int:
+        """Multiply-adds of a static convolution with this layer's base weight."""
+        batch = output_shape[0] if len(output_shape) == 4 else 1
+        return batch * output_shape[-2] * output_shape[-1] * self._weight_elements()
+
+    # ------------------------------------------------------------------ repr / pickling
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        s += f", rank={self.rank}, components={self.components}, hidden={self.hidden}"
+        s += f", variational={self.variational}, sigma={self.sigma}, infomax={self.infomax}"
+        return s + f", activation={self.activation}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The recorded info-max loss is a graph node: neither picklable nor deep-copyable.
+        state = super().__getstate__().copy()  # type: ignore[misc]
+        state["last_infomax_loss"] = None
+        return state

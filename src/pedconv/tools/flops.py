@@ -1,0 +1,218 @@
+"""Parameters and FLOPs (multiply-adds, the paper's convention) of any model.
+
+Convolutions, linear layers and the generators' / attentions' matrix products are counted
+by ``torch.utils.flop_counter.FlopCounterMode`` (which reports 2 FLOPs per multiply-add; we
+halve it). Every dynamic layer reports its own cost by the paper's convention
+(:class:`CountsMacs`: ``layer.macs(output_shape, measured)``), from what the counter measured
+in its generator / attention submodules plus what the counter cannot see or would count by
+the execution strategy's arrangement (e.g. forming the CP tensor of Eq. (2),
+``2 * R * Cout * Cin/groups * k^2`` per sample, Sec. 3). The counter never needs to know a
+layer's insides.
+
+Parameters are reported for deployment (info-max decoders excluded: they exist only in
+training) and for training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..method.base import PEDConvBase
+from ..models.paper import PAPER_NUMBERS
+
+__all__ = ["CountsMacs", "ModelProfile", "compare_to_paper", "profile_model"]
+
+
+@dataclass
+class ModelProfile:
+    """What :func:`profile_model` measures. MACs are multiply-adds at ``input_size``;
+    ``dynamic_macs`` is what the dynamic layers cost beyond static convs of the same shapes
+    (generators / attentions, forming and applying the per-sample weights)."""
+
+    params: int
+    params_train: int
+    macs: int
+    dynamic_macs: int
+    input_size: tuple[int, ...]
+    layers: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@runtime_checkable
+class CountsMacs(Protocol):
+    """A layer that reports its own multiply-adds (every dynamic layer in pedconv does).
+
+    ``macs(output_shape, measured)`` is the layer's cost by the paper's convention, where
+    ``measured(submodule)`` gives what ``FlopCounterMode`` measured inside one of its
+    submodules; ``static_macs(output_shape)`` is a static conv of the same shape.
+    """
+
+    def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int: ...
+
+    def static_macs(self, output_shape: Sequence[int]) -> int: ...
+
+
+def profile_model(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> ModelProfile:
+    """Count parameters and multiply-adds of ``model`` in eval mode at ``input_size``.
+
+    Args:
+        model: any module; PEDConv layers get their weight-application cost added.
+        input_size: full input shape, batch included (the paper's numbers use batch 1).
+
+    Returns:
+        A :class:`ModelProfile` with totals and one row per convolution / linear layer.
+
+    Example:
+        >>> import pedconv
+        >>> p = pedconv.profile_model(pedconv.create_model("pedconv_resnet18"))
+        >>> round(p.params / 1e6, 1), round(p.macs / 1e9, 2)  # doctest: +SKIP
+        (11.9, 1.83)
+    """
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    counter = FlopCounterMode(display=False, depth=None)
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, _, out: shapes.__setitem__(mod, tuple(out.shape)))
+        for m in model.modules() if isinstance(m, CountsMacs)
+    ]
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(tuple(input_size), device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    rows, total, dynamic = _rows(model, counter.get_flop_counts(), shapes)
+    total += counter.get_total_flops() // 2
+    decoder_params = sum(_decoder_params(m) for m in model.modules())
+    params_train = sum(p.numel() for p in model.parameters())
+    return ModelProfile(params=params_train - decoder_params, params_train=params_train, macs=total,
+                        dynamic_macs=dynamic, input_size=tuple(input_size), layers=rows)
+
+
+def _decoder_params(m: nn.Module) -> int:
+    """Parameters of a PEDConv layer's training-only info-max decoder."""
+    if isinstance(m, PEDConvBase) and m.decoder is not None:
+        return sum(p.numel() for p in m.decoder.parameters())
+    return 0
+
+
+def _rows(
+    model: nn.Module, counts: dict[str, dict[Any, int]], shapes: dict[nn.Module, tuple[int, ...]]
+) -> tuple[list[dict[str, Any]], int, int]:
+    """One row per conv / linear / dynamic layer (a dynamic layer's insides are summed into
+    its row), the correction to the counter's total, and the dynamic overhead."""
+    root = type(model).__name__
+    keys = {m: (f"{root}.{name}" if name else root) for name, m in model.named_modules()}
+
+    def measured(m: nn.Module) -> int:
+        return sum(counts.get(keys[m], {}).values()) // 2
+
+    inside = {id(sub) for m in shapes for sub in m.modules() if sub is not m}
+    rows, correction, dynamic = [], 0, 0
+    for name, m in model.named_modules():
+        if id(m) in inside or not isinstance(m, (nn.Conv2d, nn.Linear, CountsMacs)):
+            continue
+        macs = measured(m)
+        if m in shapes:
+            layer: CountsMacs = m  # type: ignore[assignment]
+            recount = layer.macs(shapes[m], measured)
+            correction += recount - macs
+            macs = recount
+            dynamic += macs - layer.static_macs(shapes[m])
+        own = sum(p.numel() for p in m.parameters()) - _decoder_params(m)
+        rows.append(dict(name=name, type=type(m).__name__, params=own, macs=macs))
+    return rows, correction, dynamic
+
+
+def compare_to_paper(
+    names: Sequence[str], input_size: Sequence[int] = (1, 3, 224, 224), layers: Optional[list[dict]] = None
+) -> list[dict]:
+    """Profile registered models and set them beside :data:`PAPER_NUMBERS`.
+
+    Args:
+        names: registered model names.
+        input_size: the profiled input shape.
+        layers: if given, every model's per-layer rows are appended to it (with ``model``).
+    """
+    from ..models import create_model
+
+    out = []
+    for name in names:
+        prof = profile_model(create_model(name), input_size)
+        if layers is not None:
+            layers.extend({"model": name, **r} for r in prof.layers)
+        paper = PAPER_NUMBERS.get(name, {})
+        row = dict(model=name, params=prof.params, params_train=prof.params_train, macs=prof.macs,
+                   dynamic_macs=prof.dynamic_macs, paper_params=paper.get("params"),
+                   paper_macs=paper.get("macs"), source=paper.get("source", ""))
+        for k in ("params", "macs"):
+            ref = row[f"paper_{k}"]
+            row[f"{k}_diff_pct"] = None if ref is None else 100.0 * (row[k] - ref) / ref
+        out.append(row)
+    return out
+
+
+def _fmt(v: Optional[float], scale: float, unit: str) -> str:
+    return "—" if v is None else f"{v / scale:.2f}{unit}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| model | paper row | params | paper | diff | FLOPs (MACs) | paper | diff | dynamic overhead | params incl. decoder |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        def d(k: str) -> str:
+            return "—" if r[k] is None else f"{r[k]:+.1f}%"
+        lines.append(f"| {r['model']} | {r['source']} | {_fmt(r['params'], 1e6, 'M')} | {_fmt(r['paper_params'], 1e6, 'M')} | {d('params_diff_pct')} "
+                     f"| {_fmt(r['macs'], 1e9, 'G')} | {_fmt(r['paper_macs'], 1e9, 'G')} | {d('macs_diff_pct')} "
+                     f"| {_fmt(r['dynamic_macs'], 1e6, 'M')} "
+                     f"| {_fmt(r['params_train'], 1e6, 'M')} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="pedconv profile", description=__doc__)
+    p.add_argument("--models", nargs="+", default=list(PAPER_NUMBERS), help="registered model names (default: every row of PAPER_NUMBERS)")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--out", type=Path, default=Path("results/profile"), help="output prefix (.md, .json, .csv)")
+    p.add_argument("--layers", action="store_true", help="also write every layer's params/MACs to <out>.layers.csv")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace] = None) -> list[dict]:
+    if args is None:
+        args = build_parser().parse_args(argv)
+    layer_rows: Optional[list[dict]] = [] if args.layers else None
+    rows = compare_to_paper(args.models, (1, 3, args.input_size, args.input_size), layer_rows)
+    md = markdown_table(rows)
+    print(md)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(md)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    with args.out.with_suffix(".csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    written = f"{args.out}.md, .json, .csv"
+    if layer_rows:
+        path = args.out.with_suffix(".layers.csv")
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(layer_rows[0]))
+            writer.writeheader()
+            writer.writerows(layer_rows)
+        written += f", {path}"
+    print(f"wrote {written}")
+    return rows
