@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import pedconv
-from pedconv.training.datasets import load_fashion_mnist
 from pedconv.models import cifar_resnet
+from pedconv.training.datasets import load_fashion_mnist
 
 VARIANTS = {
     "static": None,
@@ -104,7 +104,7 @@ def main(argv=None) -> None:
     xtr, ytr = load_fashion_mnist(train=True)
     xte, yte = load_fashion_mnist(train=False)
     sub = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(1234))[: args.train_size]
-    norm = lambda t: ((t.float() / 255 - MEAN) / STD).unsqueeze(1)  # noqa: E731
+    norm = lambda t: ((t.float() / 255 - MEAN) / STD).unsqueeze(1)
     data = (norm(xtr[sub]), ytr[sub], norm(xte[: args.test_size]), yte[: args.test_size])
     print(f"Fashion-MNIST: {len(data[0])} train / {len(data[2])} test images, {args.epochs} epochs, seeds {args.seeds}")
 

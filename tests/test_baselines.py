@@ -24,7 +24,7 @@ def test_odconv_matches_its_equation_per_sample(num_kernels, cin, cout, k, group
     x = torch.randn(3, cin, 7, 7, dtype=torch.double)
     y = layer(x)
     h = F.relu(layer.bn(layer.fc(x.mean((2, 3), keepdim=True)))).flatten(1)
-    lin = lambda m: F.linear(h, m.weight.flatten(1), m.bias)  # noqa: E731
+    lin = lambda m: F.linear(h, m.weight.flatten(1), m.bias)
     a_c = torch.sigmoid(lin(layer.channel_fc))
     a_f = torch.sigmoid(lin(layer.filter_fc)) if cin != groups else torch.ones(3, cout, dtype=x.dtype)
     a_s = torch.sigmoid(lin(layer.spatial_fc)) if k > 1 else torch.ones(3, 1, dtype=x.dtype)

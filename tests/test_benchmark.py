@@ -3,10 +3,9 @@
 import json
 
 import pytest
-import torch
 
-from pedconv.tools import benchmark
 from pedconv.cli import main as cli_main
+from pedconv.tools import benchmark
 
 
 def test_conv_shapes_are_distinct_and_skip_the_stem():

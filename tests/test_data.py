@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import pedconv
-from pedconv.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist, read_idx
 from pedconv.models import cifar_resnet
+from pedconv.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist, read_idx
 
 
 def _write_idx(path, array, compress=True):

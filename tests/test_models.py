@@ -5,8 +5,7 @@ import torch
 
 import pedconv
 from pedconv.baselines import CondConv2d, DyConv2d, ODConv2d
-from pedconv.models import register_model
-from pedconv.models import PAPER_NUMBERS
+from pedconv.models import PAPER_NUMBERS, register_model
 from pedconv.tools.flops import compare_to_paper
 
 MODELS = pedconv.list_models()

@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pedconv
+import pedconv.testing
 from pedconv.execution import ConvGeometry, select_strategy
 from pedconv.method import CPFactors
-import pedconv.testing
 from pedconv.testing import randomize_generator, reference_forward
 
 KERNELS = [1, 3, 5, (1, 3)]

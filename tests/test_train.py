@@ -22,7 +22,6 @@ import yaml
 import pedconv
 import pedconv.cli
 import pedconv.training.evaluate
-from pedconv.training.train import TrainError, parse_args, resolve_config, train
 from pedconv.training.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -32,6 +31,7 @@ from pedconv.training.checkpoint import (
 )
 from pedconv.training.config import build_train_parser, load_yaml_config
 from pedconv.training.data import BatchPreprocessor, GlobalBatchSampler, ShardBatchSampler
+from pedconv.training.train import TrainError, parse_args, resolve_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -11,7 +11,8 @@ import copy
 import fnmatch
 import inspect
 import re
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Optional, Union
 
 import torch.nn as nn
 
@@ -47,7 +48,7 @@ def conv_kind(conv: nn.Conv2d) -> str:
     return "dense" if conv.groups == 1 else "grouped"
 
 
-def _as_patterns(name: str, value: Union[None, str, Iterable[str]]) -> tuple[str, ...]:
+def _as_patterns(name: str, value: Union[str, Iterable[str], None]) -> tuple[str, ...]:
     if value is None:
         return ()
     items = (value,) if isinstance(value, str) else tuple(value)
@@ -56,7 +57,7 @@ def _as_patterns(name: str, value: Union[None, str, Iterable[str]]) -> tuple[str
     return items
 
 
-def _depth_range(depth: Union[None, str, Sequence[float]]) -> tuple[float, float]:
+def _depth_range(depth: Union[str, Sequence[float], None]) -> tuple[float, float]:
     if depth is None:
         return 0.0, 1.0
     if isinstance(depth, str):
@@ -75,9 +76,9 @@ def select_convs(
     skip_first: bool = True,
     keep_shortcut: bool = False,
     kinds: Optional[Iterable[str]] = None,
-    depth: Union[None, str, Sequence[float]] = None,
-    include: Union[None, str, Iterable[str]] = None,
-    exclude: Union[None, str, Iterable[str]] = None,
+    depth: Union[str, Sequence[float], None] = None,
+    include: Union[str, Iterable[str], None] = None,
+    exclude: Union[str, Iterable[str], None] = None,
     filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
 ) -> list[str]:
     """Names of the ``nn.Conv2d`` modules that :func:`convert` would replace.
@@ -118,9 +119,9 @@ def convert(
     skip_first: bool = True,
     keep_shortcut: bool = False,
     kinds: Optional[Iterable[str]] = None,
-    depth: Union[None, str, Sequence[float]] = None,
-    include: Union[None, str, Iterable[str]] = None,
-    exclude: Union[None, str, Iterable[str]] = None,
+    depth: Union[str, Sequence[float], None] = None,
+    include: Union[str, Iterable[str], None] = None,
+    exclude: Union[str, Iterable[str], None] = None,
     filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
     inplace: bool = False,
     layer: Any = PEDConv2d,

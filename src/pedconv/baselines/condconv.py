@@ -10,7 +10,8 @@ can be dropped in by :func:`pedconv.convert`-style swaps.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -63,7 +64,7 @@ class CondConv2d(nn.Module):
         )
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = False, num_experts: int = 4) -> "CondConv2d":
+    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = False, num_experts: int = 4) -> CondConv2d:
         """A CondConv layer with ``conv``'s geometry and freshly initialised experts.
 
         CondConv's sigmoid routing weights do not sum to a constant, so the only way to

@@ -10,7 +10,8 @@ the original: aggregate the weight per sample, then a batch-as-groups convolutio
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -98,7 +99,7 @@ class DyConv2d(nn.Module):
     @classmethod
     def from_conv(
         cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object
-    ) -> "DyConv2d":
+    ) -> DyConv2d:
         """A DY-Conv layer with ``conv``'s geometry.
 
         With ``preserve_function`` every kernel (and bias) is a copy of ``conv``'s: the

@@ -22,8 +22,8 @@ per-sample weight and runs it batch-as-groups, as the reference code does.
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -120,7 +120,7 @@ class ODConv2d(nn.Module):
         return [m for m in (self.channel_fc, self.filter_fc, self.spatial_fc) if m is not None]
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object) -> "ODConv2d":
+    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object) -> ODConv2d:
         """An ODConv layer with ``conv``'s geometry.
 
         With ``preserve_function`` the sigmoid heads start at zero (every such attention is

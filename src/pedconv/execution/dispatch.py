@@ -21,7 +21,8 @@ kernel, say) is one more entry of :data:`STRATEGIES`.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Callable, Optional, Union
 
 from torch import Tensor
 

@@ -9,7 +9,8 @@ keeps no batch-sized tensor, and large batches are processed in chunks of at mos
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import Tensor

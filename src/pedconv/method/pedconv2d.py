@@ -20,7 +20,8 @@ of Eq. (3) is executed fast lives in :mod:`pedconv.execution`.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn

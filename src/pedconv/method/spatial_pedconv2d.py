@@ -21,7 +21,8 @@ reference is :func:`pedconv.testing.spatial_conv2d_per_pixel`.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -98,7 +99,7 @@ class SpatialPEDConv2d(PEDConvBase):
     @classmethod
     def from_conv(
         cls, conv: nn.Conv2d, *, preserve_function: Optional[bool] = None, **options: object
-    ) -> "SpatialPEDConv2d":
+    ) -> SpatialPEDConv2d:
         """Build from ``conv``'s geometry; a depthwise ``conv`` also gives its weight.
 
         A dense or grouped ``conv`` (e.g. a ResNet 3x3 conv, as in Table 6) has no

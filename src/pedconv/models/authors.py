@@ -11,8 +11,9 @@ State dicts saved under DDP carry a ``module.`` prefix and may sit under ``"stat
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Union
 
 import torch
 import torch.nn as nn

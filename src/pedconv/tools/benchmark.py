@@ -23,19 +23,20 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 import torchvision
 
-from ..convert import convert
-from ..method.infomax import infomax_loss
 from ..baselines import CondConv2d, DyConv2d
+from ..convert import convert
 from ..execution import STRATEGIES
 from ..method import PEDConv2d
+from ..method.infomax import infomax_loss
 
 __all__ = ["ConvShape", "bench_layers", "bench_models", "conv_shapes", "main"]
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -37,7 +38,7 @@ class ConfigError(ValueError):
     """An invalid configuration file or mapping."""
 
 
-def parse_model_kwargs(items: Union[None, Sequence[str], Mapping[str, Any]]) -> dict[str, Any]:
+def parse_model_kwargs(items: Union[Sequence[str], Mapping[str, Any], None]) -> dict[str, Any]:
     """``["rank=2", "components=[gamma]"]`` -> ``{"rank": 2, "components": ["gamma"]}`` (values via ``yaml.safe_load``).
 
     >>> parse_model_kwargs(["rank=2", "components=[gamma, phi]", "sigma=learned", "width=8"])

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Sized, Union, cast
+from typing import Any, Callable, Optional, Union, cast
 
 import torch
 import torch.nn.functional as F

@@ -62,7 +62,7 @@ def find_idx(folder: Path, stem: str) -> Optional[Path]:
 
 
 def load_fashion_mnist(
-    root: Union[None, str, os.PathLike] = None, train: bool = True, download: bool = False
+    root: Union[str, os.PathLike, None] = None, train: bool = True, download: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Real Fashion-MNIST as ``(images uint8 (N, 28, 28), labels int64 (N,))``.
 

@@ -9,8 +9,9 @@ prints; metrics are summed over ranks with :func:`all_reduce_sum`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist

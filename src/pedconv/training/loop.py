@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Iterable, Mapping, Optional, cast
+from typing import Any, Callable, Optional, cast
 
 import torch
 import torch.nn as nn

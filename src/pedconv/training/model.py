@@ -8,8 +8,9 @@ channel count; torchvision-based ones do not, and a 1-channel dataset is then re
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch.nn as nn
 

@@ -45,8 +45,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -174,7 +175,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise  # unreachable: parser.error exits
 
 
-def resolve_config(config: Union[None, str, os.PathLike, Mapping[str, Any], argparse.Namespace] = None,
+def resolve_config(config: Union[str, os.PathLike, Mapping[str, Any], argparse.Namespace, None] = None,
                    **overrides: Any) -> argparse.Namespace:
     """Options from a YAML file path, a mapping (option names as keys; a ``config`` key names a
     YAML file), a Namespace, or defaults.
@@ -334,7 +335,7 @@ def _restore_session(ckpt: Mapping[str, Any], env: DistEnv, reporter: Reporter, 
 
 
 # ----------------------------------------------------------------------------- the run
-def train(config: Union[None, str, os.PathLike, Mapping[str, Any], argparse.Namespace] = None,
+def train(config: Union[str, os.PathLike, Mapping[str, Any], argparse.Namespace, None] = None,
           **overrides: Any) -> dict[str, Any]:
     """Train a model; the programmatic form of ``pedconv train``.
 
