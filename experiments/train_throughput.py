@@ -33,7 +33,7 @@ def main() -> None:
             model = pedconv.create_model(name, num_classes=10, in_chans=1, width=width).train()
             opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
-            def step() -> None:
+            def step(model: torch.nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
                 opt.zero_grad()
                 loss = F.cross_entropy(model(x), y) + pedconv.INFOMAX_WEIGHT * pedconv.infomax_loss(model)
                 loss.backward()

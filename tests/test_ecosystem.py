@@ -15,10 +15,18 @@ from pedconv.testing import randomize_generator
 def _small_net(**options):
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(16, 16, 1), nn.Conv2d(16, 16, 3, padding=1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16),
+        nn.Conv2d(16, 16, 1),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
     )
     net = pedconv.convert(net, **options)
     for m in net.modules():
@@ -37,7 +45,13 @@ def test_state_dict_round_trip(options):
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(other.eval()(x), net(x), rtol=0, atol=0)
     keys = set(net.state_dict())
-    assert {"3.weight", "3.bias", "3.generator.fc_share.weight", "3.generator.head.weight", "3.decoder.0.weight"} <= keys
+    assert {
+        "3.weight",
+        "3.bias",
+        "3.generator.fc_share.weight",
+        "3.generator.head.weight",
+        "3.decoder.0.weight",
+    } <= keys
 
 
 def test_deepcopy_and_pickle_after_a_training_step():
@@ -167,12 +181,13 @@ def test_autocast_output_dtype_is_the_autocast_dtype(layer):
     and matches its float32 result to bf16 precision, forward and backward."""
     torch.manual_seed(0)
     L = pedconv.baselines
-    conv = {"spatial": lambda: pedconv.SpatialPEDConv2d(8, 8, 3, padding=1),
-            "odconv1": lambda: L.ODConv2d(8, 8, 3, padding=1),
-            "odconv4": lambda: L.ODConv2d(8, 8, 3, padding=1, num_kernels=4),
-            "dyconv": lambda: L.DyConv2d(8, 8, 3, padding=1),
-            "condconv": lambda: L.CondConv2d(8, 8, 3, padding=1)}.get(
-        layer, lambda: pedconv.PEDConv2d(8, 8, 3, padding=1, strategy=layer))().eval()
+    conv = {
+        "spatial": lambda: pedconv.SpatialPEDConv2d(8, 8, 3, padding=1),
+        "odconv1": lambda: L.ODConv2d(8, 8, 3, padding=1),
+        "odconv4": lambda: L.ODConv2d(8, 8, 3, padding=1, num_kernels=4),
+        "dyconv": lambda: L.DyConv2d(8, 8, 3, padding=1),
+        "condconv": lambda: L.CondConv2d(8, 8, 3, padding=1),
+    }.get(layer, lambda: pedconv.PEDConv2d(8, 8, 3, padding=1, strategy=layer))().eval()
     if hasattr(conv, "generator"):
         randomize_generator(conv)
     x = torch.randn(3, 8, 7, 7, requires_grad=True)

@@ -72,10 +72,8 @@ def spatial_conv2d_per_pixel(
     for b in range(batch):
         for i in range(ho):
             for j in range(wo):
-                def at(c: Optional[Tensor]) -> Optional[Tensor]:
-                    return None if c is None else c[b : b + 1, :, :, i, j]
-
-                w = compose_weight(weight, at(gamma), at(phi), at(psi))[0]  # (Cout, 1, kh, kw)
+                at = [None if c is None else c[b : b + 1, :, :, i, j] for c in (gamma, phi, psi)]
+                w = compose_weight(weight, *at)[0]  # (Cout, 1, kh, kw)
                 r0, c0 = i * stride[0], j * stride[1]
                 patch = x[b, :, r0 : r0 + dilation[0] * (kh - 1) + 1 : dilation[0],
                           c0 : c0 + dilation[1] * (kw - 1) + 1 : dilation[1]]
@@ -114,12 +112,12 @@ def reference_forward(layer: PEDConv2d, x: Tensor) -> Tensor:
         dilation=layer.dilation,
         groups=layer.groups,
         bias=layer.bias is not None,
-        padding_mode=layer.padding_mode,
+        padding_mode=layer.padding_mode,  # type: ignore[arg-type]  # validated by the layer
         dtype=x.dtype,
     )
     outs = []
     with torch.no_grad():
-        if layer.bias is not None:
+        if layer.bias is not None and conv.bias is not None:
             conv.bias.copy_(layer.bias)
         for b in range(x.shape[0]):
             conv.weight.copy_(weights[b])

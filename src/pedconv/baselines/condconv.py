@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -54,14 +54,17 @@ class CondConv2d(nn.Module):
         num_experts: int = 4,
     ) -> None:
         super().__init__()
-        dd = {"device": device, "dtype": dtype}
+        dd: dict[str, Any] = {"device": device, "dtype": dtype}
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.routing = nn.Linear(in_channels, num_experts, **dd)
         self.conv = _TimmCondConv2d(
             in_channels, out_channels, kernel_size, stride=stride, padding=padding,
             dilation=dilation, groups=groups, bias=bias, num_experts=num_experts, **dd,
         )
+        self.kernel_size, self.stride = self.conv.kernel_size, self.conv.stride
+        self.padding, self.dilation = self.conv.padding, self.conv.dilation
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = False, num_experts: int = 4) -> CondConv2d:

@@ -23,7 +23,7 @@ per-sample weight and runs it batch-as-groups, as the reference code does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -75,7 +75,7 @@ class ODConv2d(nn.Module):
         temperature: float = 1.0,
     ) -> None:
         super().__init__()
-        dd = {"device": device, "dtype": dtype}
+        dd: dict[str, Any] = {"device": device, "dtype": dtype}
         if num_kernels < 1:
             raise ValueError(f"num_kernels must be >= 1, got {num_kernels}")
         if in_channels % groups or out_channels % groups:
@@ -196,7 +196,7 @@ class ODConv2d(nn.Module):
         pixels = (output_shape[0] if len(output_shape) == 4 else 1) * output_shape[-2] * output_shape[-1]
         return pixels * self.weight.numel() // self.num_kernels
 
-    def _attention_modules(self) -> list[nn.Module]:
+    def _attention_modules(self) -> list[nn.Conv2d]:
         return [m for m in (self.fc, self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if m is not None]
 
     def extra_repr(self) -> str:

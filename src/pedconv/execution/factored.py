@@ -70,17 +70,18 @@ class _TapSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, coef: Tensor, index: list[Any]) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, z: Tensor, coef: Tensor, index: list[Any]) -> Tensor:
         out: Optional[Tensor] = None
         for k, sl in enumerate(index):
             c = coef[:, k, :, None, None]
             out = z[sl] * c if out is None else out.addcmul_(z[sl], c)
+        assert out is not None
         ctx.save_for_backward(z, coef)
         ctx.index = index
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None]:
         z, coef = ctx.saved_tensors
         gz = torch.zeros_like(z) if ctx.needs_input_grad[0] else None
         gc = torch.empty_like(coef) if ctx.needs_input_grad[1] else None
@@ -126,7 +127,7 @@ class _ScaledConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, weight: Tensor, in_scale: Optional[Tensor], out_scale: Optional[Tensor],
         geometry: ConvGeometry,
     ) -> Tensor:
@@ -139,7 +140,7 @@ class _ScaledConv(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
         x, weight, in_scale, out_scale, yr = ctx.saved_tensors
         g: ConvGeometry = ctx.geometry
         dt = grad.dtype  # the forward may have run under autocast

@@ -154,8 +154,9 @@ def conv_arguments(conv: nn.Module, layer: str, zero_padding_only: bool = False)
             take integer zero padding only); otherwise ``padding_mode`` is included.
 
     Example:
-        >>> sorted(conv_arguments(nn.Conv2d(2, 4, 3), "X", zero_padding_only=True))[:4]
-        ['bias', 'dilation', 'dtype', 'groups']
+        >>> args = conv_arguments(nn.Conv2d(2, 4, 3, padding=1), "MyConv2d")
+        >>> args["kernel_size"], args["padding"], args["padding_mode"]
+        ((3, 3), (1, 1), 'zeros')
     """
     if type(conv) is not nn.Conv2d:
         raise TypeError(

@@ -47,7 +47,9 @@ def _per_sample_conv(x: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
     return batch_as_groups_conv(x, w, geometry)
 
 
-def _cp_grads(grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequence[bool]) -> tuple[Optional[Tensor], ...]:
+def _cp_grads(
+    grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequence[bool]
+) -> tuple[Optional[Tensor], ...]:
     """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, kk)``.
 
     Each component gradient is a contraction of ``dL/dW_b * W`` with the other two
@@ -74,7 +76,9 @@ def _cp_grads(grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequenc
     return grad_weight, grad_gamma, grad_phi, grad_psi
 
 
-def _weight_grad(x: Tensor, w: Tensor, grad: Tensor, geometry: ConvGeometry, need_x: bool) -> tuple[Optional[Tensor], Tensor]:
+def _weight_grad(
+    x: Tensor, w: Tensor, grad: Tensor, geometry: ConvGeometry, need_x: bool
+) -> tuple[Optional[Tensor], Tensor]:
     """``(dL/dx, dL/dW_b)`` of :func:`_per_sample_conv`."""
     batch, cout, cin_g, kh, kw = w.shape
     if _is_gemm(w.shape, geometry):
@@ -111,7 +115,7 @@ class _MaterializedConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, weight: Tensor, gamma: Optional[Tensor], phi: Optional[Tensor],
         psi: Optional[Tensor], geometry: ConvGeometry,
     ) -> Tensor:
@@ -121,7 +125,7 @@ class _MaterializedConv(torch.autograd.Function):
         return _per_sample_conv(x, w, geometry)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
         x, weight, gamma, phi, psi = ctx.saved_tensors
         # Under autocast the forward ran in lower precision: do the backward in grad's dtype.
         dt = grad.dtype
@@ -134,7 +138,9 @@ class _MaterializedConv(torch.autograd.Function):
         return (grad_x, *grads, None)
 
 
-def _single_sample(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry) -> Tensor:
+def _single_sample(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry
+) -> Tensor:
     """Batch of one, rank 1: fold each component into whichever side is smaller.
 
     ``psi`` goes into the kernel; ``phi`` into the kernel or the input, ``gamma`` into the
@@ -175,7 +181,9 @@ def _single_sample(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: C
     return add_bias(y, bias)
 
 
-def materialize(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry) -> Tensor:
+def materialize(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry
+) -> Tensor:
     """The ``"materialize"`` strategy (see the module docstring)."""
     if x.shape[0] == 1:
         if factors.rank == 1:

@@ -18,7 +18,7 @@ ever formed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -29,9 +29,12 @@ from .geometry import conv_output_size, tap_windows
 __all__ = ["spatial_depthwise_conv2d"]
 
 
-def _accumulate(x: Tensor, w: Tensor, psi: Tensor, taps: list) -> Tensor:  # type: ignore[type-arg]
+_Taps = list[tuple[int, slice, slice]]
+
+
+def _accumulate(x: Tensor, w: Tensor, psi: Tensor, taps: _Taps) -> Tensor:
     """``acc[b, r, c, p] = sum_t psi[b, r, t, p] * w[c, t] * x[b, c, p*s + o_t]``."""
-    acc = None
+    acc: Optional[Tensor] = None
     for t, rows, cols in taps:
         z = (x[:, :, rows, cols] * w[:, t].view(1, -1, 1, 1)).unsqueeze(1)  # (B, 1, C, Ho, Wo)
         term = psi[:, :, t].unsqueeze(2) * z  # (B, R, C, Ho, Wo)
@@ -44,7 +47,10 @@ class _SpatialDepthwise(torch.autograd.Function):
     """``y = sum_r gamma_r * acc_r`` (see :func:`_accumulate`) with a recomputing backward."""
 
     @staticmethod
-    def forward(ctx, x, w, gamma, psi, kernel, stride, dilation, out_hw):  # type: ignore[no-untyped-def,override]
+    def forward(
+        ctx: Any, x: Tensor, w: Tensor, gamma: Optional[Tensor], psi: Tensor, kernel: tuple[int, int],
+        stride: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
+    ) -> Tensor:
         taps = list(tap_windows(kernel, dilation, stride, out_hw))
         acc = _accumulate(x, w, psi, taps)
         y = (acc * gamma).sum(1) if gamma is not None else acc.sum(1)
@@ -53,18 +59,18 @@ class _SpatialDepthwise(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, gy):  # type: ignore[no-untyped-def,override]
+    def backward(ctx: Any, gy: Tensor) -> tuple[Optional[Tensor], ...]:
         x, w, gamma, psi = ctx.saved_tensors
-        taps = ctx.taps
+        taps: _Taps = ctx.taps
         need_x, need_w, need_gamma, need_psi = ctx.needs_input_grad[:4]
         gy = gy.unsqueeze(1)  # (B, 1, C, Ho, Wo)
         grad_gamma = None
         if gamma is not None and need_gamma:
             grad_gamma = gy * _accumulate(x, w, psi, taps)
         u = gy * gamma if gamma is not None else gy  # dL/d acc_r, (B, R|1, C, Ho, Wo)
-        grad_x = torch.zeros_like(x) if need_x else None
-        grad_w = torch.zeros_like(w) if need_w else None
-        grad_psi = torch.empty_like(psi) if need_psi else None
+        grad_x = torch.zeros_like(x)
+        grad_w = torch.zeros_like(w)
+        grad_psi = torch.empty_like(psi)
         for t, rows, cols in taps:
             xt = x[:, :, rows, cols]
             if need_psi:
@@ -75,7 +81,8 @@ class _SpatialDepthwise(torch.autograd.Function):
                     grad_w[:, t] = (v * xt).sum((0, 2, 3))
                 if need_x:
                     grad_x[:, :, rows, cols] += v * w[:, t].view(1, -1, 1, 1)
-        return grad_x, grad_w, grad_gamma, grad_psi, None, None, None, None
+        return (grad_x if need_x else None, grad_w if need_w else None, grad_gamma,
+                grad_psi if need_psi else None, None, None, None, None)
 
 
 def spatial_depthwise_conv2d(
@@ -102,7 +109,7 @@ def spatial_depthwise_conv2d(
     """
     x, weight, bias, gamma, psi = cast_for_autocast(x, weight, bias, gamma, psi)  # type: ignore[assignment]
     cout, _, kh, kw = weight.shape
-    batch, cin, hp, wp = x.shape
+    cin, hp, wp = x.shape[1:]
     if cout != cin:  # channel multiplier: output channel c reads input channel c // m
         x = x.repeat_interleave(cout // cin, dim=1)
     out_hw = conv_output_size((hp, wp), (kh, kw), stride, (0, 0), dilation)

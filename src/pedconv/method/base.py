@@ -225,7 +225,7 @@ class PEDConvBase(nn.Module):
                 total = d * (k - 1)
                 before_after.append((total // 2, total - total // 2))
         else:
-            before_after = [(p, p) for p in self.padding]
+            before_after = [(p, p) for p in self.padding if isinstance(p, int)]
         (top, bottom), (left, right) = before_after
         if self.padding_mode == "zeros" and top == bottom and left == right:
             return None, (top, left)
@@ -338,6 +338,6 @@ class PEDConvBase(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         # The recorded info-max loss is a graph node: neither picklable nor deep-copyable.
-        state = super().__getstate__().copy()  # type: ignore[misc]
+        state = super().__getstate__().copy()
         state["last_infomax_loss"] = None
         return state

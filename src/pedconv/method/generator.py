@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -65,7 +65,8 @@ class ComponentGenerator(nn.Module):
 
     Example:
         >>> gen = ComponentGenerator(64, 4, 10, learn_sigma=True)
-        >>> mu, sigma = gen(torch.randn(2, 64))
+        >>> with torch.no_grad():
+        ...     mu, sigma = gen(torch.randn(2, 64))
         >>> mu.shape, round(float(sigma[0, 0]), 3)
         (torch.Size([2, 10]), 0.1)
     """
@@ -81,12 +82,12 @@ class ComponentGenerator(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        dd = {"device": device, "dtype": dtype}
+        dd: dict[str, Any] = {"device": device, "dtype": dtype}
         self.out_features = out_features
         self.learn_sigma = learn_sigma
         self.sigma_init = sigma_init
-        self.fc_share = nn.Linear(in_features, hidden, **dd)  # type: ignore[arg-type]
-        self.head = nn.Linear(hidden, out_features * (2 if learn_sigma else 1), **dd)  # type: ignore[arg-type]
+        self.fc_share = nn.Linear(in_features, hidden, **dd)
+        self.head = nn.Linear(hidden, out_features * (2 if learn_sigma else 1), **dd)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

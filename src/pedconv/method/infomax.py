@@ -11,7 +11,7 @@ loss is::
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -46,11 +46,11 @@ class InfomaxDecoder(nn.Sequential):
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        dd = {"device": device, "dtype": dtype}
+        dd: dict[str, Any] = {"device": device, "dtype": dtype}
         super().__init__(
-            nn.Linear(g_features, hidden, **dd),  # type: ignore[arg-type]
+            nn.Linear(g_features, hidden, **dd),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden, out_features, **dd),  # type: ignore[arg-type]
+            nn.Linear(hidden, out_features, **dd),
         )
 
     def reset_parameters(self) -> None:

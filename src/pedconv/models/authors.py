@@ -88,7 +88,9 @@ def load_authors_checkpoint(
         # Their decoder input is concat(inp, oup, k); ours is (gamma=oup, phi=inp, psi=k).
         w0 = mapped[f"{name}.decoder.0.weight"]
         cin_g, cout = m.in_channels // m.groups, m.out_channels
-        mapped[f"{name}.decoder.0.weight"] = torch.cat([w0[:, cin_g : cin_g + cout], w0[:, :cin_g], w0[:, cin_g + cout :]], 1)
+        mapped[f"{name}.decoder.0.weight"] = torch.cat(
+            [w0[:, cin_g : cin_g + cout], w0[:, :cin_g], w0[:, cin_g + cout :]], 1
+        )
     for key in list(theirs):
         if key in ours:
             mapped[key] = theirs.pop(key)

@@ -25,9 +25,18 @@ def randomize(layer, scale=0.5):
 def per_pixel_reference(layer: SpatialPEDConv2d, x: torch.Tensor) -> torch.Tensor:
     """For every output pixel, a depthwise nn.Conv2d with that pixel's weight (Eq. 2); keep that pixel."""
     weights = layer.dynamic_weight(x)  # (B, Ho, Wo, Cout, 1, kh, kw)
-    conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                     padding=layer.padding, dilation=layer.dilation, groups=layer.in_channels,
-                     bias=layer.bias is not None, padding_mode=layer.padding_mode, dtype=x.dtype)
+    conv = nn.Conv2d(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.in_channels,
+        bias=layer.bias is not None,
+        padding_mode=layer.padding_mode,
+        dtype=x.dtype,
+    )
     batch, ho, wo = weights.shape[:3]
     out = x.new_zeros(batch, layer.out_channels, ho, wo)
     with torch.no_grad():
@@ -132,8 +141,16 @@ def test_gradients_match_autograd_through_the_reference(components):
     params = [p for n, p in layer.named_parameters() if not n.startswith("decoder")]
     fast = torch.autograd.grad((layer(x) * target).sum(), [x, *params])
     comps, _, _ = layer._generate(x, sample=False)
-    ref = spatial_conv2d_per_pixel(layer.pad_input(x), layer.weight, layer.bias, comps.get("gamma"),
-                                   comps.get("phi"), comps.get("psi"), layer.stride, layer.dilation)
+    ref = spatial_conv2d_per_pixel(
+        layer.pad_input(x),
+        layer.weight,
+        layer.bias,
+        comps.get("gamma"),
+        comps.get("phi"),
+        comps.get("psi"),
+        layer.stride,
+        layer.dilation,
+    )
     slow = torch.autograd.grad((ref * target).sum(), [x, *params])
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

@@ -29,8 +29,15 @@ class AuthorsDynConv(nn.Module):
         h = F.relu(self.attn.fc_share(x.mean((2, 3))))
         phi, gamma, psi = (torch.sigmoid(f(h)) for f in (self.attn.fc_inp, self.attn.fc_oup, self.attn.fc_k))
         b = x.shape[0]
-        w = self.weight[None] * gamma[:, :, None, None, None] * phi[:, None, :, None, None] * psi.view(b, 1, 1, self.k, self.k)
-        return torch.cat([F.conv2d(x[i : i + 1], w[i], None, self.stride, self.padding, 1, self.groups) for i in range(b)])
+        w = (
+            self.weight[None]
+            * gamma[:, :, None, None, None]
+            * phi[:, None, :, None, None]
+            * psi.view(b, 1, 1, self.k, self.k)
+        )
+        return torch.cat(
+            [F.conv2d(x[i : i + 1], w[i], None, self.stride, self.padding, 1, self.groups) for i in range(b)]
+        )
 
 
 def _authors_model(arch):
@@ -75,9 +82,9 @@ def test_authors_checkpoint_errors(tmp_path):
         pedconv.load_authors_checkpoint(sd, "resnet34")
     broken = dict(sd)
     broken.pop("layer2.0.conv1.attn.fc_k.weight")
-    with pytest.raises(ValueError, match="fc_k.weight"):
+    with pytest.raises(ValueError, match=r"fc_k\.weight"):
         pedconv.load_authors_checkpoint(broken, "resnet18", num_classes=10)
-    with pytest.raises(ValueError, match="shape mismatch|lacks"):
+    with pytest.raises(ValueError, match=r"shape mismatch|lacks"):
         pedconv.load_authors_checkpoint(sd, "resnet18", num_classes=1000)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")

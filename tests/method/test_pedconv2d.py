@@ -18,10 +18,7 @@ def _manual_train_forward(layer, x, seed):
     pooled = x.mean((2, 3))
     out = gen.head(torch.relu(gen.fc_share(pooled)))
     mu = out[:, : gen.out_features]
-    if layer.sigma == "learned":
-        sigma = F.softplus(out[:, gen.out_features :])
-    else:
-        sigma = layer.sigma
+    sigma = F.softplus(out[:, gen.out_features :]) if layer.sigma == "learned" else layer.sigma
     torch.manual_seed(seed)
     g = mu + sigma * torch.randn_like(mu)  # Eq. (5)
     act = pedconv.ACTIVATIONS[layer.activation]
@@ -32,8 +29,16 @@ def _manual_train_forward(layer, x, seed):
         comps[c] = act(g[:, offset : offset + n]).reshape(x.shape[0], layer.rank, sizes[c])
         offset += n
     y = pedconv.testing.conv2d_per_sample(
-        x, layer.weight, layer.bias, comps.get("gamma"), comps.get("phi"), comps.get("psi"),
-        layer.stride, layer.padding, layer.dilation, layer.groups,
+        x,
+        layer.weight,
+        layer.bias,
+        comps.get("gamma"),
+        comps.get("phi"),
+        comps.get("psi"),
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.groups,
     )
     loss = F.mse_loss(layer.decoder(g), pooled.detach()) if layer.decoder is not None else None
     return y, loss
@@ -138,8 +143,11 @@ def test_gradcheck_float64_training_mode(kwargs):
 
 def test_infomax_loss_sums_layers_and_strip_removes_decoders():
     model = nn.Sequential(
-        pedconv.PEDConv2d(3, 8, 3, padding=1), nn.ReLU(), pedconv.PEDConv2d(8, 8, 3, padding=1, infomax=False),
-        nn.ReLU(), pedconv.PEDConv2d(8, 4, 1),
+        pedconv.PEDConv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        pedconv.PEDConv2d(8, 8, 3, padding=1, infomax=False),
+        nn.ReLU(),
+        pedconv.PEDConv2d(8, 4, 1),
     )
     x = torch.randn(2, 3, 8, 8)
     model(x)
@@ -206,9 +214,26 @@ def test_bad_input_names_the_expected_shape():
 
 
 def test_constructor_mirrors_nn_conv2d_attributes():
-    kw = dict(kernel_size=(3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2, bias=False, padding_mode="circular")
+    kw = dict(
+        kernel_size=(3, 5),
+        stride=(2, 1),
+        padding=(1, 2),
+        dilation=(1, 2),
+        groups=2,
+        bias=False,
+        padding_mode="circular",
+    )
     ped, conv = pedconv.PEDConv2d(4, 6, **kw), nn.Conv2d(4, 6, **kw)
-    for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode"):
+    for attr in (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "padding_mode",
+    ):
         assert getattr(ped, attr) == getattr(conv, attr), attr
     assert ped.weight.shape == conv.weight.shape and ped.bias is None
     same = pedconv.PEDConv2d(4, 6, 4, padding="same", dilation=3, dtype=torch.float64)

@@ -16,7 +16,9 @@ def _per_sample(x, weights, bias, stride, padding, groups):
 
 
 @pytest.mark.parametrize("num_kernels", [1, 4])
-@pytest.mark.parametrize("cin,cout,k,groups,stride", [(8, 16, 3, 1, 1), (8, 8, 3, 8, 2), (8, 16, 1, 1, 1), (8, 12, 3, 2, 2)])
+@pytest.mark.parametrize(
+    "cin,cout,k,groups,stride", [(8, 16, 3, 1, 1), (8, 8, 3, 8, 2), (8, 16, 1, 1, 1), (8, 12, 3, 2, 2)]
+)
 def test_odconv_matches_its_equation_per_sample(num_kernels, cin, cout, k, groups, stride):
     """W_b = alpha_f (x) alpha_c (x) alpha_s * sum_k alpha_w[k] W_k, written out for each sample."""
     layer = ODConv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, num_kernels=num_kernels).double()
@@ -34,8 +36,9 @@ def test_odconv_matches_its_equation_per_sample(num_kernels, cin, cout, k, group
         w = sum(a_w[b, i] * layer.kernels()[i] for i in range(num_kernels)) * a_s[b].view(1, 1, k, k)
         # alpha_c scales input channel c of the *full* input: filter o sees channels of its group
         cin_g = cin // groups
-        in_scale = torch.stack([a_c[b, (o // (cout // groups)) * cin_g : (o // (cout // groups) + 1) * cin_g]
-                                for o in range(cout)])
+        in_scale = torch.stack(
+            [a_c[b, (o // (cout // groups)) * cin_g : (o // (cout // groups) + 1) * cin_g] for o in range(cout)]
+        )
         weights.append(w * a_f[b].view(-1, 1, 1, 1) * in_scale.view(cout, cin_g, 1, 1))
     torch.testing.assert_close(y, _per_sample(x, weights, layer.bias, stride, k // 2, groups))
 
@@ -84,13 +87,18 @@ def test_condconv_refuses_to_fake_function_preservation():
 
 @pytest.mark.parametrize(
     "layer,opts",
-    [(CondConv2d, {"num_experts": 2}), (DyConv2d, {"num_kernels": 2}), (ODConv2d, {"num_kernels": 2}),
-     (pedconv.SpatialPEDConv2d, {"rank": 1})],
+    [
+        (CondConv2d, {"num_experts": 2}),
+        (DyConv2d, {"num_kernels": 2}),
+        (ODConv2d, {"num_kernels": 2}),
+        (pedconv.SpatialPEDConv2d, {"rank": 1}),
+    ],
 )
 def test_convert_with_any_layer(layer, opts):
     model = torchvision.models.resnet18(num_classes=5)
-    converted = pedconv.convert(model, layer=layer, keep_shortcut=True, include="layer*.conv*",
-                                preserve_function=False, **opts)
+    converted = pedconv.convert(
+        model, layer=layer, keep_shortcut=True, include="layer*.conv*", preserve_function=False, **opts
+    )
     n = sum(isinstance(m, layer) for m in converted.modules())
     assert n == 16 and isinstance(converted.conv1, nn.Conv2d)
     assert converted(torch.randn(2, 3, 32, 32)).shape == (2, 5)

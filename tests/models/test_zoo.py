@@ -1,0 +1,65 @@
+"""Every registered model: forward, backward, eval determinism, state_dict, trace; the registry."""
+
+import pytest
+import torch
+
+import pedconv
+from pedconv.baselines import CondConv2d, DyConv2d, ODConv2d
+from pedconv.models import register_model
+
+MODELS = pedconv.list_models()
+
+
+_LAYER_OF = {"pedconv_": pedconv.PEDConv2d, "condconv_": CondConv2d, "dyconv_": DyConv2d, "odconv": ODConv2d}
+
+
+def _input(name):
+    return torch.randn(2, 3, 32, 32)  # every registered model runs at 32x32, which keeps this fast
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_registered_model(name):
+    torch.manual_seed(0)
+    model = pedconv.create_model(name, num_classes=7)
+    x = _input(name)
+    out = model.train()(x)
+    assert out.shape == (2, 7)
+    (out.square().mean() + pedconv.INFOMAX_WEIGHT * pedconv.infomax_loss(model)).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "decoder" not in n)
+    model.eval()
+    with torch.no_grad():
+        y1, y2 = model(x), model(x)
+    torch.testing.assert_close(y1, y2, rtol=0, atol=0)
+    other = pedconv.create_model(name, num_classes=7).eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), y1, rtol=0, atol=0)
+        traced = torch.jit.trace(model, x, check_trace=False)
+        torch.testing.assert_close(traced(x), y1, atol=1e-4, rtol=1e-4)
+    for prefix, layer in _LAYER_OF.items():
+        if name.startswith(prefix):
+            assert any(isinstance(m, layer) for m in model.modules())
+    if name.endswith("_sd"):
+        assert any(isinstance(m, pedconv.SpatialPEDConv2d) for m in model.modules())
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="pedconv_resnet18"):
+        pedconv.create_model("pedconv_resnet81")
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(pedconv.models.zoo.resnet18)
+    assert pedconv.list_models("pedconv_resnet50_*") == [
+        "pedconv_resnet50_deterministic",
+        "pedconv_resnet50_gamma",
+        "pedconv_resnet50_phi",
+        "pedconv_resnet50_psi",
+        "pedconv_resnet50_sd",
+    ]
+
+
+def test_builder_kwargs_reach_the_layers():
+    model = pedconv.create_model("pedconv_cifar_resnet20", rank=2, components=("gamma",), sigma=0.2)
+    layers = [m for m in model.modules() if isinstance(m, pedconv.PEDConv2d)]
+    assert len(layers) == 18 and all(layer.rank == 2 and layer.components == ("gamma",) for layer in layers)
+    dw = pedconv.create_model("pedconv_mobilenetv1_100", kinds=("depthwise",))
+    assert all(layer.groups == layer.in_channels for layer in dw.modules() if isinstance(layer, pedconv.PEDConv2d))
