@@ -17,42 +17,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .method.cp import compose_weight
+from .execution.geometry import ConvGeometry
+from .method.cp import CPFactors, compose_weight
 from .method.pedconv2d import PEDConv2d
 
 __all__ = ["conv2d_per_sample", "randomize_generator", "reference_forward", "spatial_conv2d_per_pixel"]
 
 
 def conv2d_per_sample(
-    x: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor],
-    gamma: Optional[Tensor],
-    phi: Optional[Tensor],
-    psi: Optional[Tensor],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry
 ) -> Tensor:
-    """One ``F.conv2d`` per sample with the weight of :func:`compose_weight`."""
-    w = compose_weight(weight, gamma, phi, psi)
-    outs = [
-        F.conv2d(x[b : b + 1], w[b], bias, stride, padding, dilation, groups)
-        for b in range(x.shape[0])
-    ]
+    """One ``F.conv2d`` per sample with the weight of Eq. (2) (:func:`compose_weight`).
+
+    Example:
+        >>> x, w = torch.randn(2, 4, 5, 5), torch.randn(6, 4, 3, 3)
+        >>> f = CPFactors(torch.rand(2, 1, 6), None, torch.rand(2, 1, 9))
+        >>> conv2d_per_sample(x, w, None, f, ConvGeometry.make(padding=1)).shape
+        torch.Size([2, 6, 5, 5])
+    """
+    w = compose_weight(weight, *factors)
+    g = geometry
+    outs = [F.conv2d(x[b : b + 1], w[b], bias, g.stride, g.padding, g.dilation, g.groups) for b in range(x.shape[0])]
     return torch.cat(outs, 0)
 
 
 def spatial_conv2d_per_pixel(
-    x: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor],
-    gamma: Optional[Tensor],
-    phi: Optional[Tensor],
-    psi: Optional[Tensor],
-    stride: Sequence[int],
-    dilation: Sequence[int],
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors,
+    stride: Sequence[int], dilation: Sequence[int],
 ) -> Tensor:
     """Spatial-dynamic PEDConv, one output pixel at a time (Sec. 4.6).
 
@@ -62,17 +53,16 @@ def spatial_conv2d_per_pixel(
     Args:
         x: padded input ``(B, Cin, Hp, Wp)``.
         weight: depthwise base weight ``(Cout, 1, kh, kw)``.
-        gamma, phi, psi: ``(B, R, Cout | 1 | kh*kw, Ho, Wo)`` or ``None``.
+        factors: ``(gamma, phi, psi)``, each ``(B, R, Cout | 1 | kh*kw, Ho, Wo)`` or ``None``.
     """
     cout, _, kh, kw = weight.shape
-    ref = next(c for c in (gamma, phi, psi) if c is not None)
-    batch, _, _, ho, wo = ref.shape
+    batch, _, _, ho, wo = next(c for c in factors if c is not None).shape
     mult = cout // x.shape[1]
     y = x.new_zeros(batch, cout, ho, wo)
     for b in range(batch):
         for i in range(ho):
             for j in range(wo):
-                at = [None if c is None else c[b : b + 1, :, :, i, j] for c in (gamma, phi, psi)]
+                at = [None if c is None else c[b : b + 1, :, :, i, j] for c in factors]
                 w = compose_weight(weight, *at)[0]  # (Cout, 1, kh, kw)
                 r0, c0 = i * stride[0], j * stride[1]
                 patch = x[b, :, r0 : r0 + dilation[0] * (kh - 1) + 1 : dilation[0],

@@ -31,7 +31,7 @@ def test_strategies_agree_in_float64_forward_and_backward(strategy, kernel, grou
     comps = [torch.rand(B, rank, n, dtype=torch.float64, requires_grad=True) for n in (cout, cin // groups, kk)]
     padding = (0, 0) if kernel == 1 else (1, 1)
     args = (stride, padding, (1, 2), groups)
-    ref = pedconv.testing.conv2d_per_sample(x, w, bias, *comps, *args)
+    ref = pedconv.testing.conv2d_per_sample(x, w, bias, CPFactors(*comps), ConvGeometry.make(*args))
     out = pedconv.pedconv_conv2d(x, w, bias, *comps, *args, strategy=strategy)
     torch.testing.assert_close(out, ref)
     grad_out = torch.randn_like(ref)
@@ -48,7 +48,7 @@ def test_materialize_chunks_large_batches_exactly(monkeypatch):
     w = torch.randn(6, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     comps = [torch.rand(5, 1, n, dtype=torch.float64, requires_grad=True) for n in (6, 4, 9)]
     args = ((1, 1), (1, 1), (1, 1), 1)
-    ref = pedconv.testing.conv2d_per_sample(x, w, None, *comps, *args)
+    ref = pedconv.testing.conv2d_per_sample(x, w, None, CPFactors(*comps), ConvGeometry.make(*args))
     monkeypatch.setattr(dc, "MAX_WEIGHT_ELEMENTS", 2 * w.numel())  # chunks of 2 samples
     out = pedconv.pedconv_conv2d(x, w, None, *comps, *args, strategy="materialize")
     torch.testing.assert_close(out, ref)
@@ -76,7 +76,7 @@ def test_batch_one_deep_layer_uses_scaled_columns_exactly():
     w = torch.randn(64, 64, 3, 3, dtype=torch.float64, requires_grad=True)
     comps = [torch.rand(1, 1, n, dtype=torch.float64, requires_grad=True) for n in (64, 64, 9)]
     args = ((1, 1), (1, 1), (1, 1), 1)
-    ref = pedconv.testing.conv2d_per_sample(x, w, None, *comps, *args)
+    ref = pedconv.testing.conv2d_per_sample(x, w, None, CPFactors(*comps), ConvGeometry.make(*args))
     out = pedconv.pedconv_conv2d(x, w, None, *comps, *args, strategy="materialize")
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(ref)

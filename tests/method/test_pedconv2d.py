@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 import pedconv
 import pedconv.testing
+from pedconv.execution import ConvGeometry
+from pedconv.method import CPFactors
 from pedconv.testing import randomize_generator, reference_forward
 
 
@@ -28,18 +30,9 @@ def _manual_train_forward(layer, x, seed):
         n = layer.rank * sizes[c]
         comps[c] = act(g[:, offset : offset + n]).reshape(x.shape[0], layer.rank, sizes[c])
         offset += n
-    y = pedconv.testing.conv2d_per_sample(
-        x,
-        layer.weight,
-        layer.bias,
-        comps.get("gamma"),
-        comps.get("phi"),
-        comps.get("psi"),
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        layer.groups,
-    )
+    factors = CPFactors(comps.get("gamma"), comps.get("phi"), comps.get("psi"))
+    geometry = ConvGeometry.make(layer.stride, layer.padding, layer.dilation, layer.groups)
+    y = pedconv.testing.conv2d_per_sample(x, layer.weight, layer.bias, factors, geometry)
     loss = F.mse_loss(layer.decoder(g), pooled.detach()) if layer.decoder is not None else None
     return y, loss
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import pedconv
 from pedconv import SpatialPEDConv2d
+from pedconv.method import CPFactors
 from pedconv.testing import spatial_conv2d_per_pixel
 
 SUBSETS = [c for n in (1, 2, 3) for c in itertools.combinations(pedconv.COMPONENTS, n)]
@@ -121,7 +122,9 @@ def test_training_forward_and_infomax_follow_eq5_eq6_per_pixel():
     comps, g, feats = layer._generate(x, sample=True)  # same noise draw
     gamma, phi, psi = (comps[c] for c in pedconv.COMPONENTS)
     xp = layer.pad_input(x)
-    want = spatial_conv2d_per_pixel(xp, layer.weight, layer.bias, gamma, phi, psi, layer.stride, layer.dilation)
+    want = spatial_conv2d_per_pixel(
+        xp, layer.weight, layer.bias, CPFactors(gamma, phi, psi), layer.stride, layer.dilation
+    )
     torch.testing.assert_close(y, want)
     mu = layer.generator(feats)[0]
     assert (g - mu).abs().max() > 0.05  # noise was applied, per pixel
@@ -145,9 +148,7 @@ def test_gradients_match_autograd_through_the_reference(components):
         layer.pad_input(x),
         layer.weight,
         layer.bias,
-        comps.get("gamma"),
-        comps.get("phi"),
-        comps.get("psi"),
+        CPFactors(comps.get("gamma"), comps.get("phi"), comps.get("psi")),
         layer.stride,
         layer.dilation,
     )

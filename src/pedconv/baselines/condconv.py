@@ -9,22 +9,19 @@ can be dropped in by :func:`pedconv.convert`-style swaps.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.layers import CondConv2d as _TimmCondConv2d
 from torch import Tensor
-from torch.nn.common_types import _size_2_t
 
-from ..execution.geometry import conv_arguments
+from .base import BaselineConv2d
 
 __all__ = ["CondConv2d"]
 
 
-class CondConv2d(nn.Module):
+class CondConv2d(BaselineConv2d):
     """Conv whose weight is ``sum_k sigmoid(r_k(x)) W_k`` over ``num_experts`` experts.
 
     Args:
@@ -38,33 +35,16 @@ class CondConv2d(nn.Module):
         torch.Size([2, 16, 6, 6])
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _size_2_t,
-        stride: _size_2_t = 1,
-        padding: _size_2_t = 0,
-        dilation: _size_2_t = 1,
-        groups: int = 1,
-        bias: bool = True,
-        device: Optional[Union[torch.device, str]] = None,
-        dtype: Optional[torch.dtype] = None,
-        *,
-        num_experts: int = 4,
-    ) -> None:
-        super().__init__()
-        dd: dict[str, Any] = {"device": device, "dtype": dtype}
+    def __init__(self, *args: Any, num_experts: int = 4, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.routing = nn.Linear(in_channels, num_experts, **dd)
+        self.routing = nn.Linear(self.in_channels, num_experts, **self.factory_kwargs)
         self.conv = _TimmCondConv2d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-            dilation=dilation, groups=groups, bias=bias, num_experts=num_experts, **dd,
+            self.in_channels, self.out_channels, self.kernel_size, stride=self.stride, padding=self.padding,
+            dilation=self.dilation, groups=self.groups, bias=self.use_bias, num_experts=num_experts,
+            **self.factory_kwargs,
         )
-        self.kernel_size, self.stride = self.conv.kernel_size, self.conv.stride
-        self.padding, self.dilation = self.conv.padding, self.conv.dilation
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = False, num_experts: int = 4) -> CondConv2d:
@@ -79,19 +59,8 @@ class CondConv2d(nn.Module):
                 "CondConv2d cannot keep a converted conv's function without identical, never-diverging "
                 "experts; use preserve_function=False (fresh experts, conv geometry kept)"
             )
-        layer = cls(**conv_arguments(conv, cls.__name__, zero_padding_only=True), num_experts=num_experts)
-        layer.train(conv.training)
-        return layer
+        return cls._with_geometry_of(conv, num_experts=num_experts)
 
     def forward(self, x: Tensor) -> Tensor:
         routing = torch.sigmoid(self.routing(x.mean(dim=(2, 3))))
         return self.conv(x, routing)
-
-    def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int:
-        """All of it as measured: routing, expert mixing and the convolution."""
-        return measured(self)
-
-    def static_macs(self, output_shape: Sequence[int]) -> int:
-        """Multiply-adds of one static convolution of this shape."""
-        pixels = (output_shape[0] if len(output_shape) == 4 else 1) * output_shape[-2] * output_shape[-1]
-        return pixels * math.prod(self.conv.weight_shape)

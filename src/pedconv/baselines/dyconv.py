@@ -10,16 +10,14 @@ the original: aggregate the weight per sample, then a batch-as-groups convolutio
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.nn.common_types import _size_2_t
-from torch.nn.modules.utils import _pair
 
-from ..execution.geometry import ConvGeometry, batch_as_groups_conv, conv_arguments
+from ..execution.geometry import batch_as_groups_conv
+from .base import BaselineConv2d
 
 __all__ = ["DyConv2d", "dyconv_temperature"]
 
@@ -31,7 +29,7 @@ def dyconv_temperature(epoch: float, anneal_epochs: float = 10.0, start: float =
     return start + (end - start) * max(epoch, 0.0) / anneal_epochs
 
 
-class DyConv2d(nn.Module):
+class DyConv2d(BaselineConv2d):
     """Conv whose weight is ``sum_k softmax(a(x) / T)_k W_k`` over ``num_kernels`` kernels.
 
     Args:
@@ -48,31 +46,14 @@ class DyConv2d(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _size_2_t,
-        stride: _size_2_t = 1,
-        padding: _size_2_t = 0,
-        dilation: _size_2_t = 1,
-        groups: int = 1,
-        bias: bool = True,
-        device: Optional[Union[torch.device, str]] = None,
-        dtype: Optional[torch.dtype] = None,
-        *,
-        num_kernels: int = 4,
-        reduction: int = 4,
-        temperature: float = 30.0,
+        self, *args: Any, num_kernels: int = 4, reduction: int = 4, temperature: float = 30.0, **kwargs: Any
     ) -> None:
-        super().__init__()
-        dd: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__(*args, **kwargs)
+        dd = self.factory_kwargs
         if num_kernels < 1:
             raise ValueError(f"num_kernels must be >= 1, got {num_kernels}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        in_channels, out_channels = self.in_channels, self.out_channels
         self.num_kernels, self.temperature = num_kernels, float(temperature)
-        self._geometry = ConvGeometry.make(stride, padding, dilation, groups)
         hidden = max(4, in_channels // reduction)
         self.attention = nn.Sequential(
             nn.Linear(in_channels, hidden, **dd), nn.ReLU(inplace=True), nn.Linear(hidden, num_kernels, **dd)
@@ -80,9 +61,9 @@ class DyConv2d(nn.Module):
         # The K kernels stacked along the output dimension, (K * Cout, Cin/groups, kh, kw): a
         # 4-d parameter, so `model.to(memory_format=torch.channels_last)` works.
         self.weight = nn.Parameter(
-            torch.empty(num_kernels * out_channels, in_channels // groups, *self.kernel_size, **dd)
+            torch.empty(num_kernels * out_channels, in_channels // self.groups, *self.kernel_size, **dd)
         )
-        self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **dd)) if bias else None
+        self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **dd)) if self.use_bias else None
         self.reset_parameters()
 
     def kernels(self) -> Tensor:
@@ -114,31 +95,20 @@ class DyConv2d(nn.Module):
             >>> torch.allclose(DyConv2d.from_conv(conv)(x), conv(x), atol=1e-5)
             True
         """
-        layer = cls(**conv_arguments(conv, cls.__name__, zero_padding_only=True), **options)  # type: ignore[arg-type]
+        layer = cls._with_geometry_of(conv, **options)
         if preserve_function:
             with torch.no_grad():
                 layer.weight.copy_(conv.weight.repeat(layer.num_kernels, 1, 1, 1))
                 if conv.bias is not None:
                     assert layer.bias is not None
                     layer.bias.copy_(conv.bias.unsqueeze(0).expand_as(layer.bias))
-        layer.train(conv.training)
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[0]
         attn = torch.softmax(self.attention(x.mean(dim=(2, 3))) / self.temperature, dim=1)
         w = torch.mm(attn, self.weight.reshape(self.num_kernels, -1))
-        y = batch_as_groups_conv(x, w.view(batch, self.out_channels, *self.weight.shape[1:]), self._geometry)
+        y = batch_as_groups_conv(x, w.view(batch, self.out_channels, *self.weight.shape[1:]), self.geometry)
         if self.bias is None:
             return y
         return y + torch.mm(attn, self.bias)[:, :, None, None]
-
-    def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int:
-        """All of it as measured: attention, kernel aggregation and the convolution are
-        matrix products and convolutions that the counter sees."""
-        return measured(self)
-
-    def static_macs(self, output_shape: Sequence[int]) -> int:
-        """Multiply-adds of one static convolution of this shape."""
-        pixels = (output_shape[0] if len(output_shape) == 4 else 1) * output_shape[-2] * output_shape[-1]
-        return pixels * self.weight.numel() // self.num_kernels

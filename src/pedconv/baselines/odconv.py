@@ -23,23 +23,22 @@ per-sample weight and runs it batch-as-groups, as the reference code does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.common_types import _size_2_t
-from torch.nn.modules.utils import _pair
 
 from ..execution import pedconv_conv2d
 from ..execution._torch_specific import cast_for_autocast
-from ..execution.geometry import ConvGeometry, add_bias, batch_as_groups_conv, conv_arguments
+from ..execution.geometry import add_bias, batch_as_groups_conv
+from .base import BaselineConv2d
 
 __all__ = ["ODConv2d"]
 
 
-class ODConv2d(nn.Module):
+class ODConv2d(BaselineConv2d):
     """Omni-dimensional dynamic convolution with ``num_kernels`` kernels.
 
     Args:
@@ -57,34 +56,15 @@ class ODConv2d(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _size_2_t,
-        stride: _size_2_t = 1,
-        padding: _size_2_t = 0,
-        dilation: _size_2_t = 1,
-        groups: int = 1,
-        bias: bool = True,
-        device: Optional[Union[torch.device, str]] = None,
-        dtype: Optional[torch.dtype] = None,
-        *,
-        num_kernels: int = 1,
-        reduction: float = 0.0625,
-        min_hidden: int = 16,
-        temperature: float = 1.0,
+        self, *args: Any, num_kernels: int = 1, reduction: float = 0.0625, min_hidden: int = 16,
+        temperature: float = 1.0, **kwargs: Any,
     ) -> None:
-        super().__init__()
-        dd: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__(*args, **kwargs)
+        dd = self.factory_kwargs
         if num_kernels < 1:
             raise ValueError(f"num_kernels must be >= 1, got {num_kernels}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        in_channels, out_channels, groups = self.in_channels, self.out_channels, self.groups
         self.num_kernels, self.temperature = num_kernels, float(temperature)
-        self._geometry = ConvGeometry.make(stride, padding, dilation, groups)
         kh, kw = self.kernel_size
         hidden = max(int(in_channels * reduction), min_hidden)
         self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False, **dd)
@@ -96,7 +76,7 @@ class ODConv2d(nn.Module):
         self.kernel_fc = None if num_kernels == 1 else nn.Conv2d(hidden, num_kernels, 1, **dd)
         # K kernels stacked along the output dimension: a 4-d parameter (channels_last works).
         self.weight = nn.Parameter(torch.empty(num_kernels * out_channels, in_channels // groups, kh, kw, **dd))
-        self.bias = nn.Parameter(torch.empty(out_channels, **dd)) if bias else None
+        self.bias = nn.Parameter(torch.empty(out_channels, **dd)) if self.use_bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -129,7 +109,7 @@ class ODConv2d(nn.Module):
         kernels still diverge in training. Eval outputs equal ``conv``'s (up to the BN of the
         attention branch, which does not reach the output at zero heads).
         """
-        layer = cls(**conv_arguments(conv, cls.__name__, zero_padding_only=True), **options)  # type: ignore[arg-type]
+        layer = cls._with_geometry_of(conv, **options)
         if preserve_function:
             with torch.no_grad():
                 heads = layer._sigmoid_heads()
@@ -141,7 +121,6 @@ class ODConv2d(nn.Module):
                 if conv.bias is not None:
                     assert layer.bias is not None
                     layer.bias.copy_(conv.bias)
-        layer.train(conv.training)
         return layer
 
     def attentions(self, x: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
@@ -177,7 +156,7 @@ class ODConv2d(nn.Module):
             w = torch.einsum("bk,koihw->boihw", alpha_w, self.kernels().to(alpha_w.dtype))
             if alpha_s is not None:
                 w = w * alpha_s.view(batch, 1, 1, *self.kernel_size)
-            y = batch_as_groups_conv(x, w, self._geometry)
+            y = batch_as_groups_conv(x, w, self.geometry)
             if alpha_f is not None:
                 y = y * alpha_f[:, :, None, None]
         return add_bias(y, None if self.bias is None else self.bias.to(y.dtype))
@@ -191,16 +170,8 @@ class ODConv2d(nn.Module):
         n, k = self.weight.numel() // self.num_kernels, self.num_kernels
         return attention + self.static_macs(output_shape) + batch * ((k + 1) * n if k > 1 else 2 * n)
 
-    def static_macs(self, output_shape: Sequence[int]) -> int:
-        """Multiply-adds of one static convolution of this shape."""
-        pixels = (output_shape[0] if len(output_shape) == 4 else 1) * output_shape[-2] * output_shape[-1]
-        return pixels * self.weight.numel() // self.num_kernels
-
     def _attention_modules(self) -> list[nn.Conv2d]:
         return [m for m in (self.fc, self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if m is not None]
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, groups={self.groups}, num_kernels={self.num_kernels}"
-        )
+        return super().extra_repr() + f", num_kernels={self.num_kernels}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import torch
@@ -23,7 +24,7 @@ from .cp import COMPONENTS
 from .generator import ACTIVATIONS, ComponentGenerator, sample_g
 from .infomax import InfomaxDecoder
 
-__all__ = ["PADDING_MODES", "PEDConvBase", "SigmaT"]
+__all__ = ["PADDING_MODES", "PEDConvBase", "PEDConvOptions", "SigmaT"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 SigmaT = Union[float, str]
@@ -79,8 +80,8 @@ def _check_sigma(sigma: SigmaT, variational: bool) -> SigmaT:
         if not variational:
             raise ValueError("sigma='learned' needs variational=True")
         return sigma
-    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or sigma < 0:
-        raise ValueError(f"sigma must be a float >= 0 or 'learned', got {sigma!r}")
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not 0 <= sigma < math.inf:
+        raise ValueError(f"sigma must be a finite float >= 0 or 'learned', got {sigma!r}")
     return float(sigma)
 
 
@@ -90,11 +91,45 @@ def _check_bool(name: str, value: object) -> bool:
     return value
 
 
+@dataclass(frozen=True)
+class PEDConvOptions:
+    """The method's options, validated on construction (see :class:`~pedconv.PEDConv2d`).
+
+    Example:
+        >>> PEDConvOptions(components=("kernel", "output")).components
+        ('gamma', 'psi')
+    """
+
+    rank: int = 1
+    components: Union[str, Iterable[str]] = COMPONENTS
+    reduction: int = 16
+    min_hidden: int = 4
+    variational: bool = True
+    sigma: SigmaT = 0.1
+    infomax: bool = True
+    activation: str = "scaled_sigmoid"
+
+    def __post_init__(self) -> None:
+        checked = dict(
+            rank=_positive_int("rank", self.rank),
+            components=_normalise_components(self.components),
+            reduction=_positive_int("reduction", self.reduction),
+            min_hidden=_positive_int("min_hidden", self.min_hidden),
+            variational=_check_bool("variational", self.variational),
+            sigma=_check_sigma(self.sigma, self.variational),
+            infomax=_check_bool("infomax", self.infomax),
+        )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+
 class PEDConvBase(nn.Module):
     """Shared construction and Eq. (5)-(7) of the PEDConv layers (not used directly).
 
-    Takes ``nn.Conv2d``'s arguments and the method's keyword options; see
-    :class:`~pedconv.PEDConv2d` for their meaning.
+    Takes ``nn.Conv2d``'s arguments and the method's :class:`PEDConvOptions`; the layers
+    expose both as a drop-in ``nn.Conv2d`` signature (see :class:`~pedconv.PEDConv2d`).
     """
 
     weight: nn.Parameter
@@ -104,31 +139,13 @@ class PEDConvBase(nn.Module):
     sigma: SigmaT
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _size_2_t,
-        stride: _size_2_t = 1,
-        padding: Union[str, _size_2_t] = 0,
-        dilation: _size_2_t = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device: Optional[Union[torch.device, str]] = None,
-        dtype: Optional[torch.dtype] = None,
-        *,
-        rank: int = 1,
-        components: Union[str, Iterable[str]] = COMPONENTS,
-        reduction: int = 16,
-        min_hidden: int = 4,
-        variational: bool = True,
-        sigma: SigmaT = 0.1,
-        infomax: bool = True,
-        activation: str = "scaled_sigmoid",
+        self, in_channels: int, out_channels: int, kernel_size: _size_2_t, stride: _size_2_t,
+        padding: Union[str, _size_2_t], dilation: _size_2_t, groups: int, bias: bool, padding_mode: str,
+        options: PEDConvOptions, device: Optional[Union[torch.device, str]] = None, dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         self._set_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
-        self._set_options(rank, components, reduction, min_hidden, variational, sigma, infomax, activation)
+        self._set_options(options)
         self._build(bias, device, dtype)
         self.last_infomax_loss: Optional[Tensor] = None
         self.reset_parameters()
@@ -161,21 +178,12 @@ class PEDConvBase(nn.Module):
             self.padding = _pair_of_ints("padding", padding, 0)
         self._explicit_pad, self._conv_padding = self._resolve_padding()
 
-    def _set_options(
-        self, rank: int, components: Union[str, Iterable[str]], reduction: int, min_hidden: int,
-        variational: bool, sigma: SigmaT, infomax: bool, activation: str,
-    ) -> None:
-        self.rank = _positive_int("rank", rank)
-        self.components = _normalise_components(components)
-        self.reduction = _positive_int("reduction", reduction)
-        self.min_hidden = _positive_int("min_hidden", min_hidden)
-        self.variational = _check_bool("variational", variational)
-        self.sigma = _check_sigma(sigma, variational)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
-        self.infomax = _check_bool("infomax", infomax)
-        if self.rank > 1 and (not variational or self.sigma == 0):
+    def _set_options(self, options: PEDConvOptions) -> None:
+        self.rank, self.reduction, self.min_hidden = options.rank, options.reduction, options.min_hidden
+        self.components: tuple[str, ...] = tuple(options.components)
+        self.variational, self.sigma, self.infomax = options.variational, options.sigma, options.infomax
+        self.activation = options.activation
+        if self.rank > 1 and (not self.variational or self.sigma == 0):
             warnings.warn(
                 f"{type(self).__name__}: rank > 1 without sampling noise starts all rank terms equal "
                 "(zero-initialised heads), and identical terms receive identical gradients; "

@@ -30,7 +30,7 @@ from torch.nn.common_types import _size_2_t
 
 from ..execution import STRATEGIES, pedconv_conv2d
 from ..execution.geometry import conv_arguments
-from .base import PEDConvBase, SigmaT
+from .base import PEDConvBase, PEDConvOptions, SigmaT
 from .cp import COMPONENTS, CPFactors, compose_weight
 
 __all__ = ["PEDConv2d"]
@@ -98,10 +98,10 @@ class PEDConv2d(PEDConvBase):
     ) -> None:
         if strategy != "auto" and strategy not in STRATEGIES:
             raise ValueError(f"strategy must be 'auto' or one of {sorted(STRATEGIES)}, got {strategy!r}")
+        options = PEDConvOptions(rank, components, reduction, min_hidden, variational, sigma, infomax, activation)
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
-            device, dtype, rank=rank, components=components, reduction=reduction, min_hidden=min_hidden,
-            variational=variational, sigma=sigma, infomax=infomax, activation=activation,
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, options,
+            device, dtype,
         )
         self.strategy = strategy
 

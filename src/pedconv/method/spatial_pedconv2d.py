@@ -32,7 +32,7 @@ from torch.nn.common_types import _size_2_t
 
 from ..execution import spatial_depthwise_conv2d
 from ..execution.geometry import conv_arguments, conv_output_size
-from .base import PEDConvBase, SigmaT
+from .base import PEDConvBase, PEDConvOptions, SigmaT
 from .cp import COMPONENTS, CPFactors
 
 __all__ = ["SpatialPEDConv2d"]
@@ -84,11 +84,10 @@ class SpatialPEDConv2d(PEDConvBase):
                 f"SpatialPEDConv2d reparameterises a depthwise base conv: groups must be "
                 f"in_channels={in_channels} (or None), got groups={groups}"
             )
+        options = PEDConvOptions(rank, components, reduction, min_hidden, variational, sigma, infomax, activation)
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, in_channels, bias,
-            padding_mode, device, dtype, rank=rank, components=components, reduction=reduction,
-            min_hidden=min_hidden, variational=variational, sigma=sigma, infomax=infomax,
-            activation=activation,
+            in_channels, out_channels, kernel_size, stride, padding, dilation, in_channels, bias, padding_mode, options,
+            device, dtype,
         )
 
     def _resolve_padding(self) -> tuple[Optional[tuple[int, int, int, int]], tuple[int, int]]:
