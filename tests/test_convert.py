@@ -173,3 +173,25 @@ def test_bad_options_raise_with_the_argument_name():
         pedconv.convert(model, rank=0)
     with pytest.raises(TypeError, match="include"):
         pedconv.convert(model, include=[3])
+
+
+def test_torchscript_modules_are_refused_with_a_clear_error():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3))
+    for compiled in (torch.jit.script(net), torch.jit.trace(net, torch.randn(1, 3, 8, 8))):
+        with pytest.raises(TypeError, match="TorchScript"):
+            pedconv.convert(compiled)
+
+
+def test_converting_nothing_warns_and_converting_something_does_not(recwarn):
+    with pytest.warns(UserWarning, match="nothing converted"):
+        out = pedconv.convert(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    assert isinstance(out[0], torch.nn.Linear)
+    with pytest.warns(UserWarning, match="nothing converted"):
+        pedconv.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3)), kinds=["depthwise"])
+    pedconv.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3)))
+    assert not [w for w in recwarn if "nothing converted" in str(w.message)]
+
+
+def test_unknown_options_name_both_the_policy_and_the_layer_options():
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['skip_frist'\].*policy options.*PEDConv2d options"):
+        pedconv.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), skip_frist=False)

@@ -11,14 +11,16 @@ import copy
 import fnmatch
 import inspect
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional, Union
 
+import torch
 import torch.nn as nn
 
 from .method.pedconv2d import PEDConv2d
 
-__all__ = ["CONV_KINDS", "conv_kind", "convert", "layer_options", "select_convs"]
+__all__ = ["CONV_KINDS", "POLICY_OPTIONS", "conv_kind", "convert", "layer_options", "select_convs"]
 
 CONV_KINDS: tuple[str, ...] = ("pointwise", "depthwise", "dense", "grouped")
 """How :func:`conv_kind` classifies a convolution (Table 5c uses the first two)."""
@@ -81,9 +83,27 @@ def select_convs(
     exclude: Union[str, Iterable[str], None] = None,
     filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
 ) -> list[str]:
-    """Names of the ``nn.Conv2d`` modules that :func:`convert` would replace.
+    """Names of the ``nn.Conv2d`` modules (exact type) that :func:`convert` replaces.
 
-    See :func:`convert` for the arguments.
+    These are the conversion policy's options; :func:`convert` takes the same keywords.
+
+    Args:
+        model: any ``nn.Module``.
+        skip_first: keep the model's first convolution (registration order) static, as
+            the paper does.
+        keep_shortcut: keep convolutions under a ``downsample``/``shortcut``/``skip``
+            module static, as the authors' ResNets do.
+        kinds: subset of :data:`CONV_KINDS` to convert (Table 5c); all by default.
+        depth: ``"shallow"``, ``"deep"``, ``"all"`` or ``(start, end)`` fractions of the
+            otherwise-eligible convolutions in registration order (Table 5d).
+        include: fnmatch patterns on module names; if given, only matches are converted.
+        exclude: fnmatch patterns on module names never to convert.
+        filter: ``filter(name, conv) -> bool`` for any other policy.
+
+    Example:
+        >>> import torchvision
+        >>> len(select_convs(torchvision.models.resnet18(), keep_shortcut=True, kinds=["dense"]))
+        16
     """
     kinds_set = set(CONV_KINDS if kinds is None else ([kinds] if isinstance(kinds, str) else kinds))
     unknown = kinds_set - set(CONV_KINDS)
@@ -113,20 +133,19 @@ def select_convs(
     return [name for j, name in enumerate(chosen) if lo * n <= j < hi * n]
 
 
+POLICY_OPTIONS: frozenset[str] = frozenset(
+    name for name, p in inspect.signature(select_convs).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+"""The keywords of :func:`select_convs`, which :func:`convert` accepts too."""
+
+
 def convert(
     model: nn.Module,
     *,
-    skip_first: bool = True,
-    keep_shortcut: bool = False,
-    kinds: Optional[Iterable[str]] = None,
-    depth: Union[str, Sequence[float], None] = None,
-    include: Union[str, Iterable[str], None] = None,
-    exclude: Union[str, Iterable[str], None] = None,
-    filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
     inplace: bool = False,
     layer: Any = PEDConv2d,
     preserve_function: Optional[bool] = None,
-    **options: object,
+    **options: Any,
 ) -> nn.Module:
     """Replace ``nn.Conv2d`` layers (exact type) by :class:`~pedconv.PEDConv2d` (or ``layer``).
 
@@ -137,17 +156,8 @@ def convert(
     :meth:`PEDConv2d.from_conv`).
 
     Args:
-        model: any ``nn.Module``; if it is itself an ``nn.Conv2d``, it is converted.
-        skip_first: keep the model's first convolution (registration order) static, as
-            the paper does.
-        keep_shortcut: keep convolutions under a ``downsample``/``shortcut``/``skip``
-            module static, as the authors' ResNets do.
-        kinds: subset of :data:`CONV_KINDS` to convert (Table 5c); all by default.
-        depth: ``"shallow"``, ``"deep"``, ``"all"`` or ``(start, end)`` fractions of the
-            otherwise-eligible convolutions in registration order (Table 5d).
-        include: fnmatch patterns on module names; if given, only matches are converted.
-        exclude: fnmatch patterns on module names never to convert.
-        filter: ``filter(name, conv) -> bool`` for any other policy.
+        model: any ``nn.Module`` (not a TorchScript module); if it is itself an
+            ``nn.Conv2d``, it is converted.
         inplace: modify ``model`` itself instead of a deep copy.
         layer: the replacement layer class; anything with a ``from_conv(conv,
             preserve_function=..., **options)`` classmethod: :class:`~pedconv.PEDConv2d`
@@ -156,8 +166,10 @@ def convert(
             :class:`~pedconv.baselines.ODConv2d`.
         preserve_function: passed to ``layer.from_conv`` when given (each layer has its
             own default; see :meth:`PEDConv2d.from_conv`).
-        **options: ``layer``'s keyword options (for PEDConv2d ``rank``, ``components``,
-            ``variational``, ``sigma``, ``infomax``, ``activation``, ...).
+        **options: the conversion policy, i.e. the keywords of :func:`select_convs`
+            (``skip_first``, ``keep_shortcut``, ``kinds``, ``depth``, ``include``,
+            ``exclude``, ``filter``), and ``layer``'s keyword options (for PEDConv2d ``rank``,
+            ``components``, ``variational``, ``sigma``, ``infomax``, ``activation``, ...).
 
     Returns:
         The converted model.
@@ -168,42 +180,42 @@ def convert(
         >>> sum(isinstance(m, PEDConv2d) for m in model.modules())
         16
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"convert needs an eager nn.Module, got a TorchScript {type(model).__name__}: "
+            "convert the eager model, then script or trace the result"
+        )
+    policy = {k: v for k, v in options.items() if k in POLICY_OPTIONS}
+    layer_kwargs = _check_layer_options(layer, {k: v for k, v in options.items() if k not in POLICY_OPTIONS})
+    if preserve_function is not None:
+        layer_kwargs["preserve_function"] = preserve_function
+    if type(model) is nn.Conv2d:
+        return layer.from_conv(model, **layer_kwargs)
+    names = select_convs(model, **policy)
+    if not names:
+        warnings.warn(
+            f"convert: no nn.Conv2d in {type(model).__name__} matched the policy; nothing converted", stacklevel=2
+        )
+    if not inplace:
+        model = copy.deepcopy(model)
+    # Build every replacement first, then assign: the tree is never changed while walked
+    # and never walked into the new layers.
+    replacements = [(name, layer.from_conv(model.get_submodule(name), **layer_kwargs)) for name in names]
+    for name, new in replacements:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
+    return model
+
+
+def _check_layer_options(layer: Any, options: dict[str, Any]) -> dict[str, Any]:
     if not callable(getattr(layer, "from_conv", None)):
         raise TypeError(f"layer must be a class with a from_conv(conv, ...) classmethod, got {layer!r}")
     valid = layer_options(layer)
     unknown = set(options) - valid
     if unknown:
         raise TypeError(
-            f"convert got unknown option(s) {sorted(unknown)}; "
-            f"{getattr(layer, '__name__', layer)} options are {sorted(valid)}"
+            f"convert got unknown option(s) {sorted(unknown)}; the policy options are {sorted(POLICY_OPTIONS)} "
+            f"and {getattr(layer, '__name__', layer)} options are {sorted(valid)}"
         )
-    if preserve_function is not None:
-        options["preserve_function"] = preserve_function
-
-    def build(conv: nn.Module) -> nn.Module:
-        return layer.from_conv(conv, **options)
-
-    if type(model) is nn.Conv2d:
-        return build(model)
-    names = select_convs(
-        model,
-        skip_first=skip_first,
-        keep_shortcut=keep_shortcut,
-        kinds=kinds,
-        depth=depth,
-        include=include,
-        exclude=exclude,
-        filter=filter,
-    )
-    if not inplace:
-        model = copy.deepcopy(model)
-    # Build every replacement first, then assign: the tree is never changed while walked
-    # and never walked into the new layers.
-    replacements = [
-        (name, build(model.get_submodule(name))) for name in names
-    ]
-    for name, layer in replacements:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer)
-    return model
+    return options
