@@ -238,11 +238,7 @@ def odconv_resnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     return _baseline(torchvision.models.resnet18(num_classes=num_classes), ODConv2d, _RESNET_POLICY, kwargs)
 
 
-@register_model
-def odconv4x_resnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """ODConv-ResNet-18 with 4 kernels ("ODConv 4x")."""
-    return _baseline(torchvision.models.resnet18(num_classes=num_classes), ODConv2d, _RESNET_POLICY,
-                     {"num_kernels": 4, **kwargs})
+_variant("odconv4x_resnet18", odconv_resnet18, 'ODConv-ResNet-18 with 4 kernels ("ODConv 4x").', num_kernels=4)
 
 
 @register_model
@@ -251,8 +247,4 @@ def odconv_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     return _baseline(torchvision.models.resnet50(num_classes=num_classes), ODConv2d, _RESNET_POLICY, kwargs)
 
 
-@register_model
-def odconv4x_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """ODConv-ResNet-50 with 4 kernels ("ODConv 4x")."""
-    return _baseline(torchvision.models.resnet50(num_classes=num_classes), ODConv2d, _RESNET_POLICY,
-                     {"num_kernels": 4, **kwargs})
+_variant("odconv4x_resnet50", odconv_resnet50, 'ODConv-ResNet-50 with 4 kernels ("ODConv 4x").', num_kernels=4)
