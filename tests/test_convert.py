@@ -139,8 +139,9 @@ def test_copy_vs_inplace_and_mode_dtype_kept():
     assert converted[1].weight.dtype == torch.float64
     same = pedconv.convert(model, inplace=True)
     assert same is model and isinstance(model[2], pedconv.PEDConv2d)
-    # Converting again never wraps the new layers.
-    again = pedconv.convert(model)
+    # Converting again never wraps the new layers (and says that nothing was left to convert).
+    with pytest.warns(UserWarning, match="nothing converted"):
+        again = pedconv.convert(model)
     assert _n_ped(again) == 2
 
 

@@ -77,7 +77,7 @@ def configs(draw):
     return args, opts, draw(st.integers(1, 2)), (draw(st.integers(6, 8)), draw(st.integers(6, 8)))
 
 
-@pytest.mark.filterwarnings("ignore:PEDConv2d. rank > 1")
+@pytest.mark.filterwarnings("ignore:SpatialPEDConv2d. rank > 1")
 @given(configs())
 def test_spatial_matches_per_pixel_conv_loop(cfg):
     args, opts, batch, size = cfg
@@ -132,6 +132,7 @@ def test_training_forward_and_infomax_follow_eq5_eq6_per_pixel():
     assert pedconv.infomax_loss(nn.Sequential(layer)) is loss
 
 
+@pytest.mark.filterwarnings("ignore:SpatialPEDConv2d. rank > 1")  # rank 2 without noise, on purpose
 @pytest.mark.parametrize("components", [("gamma", "phi", "psi"), ("psi",), ("gamma",), ("phi", "gamma")])
 def test_gradients_match_autograd_through_the_reference(components):
     """The recomputing backward equals autograd through the per-pixel reference (float64)."""
