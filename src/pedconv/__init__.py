@@ -35,6 +35,10 @@ from .method import (
 from .models import create_model, list_models, load_authors_checkpoint, register_model
 from .tools.flops import ModelProfile, profile_model
 
+load_reference_checkpoint = load_authors_checkpoint
+"""The former name of :func:`load_authors_checkpoint` ("reference" now means the test
+oracles in :mod:`pedconv.testing` only); kept so that existing code keeps working."""
+
 __version__ = "0.1.0"
 
 __all__ = [
