@@ -233,3 +233,39 @@ def test_constructor_mirrors_nn_conv2d_attributes():
     assert same.padding == "same" and same.weight.dtype == torch.float64
     x = torch.randn(1, 4, 10, 11, dtype=torch.float64)
     assert same(x).shape == nn.Conv2d(4, 6, 4, padding="same", dilation=3)(x.float()).shape
+
+
+@pytest.mark.parametrize("layer_cls", [pedconv.PEDConv2d, pedconv.SpatialPEDConv2d])
+@pytest.mark.parametrize("training", [True, False])
+def test_an_empty_batch_gives_an_empty_output_like_nn_conv2d(layer_cls, training):
+    layer = layer_cls(4, 8, 3, stride=2, padding=1, padding_mode="reflect").train(training)
+    conv = nn.Conv2d(4, 8, 3, stride=2, padding=1, padding_mode="reflect", groups=layer.groups)
+    x = torch.randn(0, 4, 7, 7, requires_grad=True)
+    y = layer(x)
+    assert y.shape == conv(x).shape == (0, 8, 4, 4)
+    loss = pedconv.infomax_loss(layer)
+    assert loss.item() == 0.0 and (layer.last_infomax_loss is not None) == training
+    (y.sum() + loss).backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_an_empty_batch_through_a_converted_model_matches_the_static_model():
+    static = pedconv.create_model("cifar_resnet20", num_classes=10, width=8).eval()
+    dynamic = pedconv.convert(static).eval()
+    x = torch.randn(0, 3, 28, 28)
+    assert dynamic(x).shape == static(x).shape == (0, 10)
+
+
+@pytest.mark.parametrize("layer_cls", [pedconv.PEDConv2d, pedconv.SpatialPEDConv2d])
+def test_an_input_smaller_than_the_kernel_raises_like_nn_conv2d(layer_cls):
+    with pytest.raises(RuntimeError):
+        nn.Conv2d(4, 4, 3, dilation=3, padding=1)(torch.randn(1, 4, 3, 3))
+    with pytest.raises(ValueError, match=r"spatial size \(3, 3\).*smaller than the kernel"):
+        layer_cls(4, 4, 3, dilation=3, padding=1)(torch.randn(1, 4, 3, 3))
+    assert layer_cls(4, 4, 3, dilation=3, padding=1)(torch.randn(1, 4, 5, 5)).shape == (1, 4, 1, 1)
+
+
+@pytest.mark.parametrize("sigma", [float("nan"), float("inf"), -0.1])
+def test_a_non_finite_or_negative_sigma_is_refused(sigma):
+    with pytest.raises(ValueError, match="sigma must be a finite float >= 0"):
+        pedconv.PEDConv2d(4, 4, 3, sigma=sigma)

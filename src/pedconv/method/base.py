@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
+from ..execution._torch_specific import is_exporting
+from ..execution.geometry import conv_output_size
 from .cp import COMPONENTS
 from .generator import ACTIVATIONS, ComponentGenerator, sample_g
 from .infomax import InfomaxDecoder
@@ -273,18 +275,43 @@ class PEDConvBase(nn.Module):
 
     # ------------------------------------------------------------------ the method
     def _batched(self, x: Tensor) -> tuple[Tensor, bool]:
-        """``x`` as ``(B, C, H, W)`` after checking it, and whether it came unbatched."""
+        """``x`` as ``(B, C, H, W)`` after checking it as ``nn.Conv2d`` would, and whether it
+        came unbatched. Shape values are not checked while tracing/exporting (the graph must
+        not bake them in)."""
         name = type(self).__name__
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} expects a Tensor input, got {type(x).__name__}")
         if x.dim() not in (3, 4):
             raise ValueError(f"{name} expects input of shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
-        if x.shape[-3] != self.in_channels:
-            raise ValueError(
-                f"{name} expects input with in_channels={self.in_channels} channels, "
-                f"got {x.shape[-3]} (input shape {tuple(x.shape)})"
-            )
+        if not is_exporting():
+            if x.shape[-3] != self.in_channels:
+                raise ValueError(
+                    f"{name} expects input with in_channels={self.in_channels} channels, "
+                    f"got {x.shape[-3]} (input shape {tuple(x.shape)})"
+                )
+            if min(self.output_size(x)) < 1:
+                raise ValueError(
+                    f"{name}: input of spatial size {tuple(x.shape[-2:])} with padding {self.padding} is smaller "
+                    f"than the kernel {self.kernel_size} at dilation {self.dilation} (nn.Conv2d refuses it too)"
+                )
         return (x.unsqueeze(0), True) if x.dim() == 3 else (x, False)
+
+    def output_size(self, x: Tensor) -> tuple[int, int]:
+        """The spatial output size for input ``x``, as ``nn.Conv2d`` computes it."""
+        left, right, top, bottom = self._explicit_pad or (0, 0, 0, 0)
+        (ph, pw), (h, w) = self._conv_padding, x.shape[-2:]
+        size = (h + top + bottom + 2 * ph, w + left + right + 2 * pw)
+        oh, ow = conv_output_size(size, self.kernel_size, self.stride, (0, 0), self.dilation)
+        return oh, ow
+
+    def _empty_batch_output(self, x: Tensor) -> Optional[Tensor]:
+        """For an empty batch, what ``nn.Conv2d`` returns (an empty output; a zero info-max
+        loss in training); ``None`` for any other batch."""
+        if is_exporting() or x.shape[0] != 0:
+            return None
+        self.last_infomax_loss = x.new_zeros((), dtype=torch.float32) if self.training and self.decoder is not None else None
+        return F.conv2d(self.pad_input(x), self.weight, self.bias, self.stride, self._conv_padding, self.dilation,
+                        self.groups)
 
     def _sample(self, features: Tensor, sample: bool) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. (7) on ``features`` (last dim Cin), then Eq. (5): the pre-activation ``g``

@@ -141,6 +141,9 @@ class PEDConv2d(PEDConvBase):
 
     def forward(self, x: Tensor) -> Tensor:
         x, unbatched = self._batched(x)
+        empty = self._empty_batch_output(x)
+        if empty is not None:
+            return empty
         comps, g, pooled = self._generate(x, sample=self.training)
         self._record_infomax(g, pooled)
         y = pedconv_conv2d(

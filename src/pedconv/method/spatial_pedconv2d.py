@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
 from ..execution import spatial_depthwise_conv2d
-from ..execution.geometry import conv_arguments, conv_output_size
+from ..execution.geometry import conv_arguments
 from .base import PEDConvBase, PEDConvOptions, SigmaT
 from .cp import COMPONENTS, CPFactors
 
@@ -120,22 +120,9 @@ class SpatialPEDConv2d(PEDConvBase):
         layer = cls(**arguments, **options)  # type: ignore[arg-type]
         return layer._load_conv(conv, preserve_function, copy_weight=depthwise)
 
-    def _out_hw(self, x: Tensor) -> tuple[int, int]:
-        left, right, top, bottom = self._explicit_pad  # type: ignore[misc]
-        h, w = conv_output_size(
-            (x.shape[-2] + top + bottom, x.shape[-1] + left + right), self.kernel_size, self.stride, (0, 0),
-            self.dilation,
-        )
-        return h, w
-
     def _generate(self, x: Tensor, sample: bool) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Per-pixel components ``(B, R, n, Ho, Wo)``, sampled ``g`` and generator input (NHWC)."""
-        out_hw = self._out_hw(x)
-        if min(out_hw) < 1:
-            raise ValueError(
-                f"SpatialPEDConv2d: input of spatial size {tuple(x.shape[-2:])} is smaller than the "
-                f"dilated kernel {self.kernel_size} (dilation {self.dilation}) after padding"
-            )
+        out_hw = self.output_size(x)
         # Eq. (7) without pooling: the channel vector at each output location.
         feats = F.adaptive_avg_pool2d(x, out_hw).permute(0, 2, 3, 1)
         g, parts = self._sample(feats, sample)
@@ -148,6 +135,9 @@ class SpatialPEDConv2d(PEDConvBase):
 
     def forward(self, x: Tensor) -> Tensor:
         x, unbatched = self._batched(x)
+        empty = self._empty_batch_output(x)
+        if empty is not None:
+            return empty
         comps, g, feats = self._generate(x, sample=self.training)
         self._record_infomax(g, feats)  # per pixel: each pixel's generator input
         x = self.pad_input(x)
@@ -165,7 +155,7 @@ class SpatialPEDConv2d(PEDConvBase):
         """Eval-mode per-pixel ``(gamma, phi, psi)``: ``(B, R, Cout | 1 | kh*kw, Ho, Wo)``."""
         x, _ = self._batched(x)
         comps, _, _ = self._generate(x, sample=False)
-        ho, wo = self._out_hw(x)
+        ho, wo = self.output_size(x)
         return CPFactors(*self._all_factors(comps, lambda n: x.new_ones(x.shape[0], self.rank, n, ho, wo)))
 
     @torch.no_grad()
