@@ -529,7 +529,7 @@ def test_progress_plain_lines_and_bar() -> None:
 
 def test_ddp_find_unused_parameters_only_when_needed() -> None:
     """The DDP probe: PEDConv's info-max decoders get gradients only through the info-max term."""
-    from pedconv.training.train import _needs_find_unused
+    from pedconv.training.distributed import needs_find_unused_parameters as _needs_find_unused
 
     cpu = torch.device("cpu")
     ped = pedconv.create_model("pedconv_cifar_resnet20", num_classes=10, in_chans=1, width=4)

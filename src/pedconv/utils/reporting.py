@@ -7,15 +7,17 @@ non-interactive Agg backend and written atomically by :func:`save_figure`.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Optional
 
 from .atomic import PathLike, atomic_write
 
-__all__ = ["machine_description", "markdown_table", "pyplot", "save_figure"]
+__all__ = ["csv_table", "machine_description", "markdown_table", "pyplot", "save_figure"]
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -30,6 +32,21 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of dicts as CSV text (RFC 4180: ``\\r\\n`` line ends), the first row's keys as the header.
+
+    >>> csv_table([{"model": "a", "macs": 1}, {"model": "b", "macs": 2}]).splitlines()
+    ['model,macs', 'a,1', 'b,2']
+    """
+    if not rows:
+        return ""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def pyplot() -> Optional[ModuleType]:
