@@ -160,7 +160,7 @@ def compare_to_paper(
         if layers is not None:
             layers.extend({"model": name, **r} for r in prof.layers)
         paper = PAPER_NUMBERS.get(name, {})
-        row = dict(model=name, params=prof.params, params_train=prof.params_train, macs=prof.macs,
+        row: dict[str, Any] = dict(model=name, params=prof.params, params_train=prof.params_train, macs=prof.macs,
                    dynamic_macs=prof.dynamic_macs, paper_params=paper.get("params"),
                    paper_macs=paper.get("macs"), source=paper.get("source", ""))
         for k in ("params", "macs"):

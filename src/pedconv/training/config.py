@@ -118,7 +118,7 @@ def add_data_arguments(p: argparse.ArgumentParser, defaults_from_checkpoint: boo
 
 
 def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    """The ``pedconv train`` options (see the module docstring of :mod:`pedconv.train`).
+    """The ``pedconv train`` options (see the module docstring of :mod:`pedconv.training.train`).
 
     >>> args = build_train_parser().parse_args(["--model", "cifar_resnet20", "--model-kwargs", "width=8"])
     >>> args.model_kwargs, args.batch_size, args.data

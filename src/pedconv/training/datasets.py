@@ -79,7 +79,7 @@ def load_fashion_mnist(
 
     Example:
         >>> images, labels = load_fashion_mnist(train=False)  # doctest: +SKIP
-        >>> images.shape, labels.shape
+        >>> images.shape, labels.shape  # doctest: +SKIP
         (torch.Size([10000, 28, 28]), torch.Size([10000]))
     """
     split = "train" if train else "t10k"

@@ -115,7 +115,7 @@ def evaluate(model: nn.Module, loader: Iterable, preprocess: BatchPreprocessor, 
 
 
 class Trainer:
-    """Runs training epochs with a fixed set of components (built by :func:`pedconv.train.train`).
+    """Runs training epochs with a fixed set of components (built by :func:`pedconv.training.train.train`).
 
     Args:
         model: the model to call (the DDP wrapper in a distributed run).
