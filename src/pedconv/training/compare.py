@@ -36,7 +36,7 @@ from typing import Any, Optional
 import yaml
 
 from ..errors import CompareError, UsageError
-from ..utils.atomic import atomic_write_text
+from ..utils.atomic import atomic_write_text, remove_leftover_temps
 from ..utils.kv import KeyValueError, parse_key_values
 from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
 
@@ -74,6 +74,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "train": {**_RECIPE, "epochs": 12, "train_subset": 10000, "warmup_epochs": 1.0}},
 }
 
+# What a comparison writes in its output folder.
+_REPORTS = ("compare.md", "compare.json", "compare.png")
 # The image size of the in-memory datasets when a run has no --img-size.
 _IMAGE_SIZE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32}
 
@@ -167,6 +169,7 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
     from .train import train
 
     done = folder / "result.json"
+    remove_leftover_temps(folder, [done.name])  # of a write that was interrupted (train cleans up its own)
     identity = {"model": spec.label, "seed": seed, "width": width, "recipe": recipe, "extra": extra}
     if done.is_file():
         record = json.loads(done.read_text())
@@ -300,6 +303,7 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     extra = [a for a in (args.train_options or []) if a != "--"]
     out = args.output or Path("runs") / f"compare-{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
+    remove_leftover_temps(out, _REPORTS)
     n_runs = len(specs) * len(seeds)
     images = recipe["epochs"] * (recipe.get("train_subset") or 60000)
     print(f"pedconv compare [{args.preset}]: {len(specs)} models x {len(seeds)} seeds = {n_runs} runs; each "
@@ -326,12 +330,13 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _write_reports(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, start: float) -> None:
     table = markdown(rows)
-    atomic_write_text(out / "compare.md", table)
-    atomic_write_text(out / "compare.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
-    png = plot(rows, out / "compare.png")
+    md, js, png_path = (out / name for name in _REPORTS)
+    atomic_write_text(md, table)
+    atomic_write_text(js, json.dumps({"meta": meta, "rows": rows}, indent=1))
+    png = plot(rows, png_path)
     print()
     print(table)
-    print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}" + (f", {png}" if png else "")
+    print(f"wrote {md}, {js}" + (f", {png}" if png else "")
           + f"  ({time.time() - start:.0f} s)")
 
 
