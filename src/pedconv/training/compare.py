@@ -89,12 +89,14 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
+        """``NAME:key=value...`` as in tables (the spec, values compacted)."""
         if not self.kwargs:
             return self.name
         return self.name + "".join(f":{k}={_compact(v)}" for k, v in self.kwargs.items())
 
     @property
     def folder(self) -> str:
+        """The label made safe as a folder name."""
         return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.label.replace(":", "__"))
 
 

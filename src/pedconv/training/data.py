@@ -178,6 +178,7 @@ class GlobalBatchSampler:
 
     @property
     def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: full global batches only."""
         return self.num_samples // self.global_batch
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -308,10 +309,12 @@ class DataSpec:
 
     @property
     def num_train(self) -> int:
+        """Training images."""
         return len(cast(Sized, self.train))
 
     @property
     def num_val(self) -> int:
+        """Validation images."""
         return len(cast(Sized, self.val))
 
 

@@ -43,10 +43,12 @@ class EpochSums:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """The sums as a plain dict (checkpointed per rank)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> EpochSums:
+        """Inverse of :meth:`as_dict`; unknown keys are ignored, missing ones are 0."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
@@ -161,6 +163,7 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (the sampler's)."""
         return self.sampler.steps_per_epoch
 
     def train_epoch(self, epoch: int, start_step: int, global_step: int, sums: EpochSums,
