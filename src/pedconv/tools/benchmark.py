@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -37,8 +37,10 @@ from ..convert import convert
 from ..execution import STRATEGIES
 from ..method import PEDConv2d
 from ..method.infomax import infomax_loss
+from ..utils.atomic import atomic_write_text
+from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
 
-__all__ = ["ConvShape", "bench_layers", "bench_models", "conv_shapes", "main"]
+__all__ = ["ConvShape", "bench_layers", "bench_models", "build_parser", "conv_shapes", "main", "run", "run_benchmark"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,35 @@ def _saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
         out = fn()
     del out
     return sum(seen.values())
+
+
+def _call(m: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """``m(x)`` as a function of no arguments (``m`` and ``x`` bound now, not when it is called)."""
+    return lambda: m(x)
+
+
+def _inference(m: nn.Module, x: torch.Tensor, set_eval: bool = False) -> Callable[[], object]:
+    """``m(x)`` under ``torch.inference_mode`` (after ``m.eval()`` when ``set_eval``), as a function."""
+    def infer() -> object:
+        if set_eval:
+            m.eval()
+        with torch.inference_mode():
+            return m(x)
+
+    return infer
+
+
+def _sgd_step(m: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, target: torch.Tensor) -> Callable[[], object]:
+    """One training step of ``m`` (cross-entropy + info-max term, SGD update) as a function."""
+    def step() -> object:
+        m.train()
+        loss = nn.functional.cross_entropy(m(x), target) + 1e-3 * infomax_loss(m)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
 
 
 def _time_interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
@@ -170,18 +201,13 @@ def bench_layers(
                     for m in mods.values():
                         m.train()
                     xg = x.requires_grad_(True)
-                    fns = {k: _train_step(m, xg) for k, m in mods.items()}
-                    mem = {k: _saved_bytes(lambda m=m: m(xg)) for k, m in mods.items()}
+                    fns: dict[str, Callable[[], object]] = {k: _train_step(m, xg) for k, m in mods.items()}
+                    mem = {k: _saved_bytes(_call(m, xg)) for k, m in mods.items()}
                     row["mem"] = {k: v / mem["static"] for k, v in mem.items()}
                 else:
                     for m in mods.values():
                         m.eval()
-
-                    def infer(m: nn.Module = None, x: torch.Tensor = x) -> object:  # type: ignore[assignment]
-                        with torch.inference_mode():
-                            return m(x)
-
-                    fns = {k: (lambda m=m: infer(m)) for k, m in mods.items()}
+                    fns = {k: _inference(m, x) for k, m in mods.items()}
                 times = _time_interleaved(fns, reps)
                 row[mode] = {k: v / times["static"] for k, v in times.items()}
                 row[f"{mode}_static_ms"] = 1e3 * times["static"]
@@ -213,34 +239,15 @@ def bench_models(
         x = torch.randn(train_batch, 3, image_size, image_size)
         target = torch.randint(0, 1000, (train_batch,))
 
-        def train_fn(k: str) -> Callable[[], object]:
-            m, opt = models[k], opts[k]
-
-            def step() -> object:
-                m.train()
-                loss = nn.functional.cross_entropy(m(x), target) + 1e-3 * infomax_loss(m)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                return loss
-
-            return step
-
-        times = _time_interleaved({k: train_fn(k) for k in models}, reps)
+        times = _time_interleaved({k: _sgd_step(m, opts[k], x, target) for k, m in models.items()}, reps)
         row["train"] = {k: v / times["static"] for k, v in times.items()}
         row["train_static_s"] = times["static"]
-        mem = {k: _saved_bytes(lambda m=m: m.train()(x)) for k, m in models.items()}
+        mem = {k: _saved_bytes(_call(m.train(), x)) for k, m in models.items()}
         row["mem"] = {k: v / mem["static"] for k, v in mem.items()}
         row["mem_static_mb"] = mem["static"] / 2**20
         for mode, b in (("eval", eval_batch), ("eval_b1", 1)):
             xe = torch.randn(b, 3, image_size, image_size)
-
-            def infer(m: nn.Module, xe: torch.Tensor = xe) -> object:
-                m.eval()
-                with torch.inference_mode():
-                    return m(xe)
-
-            times = _time_interleaved({k: (lambda m=m: infer(m)) for k, m in models.items()}, reps)
+            times = _time_interleaved({k: _inference(m, xe, set_eval=True) for k, m in models.items()}, reps)
             row[mode] = {k: v / times["static"] for k, v in times.items()}
             row[f"{mode}_static_s"] = times["static"]
         rows.append(row)
@@ -250,38 +257,30 @@ def bench_models(
     return rows
 
 
+# ----------------------------------------------------------------------------- ``pedconv bench``
 def _markdown(layer_rows: list[dict], model_rows: list[dict]) -> str:
-    lines = []
+    parts = []
     if layer_rows:
         names = [k for k in layer_rows[0]["train"] if k != "static"]
-        lines.append("### Layers (time ratio to static nn.Conv2d; train = fwd+bwd)\n")
-        head = "| net | shape | kind | " + " | ".join(f"{n} train / eval / B=1" for n in names) + " | pedconv mem |"
-        lines += [head, "|" + " --- |" * (4 + len(names))]
-        for r in layer_rows:
-            cells = [f"{r['train'][n]:.2f} / {r['eval'][n]:.2f} / {r['eval_b1'][n]:.2f}" for n in names]
-            lines.append(f"| {r['arch']} | {r['shape']} | {r['kind']} | " + " | ".join(cells) + f" | {r['mem']['pedconv']:.2f} |")
+        header = ["net", "shape", "kind", *(f"{n} train / eval / B=1" for n in names), "pedconv mem"]
+        parts.append("### Layers (time ratio to static nn.Conv2d; train = fwd+bwd)\n\n" + markdown_table(header, [
+            [r["arch"], r["shape"], r["kind"],
+             *(f"{r['train'][n]:.2f} / {r['eval'][n]:.2f} / {r['eval_b1'][n]:.2f}" for n in names),
+             f"{r['mem']['pedconv']:.2f}"] for r in layer_rows]))
     if model_rows:
         names = [k for k in model_rows[0]["train"] if k != "static"]
-        lines.append("\n### Models (ratio to the static torchvision model)\n")
-        lines.append("| model | contestant | train step | eval | eval B=1 | saved-activation memory | static train step (s) |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
-        for r in model_rows:
-            for n in names:
-                lines.append(f"| {r['arch']} (train B={r['train_batch']}, eval B={r['eval_batch']}) | {n} | "
-                             f"{r['train'][n]:.2f} | {r['eval'][n]:.2f} | {r['eval_b1'][n]:.2f} | {r['mem'][n]:.2f} | "
-                             f"{r['train_static_s']:.2f} |")
-    return "\n".join(lines) + "\n"
+        header = ["model", "contestant", "train step", "eval", "eval B=1", "saved-activation memory",
+                  "static train step (s)"]
+        parts.append("\n### Models (ratio to the static torchvision model)\n\n" + markdown_table(header, [
+            [f"{r['arch']} (train B={r['train_batch']}, eval B={r['eval_batch']})", n, f"{r['train'][n]:.2f}",
+             f"{r['eval'][n]:.2f}", f"{r['eval_b1'][n]:.2f}", f"{r['mem'][n]:.2f}", f"{r['train_static_s']:.2f}"]
+            for r in model_rows for n in names]))
+    return "".join(parts) or "\n"
 
 
 def _plot(layer_rows: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    if not layer_rows:
+    plt = pyplot()
+    if plt is None or not layer_rows:
         return False
     names = [k for k in layer_rows[0]["train"] if k != "static"]
     fig, axes = plt.subplots(3, 1, figsize=(max(10, 0.45 * len(layer_rows)), 11), sharex=True)
@@ -296,12 +295,16 @@ def _plot(layer_rows: list[dict], path: Path) -> bool:
     axes[-1].set_xticks(range(len(layer_rows)))
     axes[-1].set_xticklabels([f"{r['arch'][:6]} {r['shape']}" for r in layer_rows], rotation=90, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    """The ``pedconv bench`` options, added to ``parser`` (the CLI's sub-command) or to a new parser.
+
+    >>> build_parser().parse_args(["--quick"]).quick
+    True
+    """
     p = parser or argparse.ArgumentParser(prog="pedconv bench", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few shapes, small batch: a CI smoke run (< 3 min)")
@@ -316,10 +319,11 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace] = None) -> dict:
-    if args is None:
-        args = build_parser().parse_args(argv)
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark that parsed ``args`` describe; returns ``meta``, ``layers`` and ``models`` rows."""
     torch.set_num_threads(args.threads)
+    layer_kw: dict[str, Any]
+    model_kw: dict[str, Any]
     if args.quick:
         layer_kw = dict(batch=4, reps=2, image_size=112, max_shapes=3)
         model_kw = dict(specs=(("resnet18", 4),), reps=1, image_size=112, eval_batch=4)
@@ -327,24 +331,36 @@ def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace
         layer_kw = dict(batch=args.batch, reps=args.reps)
         model_kw = dict(reps=max(2, args.reps // 2))
     started = time.time()
-    layers = [] if args.skip_layers else bench_layers(args.archs, include_naive=not args.no_naive, **layer_kw)  # type: ignore[arg-type]
-    models = [] if args.skip_models else bench_models(include_naive=not args.no_naive, **model_kw)  # type: ignore[arg-type]
+    layers = [] if args.skip_layers else bench_layers(args.archs, include_naive=not args.no_naive, **layer_kw)
+    models = [] if args.skip_models else bench_models(include_naive=not args.no_naive, **model_kw)
     meta = dict(
-        machine=f"{platform.machine()} {platform.processor()}".strip(), threads=args.threads,
-        torch=torch.__version__, date=time.strftime("%Y-%m-%d"), quick=args.quick,
-        seconds=round(time.time() - started), layer_settings={k: str(v) for k, v in layer_kw.items()},
+        machine=machine_description(), threads=args.threads, torch=torch.__version__, date=time.strftime("%Y-%m-%d"),
+        quick=args.quick, seconds=round(time.time() - started),
+        layer_settings={k: str(v) for k, v in layer_kw.items()},
         model_settings={k: str(v) for k, v in model_kw.items()},
     )
-    result = dict(meta=meta, layers=layers, models=models)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    md = _markdown(layers, models)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(md)
-    plotted = _plot(layers, args.out.with_suffix(".png"))
+    return dict(meta=meta, layers=layers, models=models)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``pedconv bench`` on parsed options: benchmark, print the tables, write ``<out>.json/.md/.png``."""
+    result = run_benchmark(args)
+    md = _markdown(result["layers"], result["models"])
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps(result, indent=1))
+    atomic_write_text(args.out.with_suffix(".md"), md)
+    plotted = _plot(result["layers"], args.out.with_suffix(".png"))
     print(md)
-    print(f"wrote {args.out}.json, {args.out}.md" + (f", {args.out}.png" if plotted else " (no PNG: needs matplotlib and layer rows)"))
-    return result
+    print(f"wrote {args.out}.json, {args.out}.md"
+          + (f", {args.out}.png" if plotted else " (no PNG: needs matplotlib and layer rows)"))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``pedconv bench`` entry point: the exit status."""
+    from ..cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

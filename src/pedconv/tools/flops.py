@@ -16,8 +16,8 @@ training) and for training.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,8 +29,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..method.base import PEDConvBase
 from ..models.paper import PAPER_NUMBERS
+from ..utils.atomic import atomic_write_text
+from ..utils.reporting import csv_table, markdown_table
 
-__all__ = ["CountsMacs", "ModelProfile", "compare_to_paper", "profile_model"]
+__all__ = ["CountsMacs", "ModelProfile", "build_parser", "compare_to_paper", "main", "paper_table", "profile_model",
+           "run"]
 
 
 @dataclass
@@ -167,53 +170,61 @@ def compare_to_paper(
     return out
 
 
+# ----------------------------------------------------------------------------- ``pedconv profile``
 def _fmt(v: Optional[float], scale: float, unit: str) -> str:
     return "—" if v is None else f"{v / scale:.2f}{unit}"
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| model | paper row | params | paper | diff | FLOPs (MACs) | paper | diff | dynamic overhead | params incl. decoder |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        def d(k: str) -> str:
-            return "—" if r[k] is None else f"{r[k]:+.1f}%"
-        lines.append(f"| {r['model']} | {r['source']} | {_fmt(r['params'], 1e6, 'M')} | {_fmt(r['paper_params'], 1e6, 'M')} | {d('params_diff_pct')} "
-                     f"| {_fmt(r['macs'], 1e9, 'G')} | {_fmt(r['paper_macs'], 1e9, 'G')} | {d('macs_diff_pct')} "
-                     f"| {_fmt(r['dynamic_macs'], 1e6, 'M')} "
-                     f"| {_fmt(r['params_train'], 1e6, 'M')} |")
-    return "\n".join(lines) + "\n"
+def _pct(v: Optional[float]) -> str:
+    return "—" if v is None else f"{v:+.1f}%"
+
+
+def paper_table(rows: list[dict]) -> str:
+    """The :func:`compare_to_paper` rows as a markdown table (``pedconv profile``'s report)."""
+    header = ["model", "paper row", "params", "paper", "diff", "FLOPs (MACs)", "paper", "diff", "dynamic overhead",
+              "params incl. decoder"]
+    return markdown_table(header, [
+        [r["model"], r["source"], _fmt(r["params"], 1e6, "M"), _fmt(r["paper_params"], 1e6, "M"),
+         _pct(r["params_diff_pct"]), _fmt(r["macs"], 1e9, "G"), _fmt(r["paper_macs"], 1e9, "G"),
+         _pct(r["macs_diff_pct"]), _fmt(r["dynamic_macs"], 1e6, "M"), _fmt(r["params_train"], 1e6, "M")]
+        for r in rows])
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="pedconv profile", description=__doc__)
-    p.add_argument("--models", nargs="+", default=list(PAPER_NUMBERS), help="registered model names (default: every row of PAPER_NUMBERS)")
+    """The ``pedconv profile`` options, added to ``parser`` (the CLI's sub-command) or to a new parser.
+
+    >>> build_parser().parse_args(["--models", "pedconv_resnet18"]).input_size
+    224
+    """
+    p = parser or argparse.ArgumentParser(prog="pedconv profile", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(PAPER_NUMBERS),
+                   help="registered model names (default: every row of PAPER_NUMBERS)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--out", type=Path, default=Path("results/profile"), help="output prefix (.md, .json, .csv)")
     p.add_argument("--layers", action="store_true", help="also write every layer's params/MACs to <out>.layers.csv")
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None, args: Optional[argparse.Namespace] = None) -> list[dict]:
-    if args is None:
-        args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``pedconv profile`` on parsed options: print the table, write ``<out>.md/.json/.csv`` (and the layers)."""
     layer_rows: Optional[list[dict]] = [] if args.layers else None
     rows = compare_to_paper(args.models, (1, 3, args.input_size, args.input_size), layer_rows)
-    md = markdown_table(rows)
+    md = paper_table(rows)
     print(md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(md)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    with args.out.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_text(args.out.with_suffix(".md"), md)
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps(rows, indent=1))
+    atomic_write_text(args.out.with_suffix(".csv"), csv_table(rows))
     written = f"{args.out}.md, .json, .csv"
     if layer_rows:
-        path = args.out.with_suffix(".layers.csv")
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(layer_rows[0]))
-            writer.writeheader()
-            writer.writerows(layer_rows)
+        path = atomic_write_text(args.out.with_suffix(".layers.csv"), csv_table(layer_rows))
         written += f", {path}"
     print(f"wrote {written}")
-    return rows
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``pedconv profile`` entry point: the exit status."""
+    from ..cli import main as cli_main
+
+    return cli_main(["profile", *(sys.argv[1:] if argv is None else argv)])

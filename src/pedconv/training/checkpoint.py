@@ -1,35 +1,77 @@
-"""Training checkpoints: atomic writes, RNG state capture, validated loading.
+"""Run checkpoints of ``pedconv train``: what one holds, how it is written, read and checked.
 
-A checkpoint is a plain dict saved with :func:`torch.save`; it loads with
-``torch.load(weights_only=True)`` (no pickled code: RNG states are stored as tensors and
-plain Python values). Writes are atomic: the bytes go to a temporary file in the target
-directory, are flushed and fsync'ed, and the temporary file is renamed over the target with
-:func:`os.replace`, so a crash at any moment leaves either the old or the new file, never a
-partial one.
+A checkpoint is a plain dict saved with :func:`torch.save` that loads with
+``torch.load(weights_only=True)`` (no pickled code: RNG states are tensors and plain
+values). It is written only by :class:`CheckpointSaver` (``last.pt`` every epoch and every
+``--checkpoint-every-steps``, copied to ``best.pt`` after the best epoch so far), always
+atomically (:mod:`pedconv.utils.atomic`): a crash at any moment leaves the old or the new
+file, never a partial one. It is read only by :func:`load_training_checkpoint`, which
+checks the format and the keys, and checked against a run by :func:`check_model_compatible`
+and :func:`check_layout`.
+
+The schema, :data:`CHECKPOINT_FORMAT` ``pedconv-train-v1``:
+
+=====================  =====================================================================
+``format``             :data:`CHECKPOINT_FORMAT`
+``model``              the unwrapped model's state dict
+``model_args``         :class:`~pedconv.training.model.ModelArgs` as a dict (rebuilds the model)
+``optimizer``          the optimizer's state dict (``scheduler``: the timm scheduler's)
+``scaler``             the GradScaler's state dict, or None when it is off
+``epoch``              epochs completed; ``batches_done``: optimizer steps into the next one
+``global_step``        optimizer steps so far
+``steps_per_epoch``    ``global_batch``, ``world_size``: the data layout (:class:`RunLayout`)
+``rng``                per rank: ``{"rng": capture_rng_state(), "sums": EpochSums.as_dict()}``
+``history``            one metrics record per completed epoch (``metrics.jsonl``)
+``sampler``            ``seed``, ``epoch``, ``start_step``, ``global_batch``, ``num_samples``
+``best_top1``          best validation top-1 so far and its ``best_epoch``
+``config``             the resolved options (as in ``args.yaml``)
+``dyconv_temperature`` the DY-Conv softmax temperature at the last step, or None
+``data``               ``name``, ``num_classes``, ``in_chans``, ``input_size``, ``mean``, ``std``
+``pedconv_version``    and ``torch_version`` that wrote it
+=====================  =====================================================================
 """
 
 from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
+
+from ..errors import CheckpointError
+from ..utils.atomic import atomic_copy, atomic_write
+from .data import mix_seed
+from .distributed import DistEnv, all_gather_object, broadcast_object
+from .loop import EpochSums
+from .model import ModelArgs, dynamic_temperature_modules
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "MODEL_KEYS",
+    "RUNTIME_KEYS",
     "CheckpointError",
+    "CheckpointSaver",
+    "RunLayout",
+    "RunProgress",
     "atomic_copy",
     "atomic_save",
     "capture_rng_state",
+    "changed_options",
+    "check_layout",
     "check_model_compatible",
+    "load_shared_checkpoint",
     "load_training_checkpoint",
+    "model_from_checkpoint",
     "restore_rng_state",
+    "restore_session",
+    "restore_training_state",
+    "seed_everything",
 ]
 
 CHECKPOINT_FORMAT = "pedconv-train-v1"
@@ -37,73 +79,23 @@ _REQUIRED = ("format", "model", "model_args", "optimizer", "scheduler", "epoch",
              "config", "rng", "history")
 # Configuration entries that define the network or the data it sees: a resumed run must agree on them.
 MODEL_KEYS = ("model", "model_kwargs", "data", "img_size")
+# Options that do not change what is computed: they may differ between a run and its resumption.
+RUNTIME_KEYS = frozenset({"config", "output", "resume", "overwrite", "quiet", "log_every", "workers", "threads",
+                          "checkpoint_every_steps", "device", "data_dir", "download", "val_batch_size"})
+
+PathLike = Union[str, os.PathLike]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or that does not belong to this run."""
+# ----------------------------------------------------------------------------- RNG states
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators.
 
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
-    """``torch.save(obj, path)`` so that ``path`` is always either the old or the complete new file.
-
-    >>> import tempfile, torch
-    >>> p = atomic_save({"w": torch.ones(2)}, tempfile.mkdtemp() + "/last.pt")
-    >>> torch.load(p)["w"]
-    tensor([1., 1.])
+    >>> seed_everything(3); a = torch.rand(1); seed_everything(3); torch.equal(a, torch.rand(1))
+    True
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_copy(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> Path:
-    """Copy ``src`` to ``dst`` with the same all-or-nothing guarantee as :func:`atomic_save`.
-
-    >>> import tempfile, torch
-    >>> d = tempfile.mkdtemp()
-    >>> _ = atomic_save({"a": 1}, d + "/last.pt")
-    >>> atomic_copy(d + "/last.pt", d + "/best.pt").name
-    'best.pt'
-    """
-    src, dst = Path(src), Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, length=1 << 24)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dst.parent)
-    return dst
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -140,7 +132,123 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
-def load_training_checkpoint(path: Union[str, os.PathLike]) -> dict[str, Any]:
+# ----------------------------------------------------------------------------- what a checkpoint holds
+@dataclass
+class RunProgress:
+    """Where a run stands: the counters, the per-epoch records, and the best epoch so far.
+
+    >>> p = RunProgress()
+    >>> p.add_epoch({"epoch": 1, "val_top1": 50.0}), p.add_epoch({"epoch": 2, "val_top1": 40.0}), p.best_epoch
+    (True, False, 1)
+    """
+
+    epoch: int = 0
+    batches_done: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_top1: Optional[float] = None
+    best_epoch: Optional[int] = None
+
+    def add_epoch(self, record: dict[str, Any]) -> bool:
+        """Append a completed epoch's record (with ``epoch`` and ``val_top1``); True if it is the best so far."""
+        self.history.append(record)
+        self.epoch, self.batches_done = record["epoch"], 0
+        is_best = self.best_top1 is None or record["val_top1"] > self.best_top1
+        if is_best:
+            self.best_top1, self.best_epoch = record["val_top1"], record["epoch"]
+        return is_best
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> RunProgress:
+        """The progress recorded in a checkpoint."""
+        return cls(ckpt["epoch"], ckpt["batches_done"], ckpt["global_step"], list(ckpt["history"]),
+                   ckpt.get("best_top1"), ckpt.get("best_epoch"))
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """What fixes the data order of a run (with the seed): a resumed run must have the same."""
+
+    global_batch: int
+    steps_per_epoch: int
+    world_size: int
+    num_samples: int
+
+
+def atomic_save(obj: Any, path: PathLike) -> Path:
+    """``torch.save(obj, path)`` so that ``path`` is always either the old or the complete new file.
+
+    >>> import tempfile
+    >>> p = atomic_save({"w": torch.ones(2)}, tempfile.mkdtemp() + "/last.pt")
+    >>> torch.load(p)["w"]
+    tensor([1., 1.])
+    """
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+class CheckpointSaver:
+    """Writes a run's ``last.pt`` and ``best.pt`` in the schema of this module (the only writer).
+
+    Every rank calls :meth:`save` (each contributes its RNG state and running sums); the main
+    rank writes. The parts that do not change during a run are given once here.
+
+    Args:
+        folder: the run folder.
+        module: the unwrapped model; optimizer, scheduler, scaler: the recipe's.
+        layout: the data layout; seed: the run's seed (the data order is a function of both).
+        config: the resolved options; model_args: how the model was built.
+        data: what the model sees (``name``, ``num_classes``, ``in_chans``, ``input_size``, ``mean``, ``std``).
+        env: the process layout.
+    """
+
+    def __init__(self, folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 scaler: torch.amp.GradScaler, *, layout: RunLayout, seed: int, config: Mapping[str, Any],
+                 model_args: ModelArgs, data: Mapping[str, Any], env: DistEnv) -> None:
+        self.last, self.best = folder / "last.pt", folder / "best.pt"
+        self.module, self.optimizer, self.scheduler, self.scaler = module, optimizer, scheduler, scaler
+        self.layout, self.seed, self.config, self.model_args, self.data = layout, seed, config, model_args, data
+        self.env = env
+
+    def contents(self, progress: RunProgress, ranks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The checkpoint dict at ``progress``; ``ranks`` holds every rank's ``{"rng", "sums"}``."""
+        from .. import __version__
+
+        temps = [m.temperature for m in dynamic_temperature_modules(self.module)]
+        layout = self.layout
+        return {
+            "format": CHECKPOINT_FORMAT, "model": self.module.state_dict(), "model_args": self.model_args.as_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": progress.epoch, "batches_done": progress.batches_done, "global_step": progress.global_step,
+            "steps_per_epoch": layout.steps_per_epoch, "global_batch": layout.global_batch,
+            "world_size": layout.world_size, "rng": list(ranks), "history": progress.history,
+            # The data order is a function of these: the sampler needs no other state.
+            "sampler": {"seed": self.seed, "epoch": progress.epoch, "start_step": progress.batches_done,
+                        "global_batch": layout.global_batch, "num_samples": layout.num_samples},
+            "best_top1": progress.best_top1, "best_epoch": progress.best_epoch, "config": dict(self.config),
+            "dyconv_temperature": temps[0] if temps else None, "data": dict(self.data),
+            "pedconv_version": __version__, "torch_version": str(torch.__version__),
+        }
+
+    def save(self, progress: RunProgress, sums: EpochSums, is_best: bool = False) -> None:
+        """Write ``last.pt`` at ``progress`` (and copy it to ``best.pt`` if ``is_best``); call on every rank."""
+        ranks = all_gather_object({"rng": capture_rng_state(), "sums": sums.as_dict()}, self.env)
+        if not self.env.is_main:
+            return
+        atomic_save(self.contents(progress, ranks), self.last)
+        if is_best:
+            atomic_copy(self.last, self.best)
+
+    def repair_best(self, resumed_from: Path, progress: RunProgress) -> None:
+        """After resuming from the best epoch's ``last.pt``: (re)write ``best.pt`` from it, in case the
+        run stopped between the two writes."""
+        at_best_epoch = progress.best_epoch == progress.epoch and progress.batches_done == 0
+        if self.env.is_main and at_best_epoch and resumed_from.resolve() != self.best.resolve():
+            atomic_copy(resumed_from, self.best)
+
+
+# ----------------------------------------------------------------------------- reading and checking
+def load_training_checkpoint(path: PathLike) -> dict[str, Any]:
     """Read a pedconv training checkpoint onto the CPU, with errors that name the file.
 
     Raises:
@@ -174,8 +282,23 @@ def load_training_checkpoint(path: Union[str, os.PathLike]) -> dict[str, Any]:
     return ckpt
 
 
-def check_model_compatible(ckpt: Mapping[str, Any], config: Mapping[str, Any], path: Union[str, os.PathLike],
-                           model: Optional[torch.nn.Module] = None) -> None:
+def load_shared_checkpoint(path: Path, env: DistEnv) -> dict[str, Any]:
+    """:func:`load_training_checkpoint` on the main rank, sent to every rank; its errors raise on all of them."""
+    ckpt: Optional[dict[str, Any]] = None
+    if env.is_main:
+        try:
+            ckpt = load_training_checkpoint(path)
+        except (CheckpointError, FileNotFoundError) as e:
+            ckpt = {"__error__": str(e)}
+    ckpt = broadcast_object(ckpt, env)
+    assert ckpt is not None
+    if "__error__" in ckpt:
+        raise CheckpointError(ckpt["__error__"])
+    return ckpt
+
+
+def check_model_compatible(ckpt: Mapping[str, Any], config: Mapping[str, Any], path: PathLike,
+                           model: Optional[nn.Module] = None) -> None:
     """Raise :class:`CheckpointError` naming ``path`` and every mismatch between ``ckpt`` and this run.
 
     Compares the configuration entries in :data:`MODEL_KEYS` and, given ``model``, the names and
@@ -205,3 +328,97 @@ def check_model_compatible(ckpt: Mapping[str, Any], config: Mapping[str, Any], p
                 problems.append(f"{label}: {', '.join(items[:5])}{more}")
     if problems:
         raise CheckpointError(f"checkpoint {path} does not match this run: " + "; ".join(problems))
+
+
+def check_layout(ckpt: Mapping[str, Any], layout: RunLayout, path: PathLike) -> None:
+    """Raise :class:`CheckpointError` unless ``ckpt`` was written with this global batch and epoch length.
+
+    >>> check_layout({"global_batch": 32, "steps_per_epoch": 10}, RunLayout(32, 10, 1, 320), "last.pt")
+    """
+    if ckpt.get("global_batch") != layout.global_batch or ckpt.get("steps_per_epoch") != layout.steps_per_epoch:
+        raise CheckpointError(
+            f"checkpoint {path} does not match this run: it was written with a global batch of "
+            f"{ckpt.get('global_batch')} ({ckpt.get('steps_per_epoch')} steps per epoch), this run has "
+            f"{layout.global_batch} ({layout.steps_per_epoch}); keep batch_size x processes x grad_accum_steps and "
+            f"the training subset unchanged to resume")
+
+
+def changed_options(ckpt: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """``"key old -> new"`` for every option (but :data:`RUNTIME_KEYS`) that differs from the checkpoint's.
+
+    >>> changed_options({"config": {"lr": 0.1, "quiet": False}}, {"lr": 0.2, "quiet": True})
+    ['lr 0.1 -> 0.2']
+    """
+    saved = ckpt["config"]
+    keys = sorted(k for k in set(config) | set(saved) if k not in RUNTIME_KEYS and config.get(k) != saved.get(k))
+    return [f"{k} {saved.get(k)!r} -> {config.get(k)!r}" for k in keys]
+
+
+# ----------------------------------------------------------------------------- restoring
+def restore_training_state(ckpt: Mapping[str, Any], path: PathLike, module: nn.Module,
+                           optimizer: torch.optim.Optimizer, scheduler: Any,
+                           scaler: torch.amp.GradScaler) -> RunProgress:
+    """Load the model, the optimizer's buffers and the GradScaler from ``ckpt``; returns its progress.
+
+    The optimizer's hyper-parameters (lr, weight decay, momentum) stay those of this run, so a
+    changed option takes effect; the per-step lr schedule is a function of the options and the
+    step count, so it is recomputed, not loaded.
+    """
+    module.load_state_dict(ckpt["model"])
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: optimizer state does not fit this run ({e})") from None
+    for group, values in zip(optimizer.param_groups, hyper):
+        group.update(values)
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    progress = RunProgress.from_checkpoint(ckpt)
+    scheduler.step_update(num_updates=progress.global_step)
+    return progress
+
+
+def restore_session(ckpt: Mapping[str, Any], env: DistEnv, seed: int, warn: Callable[[str], None]) -> EpochSums:
+    """This rank's RNG state and running epoch sums from ``ckpt``.
+
+    When the number of processes changed, the RNG streams are re-seeded (with a warning) and
+    the main rank carries the sums of all the checkpoint's ranks.
+    """
+    ranks = ckpt["rng"]
+    if len(ranks) == env.world_size:
+        restore_rng_state(ranks[env.rank]["rng"])
+        return EpochSums.from_dict(ranks[env.rank]["sums"])
+    warn(f"the checkpoint was written by {len(ranks)} processes, this run has {env.world_size}: RNG "
+         "streams are re-seeded, so the run will not reproduce an uninterrupted one exactly")
+    seed_everything(mix_seed(seed, env.rank, ckpt["global_step"]))
+    if not env.is_main:
+        return EpochSums()
+    total = EpochSums()
+    for r in ranks:
+        s = EpochSums.from_dict(r["sums"])
+        total = EpochSums(total.loss + s.loss, total.infomax + s.infomax, total.correct + s.correct,
+                          total.images + s.images, max(total.steps, s.steps), max(total.seconds, s.seconds))
+    return total
+
+
+def model_from_checkpoint(path: PathLike) -> tuple[nn.Module, ModelArgs, dict[str, Any]]:
+    """Rebuild the model a training checkpoint holds (weights and DY-Conv temperature); also its
+    :class:`~pedconv.training.model.ModelArgs` and the checkpoint itself.
+
+    Raises:
+        FileNotFoundError, CheckpointError: as :func:`load_training_checkpoint`, or when the
+        weights do not fit the model as the registry builds it now.
+    """
+    ckpt = load_training_checkpoint(path)
+    margs = ModelArgs(**ckpt["model_args"])
+    model = margs.build()
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit {margs.name} as built now: {e}") from None
+    temperature = ckpt.get("dyconv_temperature")
+    if temperature is not None:
+        for m in dynamic_temperature_modules(model):
+            m.temperature = float(temperature)
+    return model, margs, ckpt

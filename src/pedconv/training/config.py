@@ -20,11 +20,14 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ..errors import ConfigError
+from ..utils.atomic import atomic_write_text
+from ..utils.kv import KeyValueError, parse_key_values
 from .data import DATASETS
 from .recipe import SCHEDULES
 
-__all__ = ["ConfigError", "add_data_arguments", "apply_mapping", "build_train_parser", "load_yaml_config",
-           "parse_model_kwargs", "parse_with_config"]
+__all__ = ["ConfigError", "add_data_arguments", "add_model_kwargs_argument", "apply_mapping", "build_train_parser",
+           "load_yaml_config", "parse_model_kwargs", "write_args_yaml"]
 
 
 # Other training scripts' names for our options, for "did you mean" hints only.
@@ -32,10 +35,6 @@ _HINTS = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "lr_b
           "label_smoothing": "smoothing", "num_workers": "workers", "arch": "model", "output_dir": "output",
           "warmup_lr_init": "warmup_lr", "mixup_alpha": "mixup", "cutmix_alpha": "cutmix",
           "clip_grad_norm": "clip_grad"}
-
-
-class ConfigError(ValueError):
-    """An invalid configuration file or mapping."""
 
 
 def parse_model_kwargs(items: Union[Sequence[str], Mapping[str, Any], None]) -> dict[str, Any]:
@@ -46,23 +45,17 @@ def parse_model_kwargs(items: Union[Sequence[str], Mapping[str, Any], None]) -> 
     >>> parse_model_kwargs(["rank"])
     Traceback (most recent call last):
     ...
-    ValueError: --model-kwargs expects key=value, got 'rank'
+    pedconv.errors.ConfigError: --model-kwargs expects key=value, got 'rank'
     """
     if items is None:
         return {}
     if isinstance(items, Mapping):
         return {str(k): v for k, v in items.items()}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise ValueError(f"--model-kwargs expects key=value, got {item!r}")
-        try:
-            out[key] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as e:
-            raise ValueError(f"--model-kwargs {item!r}: the value is not valid YAML ({e})") from None
-    return out
+    try:
+        return parse_key_values(items)
+    except KeyValueError as e:
+        raise ConfigError(f"--model-kwargs expects key=value, got {e.item!r}" if e.syntax
+                          else f"--model-kwargs {e}") from None
 
 
 class _ModelKwargsAction(argparse.Action):
@@ -72,9 +65,15 @@ class _ModelKwargsAction(argparse.Action):
                  option_string: Optional[str] = None) -> None:
         try:
             new = parse_model_kwargs(values)
-        except ValueError as e:
+        except ConfigError as e:
             parser.error(str(e))
         setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), **new})
+
+
+def add_model_kwargs_argument(group: Any, help: str) -> None:
+    """The ``--model-kwargs KEY=VALUE ...`` option (merged over a YAML mapping) of ``train`` and ``eval``."""
+    group.add_argument("--model-kwargs", nargs="*", default={}, action=_ModelKwargsAction, metavar="KEY=VALUE",
+                       help=help)
 
 
 def _positive_int(text: str) -> int:
@@ -119,7 +118,7 @@ def add_data_arguments(p: argparse.ArgumentParser, defaults_from_checkpoint: boo
 
 
 def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    """The ``pedconv train`` options (see the module docstring of :mod:`pedconv.train`).
+    """The ``pedconv train`` options (see the module docstring of :mod:`pedconv.training.train`).
 
     >>> args = build_train_parser().parse_args(["--model", "cifar_resnet20", "--model-kwargs", "width=8"])
     >>> args.model_kwargs, args.batch_size, args.data
@@ -131,8 +130,7 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argp
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="pedconv_cifar_resnet20", help="a name from pedconv.list_models()")
-    g.add_argument("--model-kwargs", nargs="*", default={}, action=_ModelKwargsAction, metavar="KEY=VALUE",
-                   help="builder options, values parsed as YAML (e.g. width=8 rank=2 components=[gamma])")
+    add_model_kwargs_argument(g, "builder options, values parsed as YAML (e.g. width=8 rank=2 components=[gamma])")
 
     g = add_data_arguments(p)
     g.add_argument("--train-subset", type=_positive_int, default=None,
@@ -234,7 +232,7 @@ def _coerce(action: argparse.Action, key: str, value: Any, source: str) -> Any:
         if isinstance(value, (list, tuple)):
             try:
                 return parse_model_kwargs([str(v) for v in value])
-            except ValueError as e:
+            except ConfigError as e:
                 raise bad(str(e)) from None
         raise bad(f"expected a mapping, got {value!r}")
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
@@ -269,7 +267,7 @@ def apply_mapping(parser: argparse.ArgumentParser, mapping: Mapping[str, Any], s
     >>> apply_mapping(build_train_parser(), {"learning_rate": 0.1}, "x.yaml")
     Traceback (most recent call last):
     ...
-    pedconv.training.config.ConfigError: x.yaml: unknown key 'learning_rate' (did you mean 'lr'?)
+    pedconv.errors.ConfigError: x.yaml: unknown key 'learning_rate' (did you mean 'lr'?)
     """
     actions = _actions(parser)
     out: dict[str, Any] = {}
@@ -304,23 +302,16 @@ def load_yaml_config(path: Union[str, os.PathLike], parser: argparse.ArgumentPar
     return apply_mapping(parser, data, str(path))
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse ``argv`` with ``--config`` support: defaults < YAML file < command line.
+def write_args_yaml(config: Mapping[str, Any], path: Path, info: Mapping[str, Any]) -> None:
+    """Write a run's resolved options as ``args.yaml`` (usable as ``--config``), ``info`` as comments, atomically.
 
-    >>> import tempfile
-    >>> f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-    >>> _ = f.write("epochs: 3\\nlr: 0.05\\nmodel_kwargs: {width: 8}\\n"); f.close()
-    >>> a = parse_with_config(build_train_parser(), ["--config", f.name, "--lr", "0.2", "--model-kwargs", "rank=2"])
-    >>> a.epochs, a.lr, a.model_kwargs
-    (3, 0.2, {'width': 8, 'rank': 2})
+    >>> import pathlib, tempfile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "args.yaml"
+    >>> write_args_yaml({"epochs": 2}, p, {"processes": 1}); print(p.read_text(), end="")
+    # pedconv train: resolved options of this run (usable as --config).
+    # processes: 1
+    epochs: 2
     """
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    if known.config is not None:
-        try:
-            values = load_yaml_config(known.config, parser)
-        except ConfigError as e:
-            parser.error(str(e))
-        parser.set_defaults(**values)
-    return parser.parse_args(argv)
+    header = ("# pedconv train: resolved options of this run (usable as --config).\n"
+              + "".join(f"# {k}: {v}\n" for k, v in info.items()))
+    atomic_write_text(path, header + yaml.safe_dump(dict(config), sort_keys=True))

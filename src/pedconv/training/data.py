@@ -27,8 +27,9 @@ from typing import Any, Callable, Optional, Union, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from ..errors import DataError
 from .datasets import DEBIAN_FASHION_MNIST, find_idx, load_cifar, load_fashion_mnist
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "ShardBatchSampler",
     "TensorImageDataset",
     "build_data",
+    "default_workers",
+    "make_loader",
     "mix_seed",
 ]
 
@@ -169,12 +172,13 @@ class GlobalBatchSampler:
         self.accum, self.seed, self.shuffle, self.with_seeds = accum, seed, shuffle, with_seeds
         self.global_batch = micro_batch * world_size * accum
         if self.steps_per_epoch < 1:
-            raise ValueError(f"{num_samples} training images do not fill one global batch of {self.global_batch} "
+            raise DataError(f"{num_samples} training images do not fill one global batch of {self.global_batch} "
                              f"(batch size {micro_batch} x {world_size} processes x {accum} accumulation steps)")
         self.epoch, self.start_step = 0, 0
 
     @property
     def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: full global batches only."""
         return self.num_samples // self.global_batch
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -305,10 +309,12 @@ class DataSpec:
 
     @property
     def num_train(self) -> int:
+        """Training images."""
         return len(cast(Sized, self.train))
 
     @property
     def num_val(self) -> int:
+        """Validation images."""
         return len(cast(Sized, self.val))
 
 
@@ -341,7 +347,7 @@ def _imagefolder(data_dir: Optional[str], img_size: int, crop_pct: float, need_t
     from torchvision import datasets, transforms
 
     if not data_dir:
-        raise ValueError("--data imagefolder needs --data-dir DIR containing train/ and val/ class folders")
+        raise DataError("--data imagefolder needs --data-dir DIR containing train/ and val/ class folders")
     root = Path(data_dir).expanduser()
     for split in ("train", "val") if need_train else ("val",):
         if not (root / split).is_dir():
@@ -354,7 +360,7 @@ def _imagefolder(data_dir: Optional[str], img_size: int, crop_pct: float, need_t
         transforms.PILToTensor(),
     ])
     val_tf = transforms.Compose([
-        transforms.Resize(int(math.floor(img_size / crop_pct)), interpolation=transforms.InterpolationMode.BILINEAR,
+        transforms.Resize(math.floor(img_size / crop_pct), interpolation=transforms.InterpolationMode.BILINEAR,
                           antialias=True),
         transforms.CenterCrop(img_size),
         transforms.PILToTensor(),
@@ -364,7 +370,7 @@ def _imagefolder(data_dir: Optional[str], img_size: int, crop_pct: float, need_t
         return None, val, val.classes
     train = datasets.ImageFolder(str(root / "train"), transform=train_tf if augment else val_tf)
     if train.classes != val.classes:
-        raise ValueError(f"{root}/train and {root}/val have different class folders "
+        raise DataError(f"{root}/train and {root}/val have different class folders "
                          f"({len(train.classes)} vs {len(val.classes)} classes)")
     return train, val, train.classes
 
@@ -388,7 +394,7 @@ def _subset_indices(n_total: int, n: Optional[int], seed: int, what: str) -> Opt
     if n is None or n >= n_total:
         return None
     if n < 1:
-        raise ValueError(f"--{what}-subset must be >= 1, got {n}")
+        raise DataError(f"--{what}-subset must be >= 1, got {n}")
     g = torch.Generator().manual_seed(mix_seed(seed, n_total))
     return torch.randperm(n_total, generator=g)[:n].sort().values.tolist()
 
@@ -411,7 +417,7 @@ def build_data(name: str = "fashion_mnist", data_dir: Optional[Union[str, os.Pat
     (2000, 1000, 1, 10)
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     data_dir = None if data_dir is None else str(data_dir)
     if name == "imagefolder":
         from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -456,3 +462,40 @@ def build_data(name: str = "fashion_mnist", data_dir: Optional[Union[str, os.Pat
     return DataSpec(name, TensorImageDataset(xtr, ytr), TensorImageDataset(xva, yva), num_classes, xva.shape[1],
                     (int(xva.shape[2]), int(xva.shape[3])), mean, std, in_memory=True, augment_on_device=True,
                     collate_fn=collate_batch)
+
+
+# ----------------------------------------------------------------------------- loaders
+def default_workers(in_memory: bool) -> int:
+    """DataLoader worker processes when ``--workers`` is not given, for ``train`` and ``eval`` alike.
+
+    0 for the in-memory datasets (a batch is one indexing operation: workers would only add
+    copies), ``min(8, CPUs)`` for ImageFolder (decoding and resizing JPEGs).
+
+    >>> default_workers(True)
+    0
+    """
+    return 0 if in_memory else min(8, os.cpu_count() or 1)
+
+
+def make_loader(spec: DataSpec, dataset: Dataset, batch_sampler: Any, device: torch.device,
+                workers: Optional[int] = None, seed: Optional[int] = None, persistent: bool = False) -> DataLoader:
+    """The DataLoader of ``train`` and ``eval``: ``batch_sampler`` batches of ``dataset`` (one of ``spec``'s).
+
+    Args:
+        workers: worker processes (None: :func:`default_workers`).
+        seed: seeds a generator of the loader's own, so that it does not draw on the global torch RNG.
+        persistent: keep the workers between epochs (a loader that is iterated again).
+
+    >>> spec = build_data("fashion_mnist", train_subset=64, val_subset=32)  # doctest: +SKIP
+    >>> x, y = next(iter(make_loader(spec, spec.val, ShardBatchSampler(32, 8), torch.device("cpu"))))  # doctest: +SKIP
+    >>> x.shape, x.dtype  # doctest: +SKIP
+    (torch.Size([8, 1, 28, 28]), torch.uint8)
+    """
+    n = default_workers(spec.in_memory) if workers is None else workers
+    kwargs: dict[str, Any] = dict(num_workers=n, pin_memory=device.type == "cuda",
+                                  persistent_workers=persistent and n > 0)
+    if spec.collate_fn is not None:
+        kwargs["collate_fn"] = spec.collate_fn
+    if seed is not None:
+        kwargs["generator"] = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)

@@ -16,14 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DEBIAN_FASHION_MNIST", "FASHION_MNIST_CLASSES", "load_cifar", "load_fashion_mnist", "read_idx"]
+from ..errors import DataError
+
+__all__ = ["DEBIAN_FASHION_MNIST", "FASHION_MNIST_CLASSES", "find_idx", "load_cifar", "load_fashion_mnist", "read_idx"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _HOW_TO_GET = (
     "Install it with `apt-get install dataset-fashion-mnist` (Debian, offline files in "
     f"{DEBIAN_FASHION_MNIST}), pass root= a folder holding the IDX files, or use "
@@ -39,21 +41,26 @@ def read_idx(path: Union[str, os.PathLike]) -> Tensor:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(f"cannot read IDX file {path}: {e}") from e
+        raise DataError(f"cannot read IDX file {path}: {e}") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
+        raise DataError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
-        raise ValueError(f"{path} is truncated or corrupt: {len(data)} bytes, expected {expected} for shape {shape}")
+        raise DataError(f"{path} is truncated or corrupt: {len(data)} bytes, expected {expected} for shape {shape}")
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=True))
 
 
 def find_idx(folder: Path, stem: str) -> Optional[Path]:
+    """The IDX file ``stem`` (or ``stem.gz``) in ``folder`` or in its torchvision ``FashionMNIST/raw``, if any.
+
+    >>> find_idx(Path("/nonexistent"), "t10k-images-idx3-ubyte") is None
+    True
+    """
     for candidate in (folder / stem, folder / f"{stem}.gz", folder / "FashionMNIST" / "raw" / stem,
                       folder / "FashionMNIST" / "raw" / f"{stem}.gz"):
         if candidate.is_file():
@@ -72,7 +79,7 @@ def load_fashion_mnist(
 
     Example:
         >>> images, labels = load_fashion_mnist(train=False)  # doctest: +SKIP
-        >>> images.shape, labels.shape
+        >>> images.shape, labels.shape  # doctest: +SKIP
         (torch.Size([10000, 28, 28]), torch.Size([10000]))
     """
     split = "train" if train else "t10k"
@@ -83,7 +90,8 @@ def load_fashion_mnist(
         if images is not None and labels is not None:
             x, y = read_idx(images), read_idx(labels).long()
             if x.dim() != 3 or x.shape[0] != y.shape[0]:
-                raise ValueError(f"Fashion-MNIST files in {folder} disagree: images {tuple(x.shape)}, labels {tuple(y.shape)}")
+                raise DataError(f"Fashion-MNIST files in {folder} disagree: images {tuple(x.shape)}, "
+                                f"labels {tuple(y.shape)}")
             return x, y
     if download:
         from torchvision.datasets import FashionMNIST

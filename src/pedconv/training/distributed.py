@@ -8,6 +8,7 @@ prints; metrics are summed over ranks with :func:`all_reduce_sum`.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +17,14 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
+from ..errors import RunError
+from ..method.infomax import infomax_loss
+
 __all__ = ["DistEnv", "all_gather_object", "all_reduce_sum", "barrier", "broadcast_object", "cleanup",
-           "init_distributed", "resolve_device"]
+           "init_distributed", "needs_find_unused_parameters", "resolve_device"]
+
+
+_CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -27,15 +34,17 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = _CPU
     owns_group: bool = False
 
     @property
     def distributed(self) -> bool:
+        """More than one process."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
         return self.rank == 0
 
 
@@ -50,7 +59,7 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+            raise RunError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
@@ -131,3 +140,23 @@ def all_gather_object(obj: Any, env: DistEnv) -> list[Any]:
     out: list[Optional[Any]] = [None] * env.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def needs_find_unused_parameters(model: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                                 infomax_weight: float) -> bool:
+    """Whether DDP must look for unused parameters: one forward/backward of a copy of ``model`` (the
+    RNG forked, so nothing of the run changes) with the training loss's info-max term; True if some
+    trainable parameter receives no gradient (e.g. PEDConv's info-max decoders with weight 0).
+
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    >>> needs_find_unused_parameters(net, (2, 1, 2, 2), torch.device("cpu"), 0.0)
+    False
+    """
+    probe = copy.deepcopy(model).train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        out = probe(torch.zeros(input_shape, device=device))
+        loss = out.float().sum()
+        if infomax_weight:
+            loss = loss + infomax_weight * infomax_loss(probe)
+        loss.backward()
+    return any(p.requires_grad and p.grad is None for p in probe.parameters())

@@ -43,10 +43,12 @@ class EpochSums:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """The sums as a plain dict (checkpointed per rank)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> EpochSums:
+        """Inverse of :meth:`as_dict`; unknown keys are ignored, missing ones are 0."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
@@ -115,7 +117,7 @@ def evaluate(model: nn.Module, loader: Iterable, preprocess: BatchPreprocessor, 
 
 
 class Trainer:
-    """Runs training epochs with a fixed set of components (built by :func:`pedconv.train.train`).
+    """Runs training epochs with a fixed set of components (built by :func:`pedconv.training.train.train`).
 
     Args:
         model: the model to call (the DDP wrapper in a distributed run).
@@ -161,6 +163,7 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (the sampler's)."""
         return self.sampler.steps_per_epoch
 
     def train_epoch(self, epoch: int, start_step: int, global_step: int, sums: EpochSums,
@@ -174,12 +177,10 @@ class Trainer:
         Returns the updated sums and global step.
         """
         args, env, device = self.args, self.env, self.env.device
-        accum = int(args.grad_accum_steps)
         steps = self.steps_per_epoch
         self.model.train()
         self.sampler.set_epoch(epoch, start_step)
         acc = torch.zeros(3, dtype=torch.float64, device=device)  # loss, infomax, correct (this session)
-        base = sums.as_dict()
         images = 0
         if self.reporter is not None:
             self.reporter.start_epoch(epoch, args.epochs, steps, start_step)
@@ -188,44 +189,15 @@ class Trainer:
         batches = iter(self.loader)
         for step in range(start_step, steps):
             set_dyconv_temperature(self.module, epoch + step / steps, args.dyconv_anneal_epochs)
-            for micro in range(accum):
-                raw, labels = next(batches)
-                seed = mix_seed(args.seed, epoch, self.sampler.micro_batch_offset(step, micro))
-                x = self.preprocess(raw.to(device, non_blocking=True), seed if self.augment_on_device else None)
-                y = labels.to(device, non_blocking=True)
-                target = y
-                if self.mixup is not None:
-                    x, target = self.mixup(x, y)
-                accumulating = env.distributed and micro < accum - 1 and hasattr(self.model, "no_sync")
-                sync = cast(Any, self.model).no_sync() if accumulating else contextlib.nullcontext()
-                with sync:
-                    with autocast(device, args.amp, self.amp_dtype):
-                        out = self.model(x)
-                        task = self.criterion(out, target)
-                    info = infomax_loss(self.model)
-                    loss = task + args.infomax_weight * info if args.infomax_weight else task
-                    self.scaler.scale(loss / accum).backward()
-                with torch.no_grad():
-                    n = y.shape[0]
-                    acc += torch.stack([task.detach().double() * n, info.detach().double() * n,
-                                        (out.detach().argmax(1) == y).sum().double()])
-                    images += n
-            if args.clip_grad is not None:
-                self.scaler.unscale_(self.optimizer)
-                dispatch_clip_grad(self.module.parameters(), value=args.clip_grad, mode=args.clip_mode)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            for micro in range(int(args.grad_accum_steps)):
+                images += self._micro_batch(next(batches), epoch, step, micro, acc)
+            self._optimizer_step()
             global_step += 1
             self.scheduler.step_update(num_updates=global_step)
 
-            def current(step: int = step, images: int = images, acc: Tensor = acc) -> EpochSums:
+            def current(step: int = step, images: int = images) -> EpochSums:
                 # Reading the sums synchronises with the device: only done when they are shown or saved.
-                totals = acc.tolist()
-                return EpochSums(loss=base["loss"] + totals[0], infomax=base["infomax"] + totals[1],
-                                 correct=base["correct"] + totals[2], images=base["images"] + images,
-                                 steps=int(base["steps"]) + step + 1 - start_step,
-                                 seconds=base["seconds"] + time.perf_counter() - t_start)
+                return _add_session(sums, acc, images, step + 1 - start_step, time.perf_counter() - t_start)
 
             if self.reporter is not None and self.reporter.enabled:
                 def values(images: int = images) -> dict[str, float]:
@@ -237,9 +209,48 @@ class Trainer:
             if on_step is not None:
                 on_step(step, global_step, current)
         _sync(device)
-        totals = acc.tolist()
-        sums = EpochSums(loss=base["loss"] + totals[0], infomax=base["infomax"] + totals[1],
-                         correct=base["correct"] + totals[2], images=base["images"] + images,
-                         steps=int(base["steps"]) + steps - start_step,
-                         seconds=base["seconds"] + time.perf_counter() - t_start)
-        return sums, global_step
+        return _add_session(sums, acc, images, steps - start_step, time.perf_counter() - t_start), global_step
+
+    def _micro_batch(self, batch: tuple[Tensor, Tensor], epoch: int, step: int, micro: int, acc: Tensor) -> int:
+        """Forward and backward of one micro-batch; adds its task loss, info-max term and correct
+        predictions (sums over its images) to ``acc``; returns its number of images."""
+        args, device = self.args, self.env.device
+        accum = int(args.grad_accum_steps)
+        raw, labels = batch
+        seed = mix_seed(args.seed, epoch, self.sampler.micro_batch_offset(step, micro))
+        x = self.preprocess(raw.to(device, non_blocking=True), seed if self.augment_on_device else None)
+        y = labels.to(device, non_blocking=True)
+        target = y
+        if self.mixup is not None:
+            x, target = self.mixup(x, y)
+        # DDP synchronises the gradients on the last micro-batch of the step only.
+        accumulating = self.env.distributed and micro < accum - 1 and hasattr(self.model, "no_sync")
+        sync = cast(Any, self.model).no_sync() if accumulating else contextlib.nullcontext()
+        with sync:
+            with autocast(device, args.amp, self.amp_dtype):
+                out = self.model(x)
+                task = self.criterion(out, target)
+            info = infomax_loss(self.model)
+            loss = task + args.infomax_weight * info if args.infomax_weight else task
+            self.scaler.scale(loss / accum).backward()
+        with torch.no_grad():
+            n = y.shape[0]
+            acc += torch.stack([task.detach().double() * n, info.detach().double() * n,
+                                (out.detach().argmax(1) == y).sum().double()])
+        return int(n)
+
+    def _optimizer_step(self) -> None:
+        args = self.args
+        if args.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            dispatch_clip_grad(self.module.parameters(), value=args.clip_grad, mode=args.clip_mode)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def _add_session(before: EpochSums, acc: Tensor, images: int, steps: int, seconds: float) -> EpochSums:
+    """The sums of a resumed epoch: those ``before`` the interruption plus this session's."""
+    loss, info, correct = acc.tolist()
+    return EpochSums(loss=before.loss + loss, infomax=before.infomax + info, correct=before.correct + correct,
+                     images=before.images + images, steps=int(before.steps) + steps, seconds=before.seconds + seconds)

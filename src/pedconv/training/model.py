@@ -35,6 +35,7 @@ class ModelArgs:
     input_chans: int = 3
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (saved in checkpoints and results)."""
         return asdict(self)
 
     def build(self) -> nn.Module:

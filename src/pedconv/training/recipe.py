@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-from typing import Any, ContextManager, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,8 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
+
+from ..errors import RunError
 
 __all__ = ["SCHEDULES", "autocast", "build_criterion", "build_optimizer", "build_scheduler", "effective_lr",
            "grad_scaler"]
@@ -74,11 +76,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, 
     [0.0, 0.25, 0.5, 0.75, 1.0, 0.854, 0.5, 0.146, 0.0]
     """
     warmup = float(args.warmup_epochs)
-    if args.warmup_prefix:
-        # timm counts the decay after the warm-up: shorten it so that the run lasts `epochs`.
-        decay_epochs_total = max(args.epochs - warmup, 1.0 / steps_per_epoch)
-    else:
-        decay_epochs_total = float(args.epochs)
+    # With the prefix, timm counts the decay after the warm-up: shorten it so that the run lasts `epochs`.
+    decay_epochs_total = max(args.epochs - warmup, 1.0 / steps_per_epoch) if args.warmup_prefix else float(args.epochs)
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=args.sched,
@@ -126,11 +125,11 @@ def amp_dtype(device: torch.device, requested: Optional[str]) -> torch.dtype:
         return torch.float16 if device.type == "cuda" else torch.bfloat16
     dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[requested]
     if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError("--amp-dtype float16 is not supported on CPU; use bfloat16")
+        raise RunError("--amp-dtype float16 is not supported on CPU; use bfloat16")
     return dtype
 
 
-def autocast(device: torch.device, enabled: bool, dtype: Optional[torch.dtype]) -> ContextManager:
+def autocast(device: torch.device, enabled: bool, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
     """``torch.autocast`` for the device, or a no-op."""
     if not enabled:
         return contextlib.nullcontext()

@@ -9,24 +9,16 @@ Messages also go to ``<output>/log.txt``.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
+from ..utils.atomic import atomic_write_text
+from ..utils.reporting import pyplot, save_figure
+
 __all__ = ["Reporter", "plot_curves", "write_metrics"]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_metrics(history: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -40,11 +32,11 @@ def write_metrics(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     >>> write_metrics([{"epoch": 1, "val_top1": 50.0}], p); p.read_text()
     '{"epoch": 1, "val_top1": 50.0}\\n'
     """
-    _atomic_write_text(path, "".join(json.dumps(dict(r)) + "\n" for r in history))
+    atomic_write_text(path, "".join(json.dumps(dict(r)) + "\n" for r in history))
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> bool:
-    """Loss, top-1 and learning rate against epoch as one PNG (matplotlib, Agg); False without matplotlib.
+    """Loss, top-1 and learning rate against epoch as one PNG, written atomically; False without matplotlib.
 
     >>> import tempfile, pathlib
     >>> h = [dict(epoch=e, train_loss=1.0 / e, val_loss=1.1 / e, train_top1=50 + e, val_top1=48 + e, lr=0.1 / e)
@@ -52,14 +44,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "
     >>> plot_curves(h, pathlib.Path(tempfile.mkdtemp()) / "curves.png")
     True
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "top1", "top-1 (%)")):
@@ -81,15 +70,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, path)
     return True
 
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+import pedconv
+from pedconv.tools.flops import profile_model
 from pedconv.training import compare
 
 TINY = ["--models", "cifar_resnet20", "pedconv_cifar_resnet20", "--seeds", "0", "--width", "4", "--epochs", "1",
@@ -31,8 +33,8 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     assert capsys.readouterr().out.count("(finished earlier)") == 2
     # A different recipe in the same folder is refused instead of mixing results.
     changed = [a if a != "256" else "512" for a in TINY]
-    with pytest.raises(SystemExit, match="different recipe"):
-        compare.main(["--preset", "quick", "--output", str(out), *changed])
+    assert compare.main(["--preset", "quick", "--output", str(out), *changed]) == 1
+    assert "different recipe" in capsys.readouterr().err
 
 
 def test_model_specs():
@@ -51,3 +53,25 @@ def test_cli_errors(capsys):
     assert "unknown model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         compare.build_parser().parse_args(["--preset", "nope"])
+
+
+@pytest.mark.usefixtures("fashion_mnist")
+def test_flops_are_counted_at_the_runs_image_size(tmp_path):
+    """`-- --img-size 32` trains at 32x32: the table's FLOPs are profile_model's at 32x32 (they were at 28x28),
+    also when the table is rebuilt from finished runs, including ones saved before result.json had input_size."""
+    out = tmp_path / "cmp"
+    argv = ["--models", "cifar_resnet20", "--seeds", "0", "--width", "4", "--epochs", "1", "--train-subset", "64",
+            "--val-subset", "32", "--batch-size", "32", "--output", str(out), "--", "--threads", "1",
+            "--img-size", "32"]
+    model = pedconv.create_model("cifar_resnet20", num_classes=10, in_chans=1, width=4)
+    at_32, at_28 = profile_model(model, (1, 1, 32, 32)).macs, profile_model(model, (1, 1, 28, 28)).macs
+    assert at_32 != at_28
+    assert compare.main(argv) == 0
+    assert json.loads((out / "compare.json").read_text())["rows"][0]["macs"] == at_32
+    result = out / "runs" / "cifar_resnet20" / "seed0" / "result.json"
+    record = json.loads(result.read_text())
+    assert record["input_size"] == [1, 32, 32]
+    del record["input_size"]  # as written by an older version: the size comes from the run's args.yaml
+    result.write_text(json.dumps(record))
+    assert compare.main(argv) == 0
+    assert json.loads((out / "compare.json").read_text())["rows"][0]["macs"] == at_32

@@ -1,0 +1,77 @@
+"""The errors pedconv reports to a user, in one place.
+
+Library code raises these; the command line (:mod:`pedconv.cli`) catches
+:class:`PedconvError` and prints its message as one line, ``pedconv <command>: error: ...``,
+with the exit status :attr:`PedconvError.exit_code`: 2 for a :class:`UsageError` (options
+that do not make sense, as argparse's own errors), 1 for a :class:`RunError` (a run that
+cannot go on: a missing or foreign file, a folder in use, data that do not fit).
+
+Every class here is also a :class:`ValueError`, as the errors it replaces were, so code
+that caught ``ValueError`` keeps working.
+
+>>> issubclass(ConfigError, UsageError), ConfigError.exit_code, CheckpointError.exit_code
+(True, 2, 1)
+>>> isinstance(TrainOptionsError("x"), TrainError), TrainOptionsError.exit_code
+(True, 2)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "CheckpointError",
+    "CompareError",
+    "ConfigError",
+    "DataError",
+    "EvalError",
+    "PedconvError",
+    "RunError",
+    "TrainError",
+    "TrainOptionsError",
+    "UsageError",
+]
+
+
+class PedconvError(ValueError):
+    """Base of the errors shown to a user without a traceback; ``exit_code`` is the CLI's exit status."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class UsageError(PedconvError):
+    """Options or arguments that do not make sense (exit status 2, like argparse's own errors)."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class RunError(PedconvError):
+    """A run that cannot start or go on: its files, folder, data or device (exit status 1)."""
+
+
+class ConfigError(UsageError):
+    """An invalid configuration file or mapping of options."""
+
+
+class TrainError(RunError):
+    """A ``pedconv train`` run that cannot start or go on (its folder, model or data)."""
+
+
+class TrainOptionsError(UsageError, TrainError):
+    """Invalid ``pedconv train`` options: a usage error, and a :class:`TrainError` for callers of ``train()``."""
+
+
+class CheckpointError(RunError):
+    """A checkpoint that cannot be read, or that does not belong to this run."""
+
+
+class EvalError(RunError):
+    """A ``pedconv eval`` request that cannot be carried out (model, weights and data do not fit)."""
+
+
+class CompareError(RunError):
+    """A ``pedconv compare`` folder that holds runs of another recipe."""
+
+
+class DataError(RunError):
+    """A dataset that cannot be used as asked (missing pieces, mismatched splits, corrupt files)."""

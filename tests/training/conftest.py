@@ -1,0 +1,71 @@
+"""Shared by the training tests: real Fashion-MNIST (skipped without it), the tiny run's
+settings, one tiny real run for the whole session, and the environment of a child process.
+
+Every training run uses one CPU thread per process (``threads=1``): on a small shared
+machine this is both the fastest setting and a fixed one, so runs compare bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pedconv.training.datasets import load_fashion_mnist
+from pedconv.training.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The small, fast setting shared by the run tests.
+TINY: dict[str, Any] = dict(model="pedconv_cifar_resnet20", model_kwargs={"width": 8}, train_subset=4000,
+                            val_subset=1000, batch_size=32, lr=1.6, warmup_epochs=0.2, epochs=2, threads=1, seed=0,
+                            quiet=True)
+
+
+def _have_fashion_mnist() -> bool:
+    try:
+        load_fashion_mnist(train=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> None:
+    """Skip the test without real Fashion-MNIST (``apt-get install dataset-fashion-mnist``)."""
+    if not _have_fashion_mnist():
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture
+def tiny() -> dict[str, Any]:
+    """The tiny run's options (a fresh copy)."""
+    return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: None) -> dict[str, Any]:
+    """250 steps of a width-8 PEDConv ResNet-20 on 4000 real Fashion-MNIST images (~25 s), run once."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    start = time.perf_counter()
+    result = train(dict(TINY, output=str(out)))
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """The environment of a ``python -m pedconv`` child: this checkout's sources, one thread."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    src = str(ROOT / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
+    return env
+
+
+@pytest.fixture
+def configs_dir() -> Path:
+    """The shipped YAML configs."""
+    return ROOT / "configs"

@@ -1,0 +1,66 @@
+"""`pedconv train` options: YAML configs under the flags, their errors, the shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import pedconv
+from pedconv.training.config import build_train_parser, load_yaml_config
+from pedconv.training.train import parse_args, resolve_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_config_precedence_and_merging(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 7\nlr: 1e-1\nweight_decay: 1e-4\nmodel_kwargs: {width: 8, rank: 2}\nnesterov: false\n")
+    a = parse_args(["--config", str(cfg), "--lr", "0.3", "--model-kwargs", "rank=4", "components=[gamma]"])
+    assert (a.epochs, a.lr, a.weight_decay, a.nesterov) == (7, 0.3, 1e-4, False)  # flags > YAML > defaults
+    assert a.model_kwargs == {"width": 8, "rank": 4, "components": ["gamma"]}
+    b = resolve_config({"config": str(cfg), "epochs": 2}, lr=0.05)
+    assert (b.epochs, b.lr, b.weight_decay) == (2, 0.05, 1e-4)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("learning_rate: 0.1\n", "unknown key 'learning_rate' (did you mean 'lr'?)"),
+    ("epochs: many\n", "epochs: invalid value 'many'"),
+    ("sched: linear\n", "'linear' is not one of cosine"),
+    ("amp: 1\n", "amp: expected true or false"),
+    ("- 1\n", "must be a mapping"),
+])
+def test_bad_config_files_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture, text: str,
+                                           message: str) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--config", str(cfg)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "bad.yaml" in err
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path: Path) -> None:
+    args = parse_args(["--config", str(path)])
+    assert args.model in pedconv.list_models()
+    raw = yaml.safe_load(path.read_text())
+    for key, value in raw.items():
+        assert getattr(args, key) == (pytest.approx(value) if isinstance(value, float) else value), key
+
+
+def test_paper_recipes_in_configs() -> None:
+    def load(name: str) -> dict:
+        return load_yaml_config(ROOT / "configs" / name, build_train_parser())
+
+    r = load("resnet_imagenet.yaml")
+    assert (r["lr"], r["batch_size"], r["epochs"], r["weight_decay"], r["momentum"], r["img_size"], r["data"]) == \
+        (0.512, 512, 120, 1e-4, 0.9, 224, "imagefolder")
+    m = load("mobilenet_imagenet.yaml")
+    assert (m["lr"], m["epochs"], m["weight_decay"], m["sched"]) == (0.1, 250, 4e-5, "cosine")
+    a = load("resnet18_authors.yaml")
+    assert (a["epochs"], a["mixup"], a["smoothing"], a["momentum"], a["weight_decay"], a["warmup_epochs"], a["lr"],
+            a["lr_base_batch"]) == (250, 0.2, 0.1, 0.875, 3.0517578125e-05, 8, 0.256, 256)
