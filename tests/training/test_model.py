@@ -3,8 +3,6 @@
 import pytest
 import torch
 
-import pedconv
-from pedconv.models import cifar_resnet
 from pedconv.training.model import ModelArgs, build_model
 
 
@@ -15,13 +13,3 @@ def test_build_model_passes_the_dataset_channels_where_the_builder_takes_them() 
     assert build_model("resnet18", 7, 1)[1].input_chans == 3  # torchvision: the batch is replicated to 3 channels
     with pytest.raises(ValueError, match="rejected its options"):
         build_model("cifar_resnet20", 10, 1, {"bogus": 1})
-
-
-def test_cifar_resnet_depths_and_conversion():
-    model = cifar_resnet(depth=20, width=16, in_chans=1)
-    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 19 + 2
-    converted = pedconv.convert(model, keep_shortcut=True)
-    assert sum(isinstance(m, pedconv.PEDConv2d) for m in converted.modules()) == 18
-    assert converted(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    with pytest.raises(ValueError, match="depth"):
-        cifar_resnet(depth=21)

@@ -309,7 +309,8 @@ class PEDConvBase(nn.Module):
         loss in training); ``None`` for any other batch."""
         if is_exporting() or x.shape[0] != 0:
             return None
-        self.last_infomax_loss = x.new_zeros((), dtype=torch.float32) if self.training and self.decoder is not None else None
+        recording = self.training and self.decoder is not None
+        self.last_infomax_loss = x.new_zeros((), dtype=torch.float32) if recording else None
         return F.conv2d(self.pad_input(x), self.weight, self.bias, self.stride, self._conv_padding, self.dilation,
                         self.groups)
 

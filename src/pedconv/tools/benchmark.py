@@ -159,8 +159,8 @@ def _layer_contestants(s: ConvShape, include_naive: bool) -> dict[str, nn.Module
         if strat == "loop" or (strat == "naive" and not include_naive):
             continue
         out[f"ped_{strat}"] = PEDConv2d.from_conv(static, strategy=strat)
-    out["condconv4"] = CondConv2d(*args, **kw, num_experts=4)  # type: ignore[arg-type]
-    out["dyconv4"] = DyConv2d(*args, **kw, num_kernels=4)  # type: ignore[arg-type]
+    out["condconv4"] = CondConv2d(*args, **kw, num_experts=4)
+    out["dyconv4"] = DyConv2d(*args, **kw, num_kernels=4)
     return out
 
 

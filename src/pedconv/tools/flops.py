@@ -128,7 +128,7 @@ def _rows(
     inside = {id(sub) for m in shapes for sub in m.modules() if sub is not m}
     rows, correction, dynamic = [], 0, 0
     for name, m in model.named_modules():
-        counted_layer = isinstance(m, (nn.Conv2d, nn.Linear)) or isinstance(m, CountsMacs)
+        counted_layer = isinstance(m, (nn.Conv2d, nn.Linear, CountsMacs))
         if id(m) in inside or not counted_layer:
             continue
         macs, shape = measured(m), shapes.get(m)

@@ -486,9 +486,9 @@ def make_loader(spec: DataSpec, dataset: Dataset, batch_sampler: Any, device: to
         seed: seeds a generator of the loader's own, so that it does not draw on the global torch RNG.
         persistent: keep the workers between epochs (a loader that is iterated again).
 
-    >>> spec = build_data("fashion_mnist", train_subset=64, val_subset=32)  # doctest: +SKIP
-    >>> x, y = next(iter(make_loader(spec, spec.val, ShardBatchSampler(32, 8), torch.device("cpu"))))  # doctest: +SKIP
-    >>> x.shape, x.dtype  # doctest: +SKIP
+    >>> spec = build_data("fashion_mnist", train_subset=64, val_subset=32)
+    >>> x, y = next(iter(make_loader(spec, spec.val, ShardBatchSampler(32, 8), torch.device("cpu"), workers=0)))
+    >>> x.shape, x.dtype
     (torch.Size([8, 1, 28, 28]), torch.uint8)
     """
     n = default_workers(spec.in_memory) if workers is None else workers

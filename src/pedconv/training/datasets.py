@@ -78,8 +78,8 @@ def load_fashion_mnist(
     downloads it into ``root``.
 
     Example:
-        >>> images, labels = load_fashion_mnist(train=False)  # doctest: +SKIP
-        >>> images.shape, labels.shape  # doctest: +SKIP
+        >>> images, labels = load_fashion_mnist(train=False)
+        >>> images.shape, labels.shape
         (torch.Size([10000, 28, 28]), torch.Size([10000]))
     """
     split = "train" if train else "t10k"

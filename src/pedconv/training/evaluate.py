@@ -145,8 +145,8 @@ def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
 
     >>> from pedconv.training import evaluate as ev
     >>> args = ev.build_parser().parse_args(["--model", "cifar_resnet20", "--val-subset", "64"])
-    >>> r = ev.evaluate_args(args)  # doctest: +SKIP
-    >>> sorted(r)[:4]  # doctest: +SKIP
+    >>> r = ev.evaluate_args(args)
+    >>> sorted(r)[:4]
     ['amp', 'batch_size', 'data', 'device']
     """
     _check_request(args)
@@ -180,9 +180,9 @@ def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
 def evaluate_model(**options: Any) -> dict[str, Any]:
     """Programmatic ``pedconv eval``: keyword options named like the flags.
 
-    >>> r = evaluate_model(checkpoint="runs/x/best.pt", val_subset=1000)  # doctest: +SKIP
-    >>> r["top1"]  # doctest: +SKIP
-    84.3
+    >>> r = evaluate_model(model="cifar_resnet20", val_subset=64)  # or checkpoint="runs/x/best.pt"
+    >>> 0.0 <= r["top1"] <= 100.0
+    True
     """
     args = build_parser().parse_args([])
     for k, v in options.items():
@@ -220,8 +220,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``pedconv eval`` entry point: exit status 0 ok, 1 error, 2 usage error.
 
-    >>> main(["--checkpoint", "/nonexistent.pt"])  # doctest: +SKIP
-    pedconv eval: error: checkpoint /nonexistent.pt does not exist
+    >>> main(["--checkpoint", "/nonexistent.pt"])  # stderr: pedconv eval: error: ... does not exist
     1
     """
     from ..cli import main as cli_main

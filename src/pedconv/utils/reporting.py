@@ -87,8 +87,8 @@ def save_figure(fig: Any, path: PathLike, dpi: int = 110) -> None:
 def machine_description() -> str:
     """One line naming the machine a measurement ran on: architecture, CPUs, torch and its threads.
 
-    >>> machine_description()  # doctest: +SKIP
-    'x86_64, 2 CPUs, torch 2.5.1, 2 threads'
+    >>> machine_description()  # doctest: +ELLIPSIS
+    '... CPUs, torch ..., ... threads'
     """
     import torch
 
