@@ -25,8 +25,10 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EvalError",
+    "FolderBusyError",
     "PedconvError",
     "RunError",
+    "RunInterrupted",
     "TrainError",
     "TrainOptionsError",
     "UsageError",
@@ -75,3 +77,21 @@ class CompareError(RunError):
 
 class DataError(RunError):
     """A dataset that cannot be used as asked (missing pieces, mismatched splits, corrupt files)."""
+
+
+class FolderBusyError(RunError):
+    """A run folder that another live process is writing (see :mod:`pedconv.utils.lock`)."""
+
+
+class RunInterrupted(RunError):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM after saving its state; the message says
+    how to resume. ``exit_code`` is the shell's convention, 128 + the signal number."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+    @property
+    def status(self) -> int:
+        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signal_number
