@@ -13,11 +13,21 @@ that caught ``ValueError`` keeps working.
 (True, 2, 1)
 >>> isinstance(TrainOptionsError("x"), TrainError), TrainOptionsError.exit_code
 (True, 2)
+
+An error raised inside a DataLoader worker process (a corrupt image) comes back to the main
+process with the worker's traceback as its message; the error keeps its own message and
+puts the traceback in ``worker_traceback``, so that it is still shown as one line:
+
+>>> e = DataError("Caught DataError in DataLoader worker process 0.\\nOriginal Traceback (most recent call last):\\n"
+...               "  File ...\\npedconv.errors.DataError: cannot read image a.jpg\\n")
+>>> str(e), e.worker_traceback.splitlines()[0]
+('cannot read image a.jpg', 'Caught DataError in DataLoader worker process 0.')
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import re
+from typing import ClassVar, Optional
 
 __all__ = [
     "CheckpointError",
@@ -35,10 +45,24 @@ __all__ = [
 ]
 
 
+# How torch.utils.data re-raises an exception of a worker process (``ExceptionWrapper.reraise``).
+_WORKER_MESSAGE = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
 class PedconvError(ValueError):
     """Base of the errors shown to a user without a traceback; ``exit_code`` is the CLI's exit status."""
 
     exit_code: ClassVar[int] = 1
+    worker_traceback: Optional[str] = None
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and _WORKER_MESSAGE.match(args[0]):
+            head = f"\n{type(self).__module__}.{type(self).__qualname__}: "
+            at = args[0].rfind(head)
+            if at >= 0:
+                self.worker_traceback = args[0]
+                args = (args[0][at + len(head):].rstrip("\n"),)
+        super().__init__(*args)
 
 
 class UsageError(PedconvError):

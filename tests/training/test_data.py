@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
+import pedconv.cli
 from pedconv.training.data import (
     BatchPreprocessor,
     DataSpec,
@@ -61,3 +66,22 @@ def test_train_and_eval_share_the_loader_defaults() -> None:
     assert make_loader(folder_like, ds, ShardBatchSampler(6, 4), torch.device("cpu")).num_workers == \
         default_workers(in_memory=False)
     assert make_loader(folder_like, ds, ShardBatchSampler(6, 4), torch.device("cpu"), workers=0).num_workers == 0
+
+
+def test_a_corrupt_image_is_one_line_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Read in a DataLoader worker process, a corrupt file still ends the run with one line that names it."""
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.full((12, 12, 3), 40 * i, dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    bad = root / "train" / "dog" / "2.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n but not an image")
+    rc = pedconv.cli.main(["train", "--model", "cifar_resnet20", "--model-kwargs", "width=4", "--data", "imagefolder",
+                           "--data-dir", str(root), "--img-size", "16", "--batch-size", "4", "--epochs", "1",
+                           "--workers", "1", "--threads", "1", "--quiet", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.strip()] == \
+        [f"pedconv train: error: cannot read image {bad} (UnidentifiedImageError)"], err
+    assert rc == 1

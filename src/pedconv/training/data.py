@@ -42,6 +42,7 @@ __all__ = [
     "TensorImageDataset",
     "build_data",
     "default_workers",
+    "load_image",
     "make_loader",
     "mix_seed",
 ]
@@ -342,6 +343,27 @@ def _fashion_mnist(data_dir: Optional[str], train: bool, download: bool) -> tupl
     return x.unsqueeze(1), y
 
 
+def load_image(path: str) -> Any:
+    """torchvision's ImageFolder loader (PIL, RGB), with an unreadable file named in a
+    :class:`~pedconv.errors.DataError` (raised in a loader worker, it still reaches the user as
+    one line naming the file: see :mod:`pedconv.errors`).
+
+    >>> import tempfile, pathlib
+    >>> bad = pathlib.Path(tempfile.mkdtemp()) / "0.jpg"; _ = bad.write_bytes(b"not an image")
+    >>> load_image(str(bad))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pedconv.errors.DataError: cannot read image .../0.jpg (UnidentifiedImageError)
+    """
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: unidentified, truncated or corrupt files
+        reason = type(e).__name__ + ("" if path in str(e) else f": {e}")  # PIL often names the file itself
+        raise DataError(f"cannot read image {path} ({reason})") from None
+
+
 def _imagefolder(data_dir: Optional[str], img_size: int, crop_pct: float, need_train: bool,
                  augment: bool) -> tuple[Optional[Dataset], Dataset, list[str]]:
     from torchvision import datasets, transforms
@@ -365,10 +387,10 @@ def _imagefolder(data_dir: Optional[str], img_size: int, crop_pct: float, need_t
         transforms.CenterCrop(img_size),
         transforms.PILToTensor(),
     ])
-    val = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+    val = datasets.ImageFolder(str(root / "val"), transform=val_tf, loader=load_image)
     if not need_train:
         return None, val, val.classes
-    train = datasets.ImageFolder(str(root / "train"), transform=train_tf if augment else val_tf)
+    train = datasets.ImageFolder(str(root / "train"), transform=train_tf if augment else val_tf, loader=load_image)
     if train.classes != val.classes:
         raise DataError(f"{root}/train and {root}/val have different class folders "
                          f"({len(train.classes)} vs {len(val.classes)} classes)")
