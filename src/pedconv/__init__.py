@@ -16,30 +16,55 @@ The package reads as the architecture:
 >>> model = pedconv.convert(torchvision.models.resnet18())
 >>> model.eval()(torch.randn(1, 3, 224, 224)).shape
 torch.Size([1, 1000])
+
+The names above are imported on first use (PEP 562), so that ``import pedconv`` and the
+command line's ``pedconv --help`` do not load torch; ``pedconv.__version__`` never does.
 """
 
-from .convert import CONV_KINDS, conv_kind, convert, select_convs
-from .execution import STRATEGIES, pedconv_conv2d
-from .method import (
-    ACTIVATIONS,
-    COMPONENTS,
-    INFOMAX_WEIGHT,
-    ComponentGenerator,
-    CPFactors,
-    PEDConv2d,
-    SpatialPEDConv2d,
-    compose_weight,
-    infomax_loss,
-    strip_infomax,
-)
-from .models import create_model, list_models, load_authors_checkpoint, register_model
-from .tools.flops import ModelProfile, profile_model
+from __future__ import annotations
 
-load_reference_checkpoint = load_authors_checkpoint
-"""The former name of :func:`load_authors_checkpoint` ("reference" now means the test
-oracles in :mod:`pedconv.testing` only); kept so that existing code keeps working."""
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it (imported when the name is first used).
+_EXPORTS = {
+    "CONV_KINDS": "convert", "conv_kind": "convert", "convert": "convert", "select_convs": "convert",
+    "STRATEGIES": "execution", "pedconv_conv2d": "execution",
+    "ACTIVATIONS": "method", "COMPONENTS": "method", "INFOMAX_WEIGHT": "method", "ComponentGenerator": "method",
+    "CPFactors": "method", "PEDConv2d": "method", "SpatialPEDConv2d": "method", "compose_weight": "method",
+    "infomax_loss": "method", "strip_infomax": "method",
+    "create_model": "models", "list_models": "models", "load_authors_checkpoint": "models", "register_model": "models",
+    "ModelProfile": "tools.flops", "profile_model": "tools.flops",
+}
+# Former names, kept so that existing code keeps working: "reference" now means the test
+# oracles in :mod:`pedconv.testing` only.
+_ALIASES = {"load_reference_checkpoint": "load_authors_checkpoint"}
+# Subpackages that ``import pedconv`` used to import, reachable as attributes as before.
+_SUBMODULES = ("baselines", "execution", "method", "models", "tools", "training")
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers
+    from .convert import CONV_KINDS, conv_kind, convert, select_convs
+    from .execution import STRATEGIES, pedconv_conv2d
+    from .method import (
+        ACTIVATIONS,
+        COMPONENTS,
+        INFOMAX_WEIGHT,
+        ComponentGenerator,
+        CPFactors,
+        PEDConv2d,
+        SpatialPEDConv2d,
+        compose_weight,
+        infomax_loss,
+        strip_infomax,
+    )
+    from .models import create_model, list_models, load_authors_checkpoint, register_model
+    from .tools.flops import ModelProfile, profile_model
+
+    load_reference_checkpoint = load_authors_checkpoint
 
 __all__ = [
     "ACTIVATIONS",
@@ -66,3 +91,34 @@ __all__ = [
     "select_convs",
     "strip_infomax",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use and keep the name here (PEP 562)."""
+    target = _ALIASES.get(name, name)
+    if target in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[target]}"), target)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_ALIASES, *_SUBMODULES})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: importing the submodule :mod:`pedconv.convert` (which the
+    import system records as the package attribute ``convert``) must not hide the function
+    :func:`pedconv.convert`, as it did not when the package imported everything up front."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

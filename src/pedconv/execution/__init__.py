@@ -10,6 +10,9 @@ The math itself (Eq. 1-7) lives in :mod:`pedconv.method`; the slow references th
 strategies are tested against live in :mod:`pedconv.testing`.
 """
 
+# The strategies use the math of pedconv.method (CPFactors, ...), whose layers use the
+# strategies: importing the method first makes either package importable on its own.
+from .. import method  # noqa: F401
 from .dispatch import STRATEGIES, Strategy, pedconv_conv2d, select_strategy
 from .geometry import ConvGeometry
 from .materialize import MAX_WEIGHT_ELEMENTS

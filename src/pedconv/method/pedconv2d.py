@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
-from ..execution import STRATEGIES, pedconv_conv2d
+from ..execution.dispatch import STRATEGIES, pedconv_conv2d
 from ..execution.geometry import conv_arguments
 from .base import PEDConvBase, PEDConvOptions, SigmaT
 from .cp import COMPONENTS, CPFactors, compose_weight

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
-from ..execution import spatial_depthwise_conv2d
 from ..execution.geometry import conv_arguments
+from ..execution.spatial import spatial_depthwise_conv2d
 from .base import PEDConvBase, PEDConvOptions, SigmaT
 from .cp import COMPONENTS, CPFactors
 
