@@ -10,7 +10,9 @@ the execution strategy's arrangement (e.g. forming the CP tensor of Eq. (2),
 layer's insides.
 
 Parameters are reported for deployment (info-max decoders excluded: they exist only in
-training) and for training.
+training) and for training. Every command states them the same way, through
+:func:`count_parameters` and :func:`parameter_summary` (``74.0k parameters (+5.1k info-max
+decoder, training only)``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from ..models.paper import PAPER_NUMBERS
 from ..utils.atomic import atomic_write_text
 from ..utils.reporting import csv_table, markdown_table
 
-__all__ = ["CountsMacs", "ModelProfile", "build_parser", "compare_to_paper", "main", "paper_table", "profile_model",
-           "run"]
+__all__ = ["CountsMacs", "ModelProfile", "build_parser", "compare_to_paper", "count_parameters", "format_count", "main",
+           "paper_table", "parameter_summary", "profile_model", "run"]
 
 
 @dataclass
@@ -101,10 +103,44 @@ def profile_model(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)
             h.remove()
     rows, total, dynamic = _rows(model, counter.get_flop_counts(), shapes)
     total += counter.get_total_flops() // 2
-    decoder_params = sum(_decoder_params(m) for m in model.modules())
-    params_train = sum(p.numel() for p in model.parameters())
-    return ModelProfile(params=params_train - decoder_params, params_train=params_train, macs=total,
+    params, decoder_params = count_parameters(model)
+    return ModelProfile(params=params, params_train=params + decoder_params, macs=total,
                         dynamic_macs=dynamic, input_size=tuple(input_size), layers=rows)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(deployable parameters, info-max decoder parameters)`` of ``model``: the decoders are
+    training-only (:func:`pedconv.strip_infomax` removes them), so they are counted apart.
+
+    >>> import pedconv
+    >>> count_parameters(pedconv.create_model("pedconv_cifar_resnet20", num_classes=10, in_chans=1, width=8))
+    (74012, 4872)
+    """
+    decoder = sum(_decoder_params(m) for m in model.modules())
+    return sum(p.numel() for p in model.parameters()) - decoder, decoder
+
+
+def format_count(n: float) -> str:
+    """A parameter or MAC count as the tables show it.
+
+    >>> format_count(512), format_count(73_993), format_count(11_689_512), format_count(4_130_000_000)
+    ('512', '74.0k', '11.69M', '4.13G')
+    """
+    for scale, unit, digits in ((1e9, "G", 2), (1e6, "M", 2), (1e3, "k", 1)):
+        if abs(n) >= scale:
+            return f"{n / scale:.{digits}f}{unit}"
+    return f"{n:.0f}"
+
+
+def parameter_summary(params: int, decoder: int = 0) -> str:
+    """How every command states a model's size: the deployable count, and the training-only
+    info-max decoders apart (as :func:`count_parameters` splits them).
+
+    >>> parameter_summary(74_012, 4_872), parameter_summary(68_576)
+    ('74.0k parameters (+4.9k info-max decoder, training only)', '68.6k parameters')
+    """
+    text = f"{format_count(params)} parameters"
+    return text + (f" (+{format_count(decoder)} info-max decoder, training only)" if decoder else "")
 
 
 def _decoder_params(m: nn.Module) -> int:
