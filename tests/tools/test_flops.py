@@ -11,7 +11,7 @@ import torch.nn as nn
 import pedconv
 import pedconv.baselines
 from pedconv.models import PAPER_NUMBERS
-from pedconv.tools.flops import CountsMacs, compare_to_paper
+from pedconv.tools.flops import CountsMacs, compare_to_paper, count_parameters, format_count, parameter_summary
 
 # Rows whose gap is documented in the README ("Profile"): not a tolerance failure.
 _KNOWN_GAPS = {
@@ -101,3 +101,16 @@ def test_every_dynamic_layer_reports_its_cost_above_a_static_conv(layer):
     static = m.static_macs((2, m.out_channels, 6, 6))
     assert static == 2 * 36 * m.out_channels * (8 // (8 if isinstance(m, pedconv.SpatialPEDConv2d) else 1)) * 9
     assert prof.macs > static and prof.dynamic_macs == prof.macs - static
+
+
+def test_one_parameter_count_for_every_command() -> None:
+    """train's start line, eval and compare state what profile_model counts: deployable, decoders apart."""
+    dynamic = pedconv.create_model("pedconv_cifar_resnet20", num_classes=10, in_chans=1, width=8)
+    prof = pedconv.profile_model(dynamic, (1, 1, 28, 28))
+    assert count_parameters(dynamic) == (prof.params, prof.params_train - prof.params)
+    assert parameter_summary(*count_parameters(dynamic)) == (
+        f"{format_count(prof.params)} parameters (+{format_count(prof.params_train - prof.params)} info-max decoder, "
+        "training only)")
+    static = pedconv.create_model("cifar_resnet20", num_classes=10, in_chans=1, width=8)
+    assert count_parameters(static)[1] == 0 and parameter_summary(*count_parameters(static)).endswith("k parameters")
+    assert count_parameters(pedconv.strip_infomax(dynamic)) == (prof.params, 0)

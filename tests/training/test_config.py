@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 import pedconv
+from pedconv.errors import TrainOptionsError
 from pedconv.training.config import build_train_parser, load_yaml_config
 from pedconv.training.train import parse_args, resolve_config
 
@@ -31,6 +32,10 @@ def test_config_precedence_and_merging(tmp_path: Path) -> None:
     ("sched: linear\n", "'linear' is not one of cosine"),
     ("amp: 1\n", "amp: expected true or false"),
     ("- 1\n", "must be a mapping"),
+    ("lr: -1\n", "lr: invalid value -1 (must be > 0, got -1.0)"),
+    ("lr: .nan\n", "lr: invalid value nan (must be a finite number, got nan)"),
+    ("momentum: 2\n", "momentum: invalid value 2 (must be in [0, 1), got 2.0)"),
+    ("decay_milestones: [30, -1]\n", "decay_milestones: invalid value -1 (must be >= 0, got -1.0)"),
 ])
 def test_bad_config_files_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture, text: str,
                                            message: str) -> None:
@@ -45,7 +50,7 @@ def test_bad_config_files_are_clear_errors(tmp_path: Path, capsys: pytest.Captur
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path: Path) -> None:
-    args = parse_args(["--config", str(path)])
+    args = parse_args(["--config", str(path), "--data-dir", "/data/imagenet"])  # the ImageFolder ones need it
     assert args.model in pedconv.list_models()
     raw = yaml.safe_load(path.read_text())
     for key, value in raw.items():
@@ -64,3 +69,17 @@ def test_paper_recipes_in_configs() -> None:
     a = load("resnet18_authors.yaml")
     assert (a["epochs"], a["mixup"], a["smoothing"], a["momentum"], a["weight_decay"], a["warmup_epochs"], a["lr"],
             a["lr_base_batch"]) == (250, 0.2, 0.1, 0.875, 3.0517578125e-05, 8, 0.256, 256)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"lr": -1}, "lr: invalid value -1 (must be > 0, got -1.0)"),
+    ({"clip_grad": 0}, "clip_grad: invalid value 0 (must be > 0, got 0.0)"),
+    ({"smoothing": 1.0}, "smoothing: invalid value 1.0 (must be in [0, 1), got 1.0)"),
+    ({"seed": -1}, "seed: invalid value -1 (must be >= 0, got -1)"),
+    ({"opt": "adamx"}, "--opt adamx: unknown optimizer"),
+])
+def test_train_refuses_out_of_range_options_as_the_command_line_does(options: dict, message: str) -> None:
+    """train() and YAML configs go through the options' own argparse types: the same ranges everywhere."""
+    with pytest.raises(TrainOptionsError) as e:
+        resolve_config(options)
+    assert message in str(e.value)

@@ -11,6 +11,7 @@ import torch
 import pedconv
 import pedconv.cli
 import pedconv.training.evaluate
+from pedconv.tools.flops import count_parameters, parameter_summary, profile_model
 from pedconv.training.checkpoint import load_training_checkpoint
 from pedconv.training.evaluate import build_parser
 
@@ -29,7 +30,15 @@ def test_eval_reproduces_the_run_metrics(tiny_run: dict, tmp_path: Path, capsys:
     assert result["images"] == 1000 and result["data"] == "fashion_mnist"
     assert result["params"] > 50_000 and result["macs"] > 1_000_000 and result["eval_images_per_s"] > 0
     assert result["input_size"] == [1, 28, 28]
-    assert "top-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "top-1" in out
+    # One parameter count everywhere (decoders apart): eval's line, the run's start line, the profiler's.
+    model = pedconv.create_model("pedconv_cifar_resnet20", num_classes=10, in_chans=1, width=8)
+    params, decoder = count_parameters(model)
+    assert params == result["params"] == profile_model(model, (1, 1, 28, 28)).params and decoder > 0
+    summary = parameter_summary(params, decoder)
+    assert f"params  {summary}   MACs" in out
+    assert f"pedconv_cifar_resnet20: {summary}, fashion_mnist" in (Path(tiny_run["output_dir"]) / "log.txt").read_text()
     # --model + --weights (a bare state dict) gives the same numbers.
     sd = tmp_path / "sd.pt"
     torch.save(load_training_checkpoint(best)["model"], sd)
@@ -50,6 +59,20 @@ def test_eval_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert err.startswith("pedconv eval: error: ") and err.count("\n") == 1  # torch's many lines, as one
     assert pedconv.training.evaluate.main(["--model", "cifar_resnet20", "--weights", str(tmp_path / "nope.pt")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["--data", "imagefolder"], 2, "--data imagefolder needs --data-dir DIR"),
+    (["--device", "tpu"], 2, "--device tpu: not a device"),
+    (["--batch-size", "0"], 2, "argument --batch-size: must be >= 1, got 0"),
+    (["--json", "/sys/pedconv-test/eval.json"], 1, "--json /sys/pedconv-test: cannot write in /sys"),
+])
+def test_eval_refuses_bad_options_before_loading(capsys: pytest.CaptureFixture, argv: list, status: int,
+                                                 message: str) -> None:
+    assert pedconv.cli.main(["eval", "--model", "cifar_resnet20", *argv]) == status
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pedconv eval: error: ") and message in lines[0], lines
+    assert lines[0].endswith("(see pedconv eval --help)") == (status == 2)
 
 
 def test_authors_arch_flag_and_its_former_name() -> None:

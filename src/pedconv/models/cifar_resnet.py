@@ -34,6 +34,8 @@ class CifarResNet(nn.Module):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 56, ...), got {depth}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_chans, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

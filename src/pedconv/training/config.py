@@ -23,6 +23,7 @@ import yaml
 from ..errors import ConfigError
 from ..utils.atomic import atomic_write_text
 from ..utils.kv import KeyValueError, parse_key_values
+from ..utils.options import non_negative, non_negative_int, number, positive, positive_int, probability
 from .data import DATASETS
 from .recipe import SCHEDULES
 
@@ -76,20 +77,6 @@ def add_model_kwargs_argument(group: Any, help: str) -> None:
                        help=help)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def add_data_arguments(p: argparse.ArgumentParser, defaults_from_checkpoint: bool = False) -> Any:
     """Dataset options shared by ``train`` and ``eval``; returns the argument group."""
     g = p.add_argument_group("data")
@@ -102,17 +89,17 @@ def add_data_arguments(p: argparse.ArgumentParser, defaults_from_checkpoint: boo
                         "train/ and val/")
     g.add_argument("--download", action="store_true",
                    help="download Fashion-MNIST/CIFAR with torchvision if missing")
-    g.add_argument("--val-subset", type=_positive_int, default=None,
+    g.add_argument("--val-subset", type=positive_int, default=None,
                    help="evaluate on a fixed seeded subset of N validation images")
-    g.add_argument("--subset-seed", type=int, default=None if defaults_from_checkpoint else 0,
+    g.add_argument("--subset-seed", type=non_negative_int, default=None if defaults_from_checkpoint else 0,
                    help="seed of the --train-subset/--val-subset choice (default: 0%s)"
                         % (", or the checkpoint's" if defaults_from_checkpoint else ""))
-    g.add_argument("--img-size", type=_positive_int, default=None,
+    g.add_argument("--img-size", type=positive_int, default=None,
                    help="input resolution (default: 28 Fashion-MNIST, 32 CIFAR, 224 ImageFolder; in-memory "
                         "datasets are resized on the device)")
-    g.add_argument("--crop-pct", type=float, default=0.875, help="ImageFolder validation: resize to img_size/crop_pct, "
-                   "then center-crop")
-    g.add_argument("--workers", type=int, default=None,
+    g.add_argument("--crop-pct", type=number(float, 0, 1, low_open=True), default=0.875,
+                   help="ImageFolder validation: resize to img_size/crop_pct, then center-crop")
+    g.add_argument("--workers", type=non_negative_int, default=None,
                    help="DataLoader worker processes (default: 0 for in-memory datasets, min(8, CPUs) for ImageFolder)")
     return g
 
@@ -133,60 +120,62 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argp
     add_model_kwargs_argument(g, "builder options, values parsed as YAML (e.g. width=8 rank=2 components=[gamma])")
 
     g = add_data_arguments(p)
-    g.add_argument("--train-subset", type=_positive_int, default=None,
+    g.add_argument("--train-subset", type=positive_int, default=None,
                    help="train on a fixed seeded subset of N images")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="training augmentation (in-memory datasets: random crop, padding 4, + horizontal flip; "
                         "ImageFolder: RandomResizedCrop + flip)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=_positive_int, default=10)
-    g.add_argument("--batch-size", type=_positive_int, default=128, help="images per process per forward pass")
-    g.add_argument("--val-batch-size", type=_positive_int, default=None, help="default: 2 x --batch-size")
-    g.add_argument("--grad-accum-steps", type=_positive_int, default=1,
+    g.add_argument("--epochs", type=positive_int, default=10)
+    g.add_argument("--batch-size", type=positive_int, default=128, help="images per process per forward pass")
+    g.add_argument("--val-batch-size", type=positive_int, default=None, help="default: 2 x --batch-size")
+    g.add_argument("--grad-accum-steps", type=positive_int, default=1,
                    help="micro-batches per optimizer step (global batch = batch-size x processes x this)")
     g.add_argument("--opt", default="sgd", help="timm optimizer name (sgd = SGD with momentum; adamw, lamb, ...)")
-    g.add_argument("--lr", type=float, default=0.1, help="learning rate for --lr-base-batch images per step")
+    g.add_argument("--lr", type=positive, default=0.1, help="learning rate for --lr-base-batch images per step")
     g.add_argument("--lr-scale", choices=("linear", "sqrt", "none"), default="linear",
                    help="scale --lr by (global batch / --lr-base-batch) (linear), its square root, or not at all")
-    g.add_argument("--lr-base-batch", type=_positive_int, default=256, help="reference batch of --lr")
-    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--lr-base-batch", type=positive_int, default=256, help="reference batch of --lr")
+    g.add_argument("--momentum", type=number(float, 0, 1, high_open=True), default=0.9)
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum (SGD)")
-    g.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
+    g.add_argument("--weight-decay", type=non_negative, default=5e-4)
     g.add_argument("--wd-norm-bias", action=argparse.BooleanOptionalAction, default=False,
                    help="also decay biases and normalisation parameters (default: they get no weight decay)")
     g.add_argument("--sched", choices=SCHEDULES, default="cosine", help="timm lr schedule, updated every step")
-    g.add_argument("--warmup-epochs", type=_non_negative_float, default=0.0,
+    g.add_argument("--warmup-epochs", type=non_negative, default=0.0,
                    help="linear warm-up length (may be fractional)")
-    g.add_argument("--warmup-lr", type=_non_negative_float, default=1e-5, help="lr at the start of the warm-up")
+    g.add_argument("--warmup-lr", type=non_negative, default=1e-5, help="lr at the start of the warm-up")
     g.add_argument("--warmup-prefix", action=argparse.BooleanOptionalAction, default=True,
                    help="warm-up first, then the schedule over the remaining epochs (default); with "
                         "--no-warmup-prefix the warm-up overlaps the start of the schedule (timm's default). With "
                         "the prefix, step/multistep milestones count from the end of the warm-up")
-    g.add_argument("--min-lr", type=_non_negative_float, default=0.0, help="final lr of cosine/poly/tanh")
-    g.add_argument("--decay-epochs", type=float, default=30.0, help="step schedule period")
-    g.add_argument("--decay-milestones", type=float, nargs="+", default=[30.0, 60.0, 80.0], help="multistep epochs")
-    g.add_argument("--decay-rate", type=float, default=0.1, help="step/multistep factor")
-    g.add_argument("--clip-grad", type=float, default=None, help="gradient clipping threshold (off by default)")
+    g.add_argument("--min-lr", type=non_negative, default=0.0, help="final lr of cosine/poly/tanh")
+    g.add_argument("--decay-epochs", type=positive, default=30.0, help="step schedule period")
+    g.add_argument("--decay-milestones", type=non_negative, nargs="+", default=[30.0, 60.0, 80.0],
+                   help="multistep epochs")
+    g.add_argument("--decay-rate", type=number(float, 0, 1, low_open=True), default=0.1, help="step/multistep factor")
+    g.add_argument("--clip-grad", type=positive, default=None, help="gradient clipping threshold (off by default)")
     g.add_argument("--clip-mode", choices=("norm", "value", "agc"), default="norm")
 
     g = p.add_argument_group("regularisation")
-    g.add_argument("--smoothing", type=_non_negative_float, default=0.0, help="label smoothing")
-    g.add_argument("--mixup", type=_non_negative_float, default=0.0, help="mixup alpha (0 = off)")
-    g.add_argument("--cutmix", type=_non_negative_float, default=0.0, help="cutmix alpha (0 = off)")
-    g.add_argument("--mixup-prob", type=float, default=1.0, help="probability of mixing a batch")
-    g.add_argument("--mixup-switch-prob", type=float, default=0.5, help="probability of cutmix when both are on")
+    g.add_argument("--smoothing", "--label-smoothing", type=number(float, 0, 1, high_open=True), default=0.0,
+                   help="label smoothing")
+    g.add_argument("--mixup", type=non_negative, default=0.0, help="mixup alpha (0 = off)")
+    g.add_argument("--cutmix", type=non_negative, default=0.0, help="cutmix alpha (0 = off)")
+    g.add_argument("--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch")
+    g.add_argument("--mixup-switch-prob", type=probability, default=0.5, help="probability of cutmix when both are on")
     g.add_argument("--mixup-mode", choices=("batch", "pair", "elem"), default="batch")
 
     g = p.add_argument_group("dynamic convolutions")
-    g.add_argument("--infomax-weight", type=_non_negative_float, default=None,
+    g.add_argument("--infomax-weight", type=non_negative, default=None,
                    help="lambda of the PEDConv info-max term (default: pedconv.INFOMAX_WEIGHT = 1e-3)")
-    g.add_argument("--dyconv-anneal-epochs", type=_non_negative_float, default=10.0,
+    g.add_argument("--dyconv-anneal-epochs", type=non_negative, default=10.0,
                    help="DY-Conv softmax temperature goes 30 -> 1 linearly over these epochs")
 
     g = p.add_argument_group("hardware and distribution")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads per process")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
     g.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU; float16 on CUDA by default)")
     g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and inputs")
@@ -204,13 +193,13 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argp
                    help="reuse a non-empty --output, replacing a previous run's files")
     g.add_argument("--resume", default=None, metavar="PATH|auto",
                    help="continue from a checkpoint (auto: <output>/last.pt if it exists)")
-    g.add_argument("--checkpoint-every-steps", type=_positive_int, default=None,
+    g.add_argument("--checkpoint-every-steps", type=positive_int, default=None,
                    help="also write last.pt every N optimizer steps (besides every epoch)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=non_negative_int, default=0)
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (warn-only), no cuDNN autotuning: an interrupted and resumed run "
                         "reproduces an uninterrupted one")
-    g.add_argument("--log-every", type=_positive_int, default=50, help="plain-log step period")
+    g.add_argument("--log-every", type=positive_int, default=50, help="plain-log step period")
     g.add_argument("--quiet", action="store_true", help="no progress output (log.txt still written)")
     return p
 

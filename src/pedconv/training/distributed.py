@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from ..errors import RunError
+from ..errors import RunError, UsageError
 from ..method.infomax import infomax_loss
 
 __all__ = ["DistEnv", "all_gather_object", "all_reduce_sum", "barrier", "broadcast_object", "cleanup",
@@ -51,17 +51,35 @@ class DistEnv:
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     """``"auto"`` is ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; anything else is parsed by torch.
 
+    Raises:
+        UsageError: not a device name (``--device tpu``).
+        RunError: a device this machine does not have (``--device cuda`` without CUDA, ``cuda:3``
+            with two GPUs, ``mps`` off a Mac).
+
     >>> resolve_device("cpu")
     device(type='cpu')
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    pedconv.errors.UsageError: --device tpu: not a device; use auto, cpu, cuda, cuda:N or mps
     """
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {spec}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return device
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+    if not getattr(backend, "is_available", lambda: False)():
+        raise RunError(f"--device {spec}: {device.type.upper()} is not available on this machine (use --device cpu)")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RunError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise RunError(f"--device {spec}: there is no CUDA device {device.index} (this machine has "
+                           f"{torch.cuda.device_count()})")
     return device
 
 

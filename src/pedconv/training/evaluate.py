@@ -27,10 +27,11 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError, EvalError
+from ..errors import CheckpointError, EvalError, UsageError
 from ..models.authors import AUTHORS_ARCHS, load_authors_checkpoint
-from ..tools.flops import profile_model
+from ..tools.flops import parameter_summary, profile_model
 from ..utils.atomic import atomic_write_text
+from ..utils.options import check_output_folder, positive_int
 from .checkpoint import model_from_checkpoint
 from .config import add_data_arguments, add_model_kwargs_argument
 from .data import BatchPreprocessor, DataSpec, ShardBatchSampler, build_data, make_loader
@@ -39,7 +40,8 @@ from .loop import evaluate
 from .model import ModelArgs, build_model
 from .recipe import amp_dtype
 
-__all__ = ["CheckpointError", "EvalError", "build_parser", "evaluate_args", "evaluate_model", "main", "run"]
+__all__ = ["CheckpointError", "EvalError", "build_parser", "evaluate_args", "evaluate_model", "main", "run",
+           "validate_args"]
 
 # Option names that were renamed: evaluate_model() still takes the old ones.
 _RENAMED = {"reference_arch": "authors_arch"}
@@ -65,9 +67,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--reference-arch", dest="authors_arch", choices=AUTHORS_ARCHS, help=argparse.SUPPRESS)
     add_data_arguments(p, defaults_from_checkpoint=True)
     g = p.add_argument_group("run")
-    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--batch-size", type=positive_int, default=256)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     g.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA by default)")
     g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
     g.add_argument("--channels-last", action="store_true")
@@ -83,6 +85,24 @@ def _check_request(args: argparse.Namespace) -> None:
         raise EvalError("--authors-arch needs --weights (the authors' checkpoint file)")
     if args.checkpoint is not None and (args.weights or args.model_kwargs):
         raise EvalError("--weights / --model-kwargs do not apply to --checkpoint (the model comes from the checkpoint)")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Refuse, before anything is loaded, a request that cannot work: :class:`~pedconv.errors.EvalError`
+    for a model/weights combination, :class:`~pedconv.errors.UsageError` for options that make no
+    sense, :class:`~pedconv.errors.RunError` for a device or a ``--json`` folder this machine does not have.
+
+    >>> validate_args(build_parser().parse_args(["--model", "cifar_resnet20", "--data", "imagefolder"]))
+    Traceback (most recent call last):
+    ...
+    pedconv.errors.UsageError: --data imagefolder needs --data-dir DIR (val/ holds one subfolder per class)
+    """
+    _check_request(args)
+    if args.data == "imagefolder" and not args.data_dir:
+        raise UsageError("--data imagefolder needs --data-dir DIR (val/ holds one subfolder per class)")
+    resolve_device(args.device)
+    if args.json:
+        check_output_folder(Path(args.json).parent, "--json")
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
@@ -149,7 +169,7 @@ def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
     >>> sorted(r)[:4]
     ['amp', 'batch_size', 'data', 'device']
     """
-    _check_request(args)
+    validate_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -199,8 +219,8 @@ def _print(result: dict[str, Any]) -> None:
              f"data    {result['data']}: {result['images']} validation images, input {result['input_size']}",
              f"top-1   {result['top1']:.2f}%   top-5 {result['top5']:.2f}%   loss {result['loss']:.4f}"]
     if "params" in result:
-        lines.append(f"params  {result['params'] / 1e6:.3f}M (with training-only decoders "
-                     f"{result['params_train'] / 1e6:.3f}M)   MACs {result['macs'] / 1e6:.1f}M per image")
+        summary = parameter_summary(result["params"], result["params_train"] - result["params"])
+        lines.append(f"params  {summary}   MACs {result['macs'] / 1e6:.1f}M per image")
     lines.append(f"speed   {result['eval_images_per_s']:.0f} images/s (batch {result['batch_size']}, {result['device']}"
                  f"{', amp' if result['amp'] else ''})")
     print("\n".join(lines))

@@ -57,7 +57,9 @@ def build_model(name: str, num_classes: int, in_chans: int, model_kwargs: dict[s
     """``pedconv.create_model(name, num_classes=..., in_chans=..., **model_kwargs)`` with channel fallback.
 
     Raises:
-        ValueError: unknown model (with close matches), or options the builder rejects.
+        ValueError: unknown model (with close matches), or options the builder rejects (its
+            ValueError, TypeError, AssertionError or RuntimeError, e.g. a negative width), with
+            the model and the options named.
 
     >>> model, margs = build_model("cifar_resnet20", 10, 1, {"width": 8})
     >>> margs.kwargs, margs.input_chans
@@ -79,7 +81,7 @@ def build_model(name: str, num_classes: int, in_chans: int, model_kwargs: dict[s
     for kw in candidates:
         try:
             model = create_model(name, num_classes=num_classes, **kw)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, AssertionError, RuntimeError) as e:
             error = e
             if "in_chans" in kw and "in_chans" not in kwargs and "in_chans" in str(e):
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import math
 from typing import Any, Optional
 
@@ -23,14 +24,14 @@ import torch
 import torch.nn as nn
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, list_optimizers
 from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 
-from ..errors import RunError
+from ..errors import RunError, UsageError
 
-__all__ = ["SCHEDULES", "autocast", "build_criterion", "build_optimizer", "build_scheduler", "effective_lr",
-           "grad_scaler"]
+__all__ = ["SCHEDULES", "autocast", "build_criterion", "build_optimizer", "build_scheduler", "check_optimizer",
+           "effective_lr", "grad_scaler"]
 
 SCHEDULES = ("cosine", "step", "multistep", "poly", "tanh")
 
@@ -45,6 +46,26 @@ def effective_lr(lr: float, global_batch: int, base_batch: int = 256, scale: str
         return lr
     ratio = global_batch / base_batch
     return lr * (ratio if scale == "linear" else math.sqrt(ratio))
+
+
+def check_optimizer(name: str) -> None:
+    """Raise :class:`~pedconv.errors.UsageError` unless ``name`` is in timm's optimizer registry
+    (optionally with timm's ``lookahead_`` prefix); the message suggests close names.
+
+    >>> check_optimizer("lookahead_adamw")
+    >>> check_optimizer("adamx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pedconv.errors.UsageError: --opt adamx: unknown optimizer; did you mean 'adamax', 'adam' or 'radam'? ...
+    """
+    parts = name.lower().split("_")
+    known = list_optimizers()
+    if parts[-1] in known and (len(parts) == 1 or (len(parts) == 2 and parts[0] == "lookahead")):
+        return
+    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)
+    hint = ("did you mean " + " or ".join(", ".join(repr(c) for c in close).rsplit(", ", 1)) + "? ") if close else ""
+    raise UsageError(f"--opt {name}: unknown optimizer; {hint}(the names are timm.optim.list_optimizers(), e.g. "
+                     "sgd, adamw, lamb)")
 
 
 def build_optimizer(model: nn.Module, args: argparse.Namespace, lr: float) -> torch.optim.Optimizer:

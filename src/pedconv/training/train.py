@@ -53,10 +53,12 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError, TrainError, TrainOptionsError
+from ..errors import ConfigError, RunError, TrainError, TrainOptionsError, UsageError
 from ..method.infomax import INFOMAX_WEIGHT
 from ..models import model_entrypoint
+from ..tools.flops import count_parameters, parameter_summary
 from ..utils.atomic import remove_leftover_temps
+from ..utils.options import check_output_folder
 from .checkpoint import (
     CheckpointSaver,
     RunLayout,
@@ -79,10 +81,19 @@ from .distributed import (
     cleanup,
     init_distributed,
     needs_find_unused_parameters,
+    resolve_device,
 )
 from .loop import EpochSums, Trainer, evaluate
 from .model import ModelArgs, build_model
-from .recipe import amp_dtype, build_criterion, build_optimizer, build_scheduler, effective_lr, grad_scaler
+from .recipe import (
+    amp_dtype,
+    build_criterion,
+    build_optimizer,
+    build_scheduler,
+    check_optimizer,
+    effective_lr,
+    grad_scaler,
+)
 from .report import Reporter, plot_curves, write_metrics
 
 __all__ = ["ARTIFACTS", "TrainError", "TrainOptionsError", "build_parser", "config_layer", "main", "parse_args",
@@ -106,7 +117,11 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
 
 
 def validate_args(args: argparse.Namespace) -> None:
-    """Raise :class:`~pedconv.errors.TrainOptionsError` for options that cannot work together.
+    """Refuse, before anything is loaded, options that cannot work: :class:`~pedconv.errors.TrainOptionsError`
+    (a usage error) for options that do not make sense or do not work together,
+    :class:`~pedconv.errors.TrainError` for a device or an output folder this machine does not have.
+
+    (Each option's own range is checked by its argparse ``type``, for YAML configs too.)
 
     >>> validate_args(build_parser().parse_args(["--resume", "auto"]))
     Traceback (most recent call last):
@@ -115,8 +130,16 @@ def validate_args(args: argparse.Namespace) -> None:
     """
     try:
         model_entrypoint(args.model)
+        check_optimizer(args.opt)
     except ValueError as e:
         raise TrainOptionsError(str(e)) from None
+    if not isinstance(args.model_kwargs, dict):
+        raise TrainOptionsError(f"model_kwargs must be a mapping, got {args.model_kwargs!r}")
+    _check_combinations(args)
+    _check_machine(args)
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
     if (args.mixup > 0 or args.cutmix > 0) and args.batch_size % 2:
         raise TrainOptionsError(f"mixup/cutmix need an even --batch-size (timm Mixup pairs samples), got "
                                 f"{args.batch_size}")
@@ -126,10 +149,34 @@ def validate_args(args: argparse.Namespace) -> None:
         raise TrainOptionsError(f"--resume {args.resume}: no such checkpoint file")
     if args.warmup_epochs > args.epochs:
         raise TrainOptionsError(f"--warmup-epochs {args.warmup_epochs} is longer than --epochs {args.epochs}")
-    if args.workers is not None and args.workers < 0:
-        raise TrainOptionsError(f"--workers must be >= 0, got {args.workers}")
-    if not isinstance(args.model_kwargs, dict):
-        raise TrainOptionsError(f"model_kwargs must be a mapping, got {args.model_kwargs!r}")
+    if args.data == "imagefolder" and not args.data_dir:
+        raise TrainOptionsError("--data imagefolder needs --data-dir DIR (the folder holding train/ and val/ with "
+                                "one subfolder per class)")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    step = args.batch_size * processes * args.grad_accum_steps
+    if args.train_subset is not None and args.train_subset < step:
+        raise TrainOptionsError(
+            f"--train-subset {args.train_subset} is smaller than one optimizer step of {step} images (--batch-size "
+            f"{args.batch_size} x {processes} process(es) x --grad-accum-steps {args.grad_accum_steps}); use a "
+            "smaller --batch-size or a larger --train-subset")
+
+
+def _check_machine(args: argparse.Namespace) -> None:
+    """The device exists here and the run folder can be written (before the data are loaded)."""
+    try:
+        resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    except UsageError as e:
+        raise TrainOptionsError(str(e)) from None
+    if args.output is not None:
+        folder = Path(args.output)
+    elif args.resume not in (None, "auto"):
+        folder = Path(args.resume).parent
+    else:
+        folder = Path("runs")
+    try:
+        check_output_folder(folder)
+    except RunError as e:
+        raise TrainError(str(e)) from None
 
 
 def _previous_args_yaml(resume: Optional[str], output: Optional[str]) -> Optional[Path]:
@@ -412,19 +459,20 @@ def _announce(parts: _Parts, args: argparse.Namespace, env: DistEnv, out: Path, 
               progress: RunProgress, find_unused: bool, reporter: Reporter) -> None:
     """Write ``args.yaml`` (and a resumed run's ``metrics.jsonl``) and describe the run."""
     layout = parts.layout
+    params, decoder = count_parameters(parts.module)  # deployable, as pedconv.profile_model and compare count
     info = {"processes": env.world_size, "device": str(env.device), "global_batch": layout.global_batch,
             "effective_lr": parts.lr, "steps_per_epoch": layout.steps_per_epoch,
             "train_images": parts.spec.num_train, "val_images": parts.spec.num_val,
-            "model_args": parts.margs.as_dict(), "torch": str(torch.__version__)}
+            "model_args": parts.margs.as_dict(), "params": params, "infomax_decoder_params": decoder,
+            "torch": str(torch.__version__)}
     if env.is_main:
         write_args_yaml(config, out / "args.yaml", info)
         if progress.history:
             write_metrics(progress.history, out / "metrics.jsonl")
-    params = sum(p.numel() for p in parts.module.parameters())
-    reporter.info(f"{args.model}: {params / 1e6:.3f}M parameters, {parts.spec.name} {parts.spec.num_train} train / "
-                  f"{parts.spec.num_val} val images, {env.world_size} process(es) on {env.device}, global batch "
-                  f"{layout.global_batch}, lr {parts.lr:.4g}, {layout.steps_per_epoch} steps/epoch x {args.epochs} "
-                  "epochs" + (", DDP find_unused_parameters" if find_unused else "") + f" -> {out}")
+    reporter.info(f"{args.model}: {parameter_summary(params, decoder)}, {parts.spec.name} {parts.spec.num_train} "
+                  f"train / {parts.spec.num_val} val images, {env.world_size} process(es) on {env.device}, global "
+                  f"batch {layout.global_batch}, lr {parts.lr:.4g}, {layout.steps_per_epoch} steps/epoch x "
+                  f"{args.epochs} epochs" + (", DDP find_unused_parameters" if find_unused else "") + f" -> {out}")
 
 
 # ----------------------------------------------------------------------------- the epochs
@@ -568,9 +616,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``pedconv train`` entry point: the exit status (0 ok, 1 error, 2 usage error, 130 interrupted).
 
-    >>> main(["--model", "resnet_20"])  # stderr: usage, then "error: unknown model 'resnet_20'; did you mean ..."
-    Traceback (most recent call last):
-    SystemExit: 2
+    >>> main(["--model", "resnet_20"])  # stderr: one line, "... error: unknown model 'resnet_20'; did you mean ..."
+    2
     """
     from ..cli import main as cli_main
 
