@@ -1,12 +1,22 @@
 """pedconv compare: a tiny real run, resumption by skipping finished runs, and its errors."""
 
+import io
 import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 import pedconv
-from pedconv.tools.flops import profile_model
+import pedconv.training.train
+from pedconv.cli import parse_args
+from pedconv.tools.flops import format_count, profile_model
 from pedconv.training import compare
+from pedconv.utils.lock import FolderLock
 
 TINY = ["--models", "cifar_resnet20", "pedconv_cifar_resnet20", "--seeds", "0", "--width", "4", "--epochs", "1",
         "--train-subset", "256", "--val-subset", "200", "--batch-size", "64", "--", "--threads", "1"]
@@ -15,11 +25,21 @@ TINY = ["--models", "cifar_resnet20", "pedconv_cifar_resnet20", "--seeds", "0", 
 def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert compare.main(["--preset", "quick", "--output", str(out), *TINY]) == 0
+    shown = capsys.readouterr().out
     table = (out / "compare.md").read_text()
     assert "| cifar_resnet20 |" in table and "| pedconv_cifar_resnet20 |" in table
     data = json.loads((out / "compare.json").read_text())
     rows = {r["model"]: r for r in data["rows"]}
     assert rows["pedconv_cifar_resnet20"]["params"] > rows["cifar_resnet20"]["params"]
+    # One seed: the mean alone (its spread is unknown, not 0.00).
+    assert "±" not in table.split("\n", 2)[2] and rows["cifar_resnet20"]["top1_std"] is None
+    assert f"| {rows['cifar_resnet20']['top1_mean']:.2f} | 1 |" in table
+    # Progress while it runs (not a terminal: a line per epoch, with the runs done and the time left).
+    assert "compare: run 1/2 cifar_resnet20 seed 0: epoch 1/1, val top-1 " in shown
+    assert "compare: run 2/2 pedconv_cifar_resnet20 seed 0: epoch 1/1" in shown and "; 1/2 runs done, " in shown
+    # The table's parameter count is the one the run announced (decoders apart).
+    log = (out / "runs" / "pedconv_cifar_resnet20" / "seed0" / "log.txt").read_text()
+    assert f"pedconv_cifar_resnet20: {format_count(rows['pedconv_cifar_resnet20']['params'])} parameters (+" in log
     assert rows["pedconv_cifar_resnet20"]["macs"] > rows["cifar_resnet20"]["macs"]
     assert all(0.0 <= r["top1_mean"] <= 100.0 and r["train_images_per_s"] > 0 for r in data["rows"])
     assert data["meta"]["recipe"]["epochs"] == 1 and data["meta"]["extra_train_options"] == ["--threads", "1"]
@@ -27,7 +47,6 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     for model in ("cifar_resnet20", "pedconv_cifar_resnet20"):
         run = out / "runs" / model / "seed0"
         assert (run / "result.json").is_file() and (run / "metrics.jsonl").is_file() and (run / "last.pt").is_file()
-    capsys.readouterr()
     # Same command again: nothing is retrained, the table is rebuilt from the saved results.
     assert compare.main(["--preset", "quick", "--output", str(out), *TINY]) == 0
     assert capsys.readouterr().out.count("(finished earlier)") == 2
@@ -75,3 +94,119 @@ def test_flops_are_counted_at_the_runs_image_size(tmp_path):
     result.write_text(json.dumps(record))
     assert compare.main(argv) == 0
     assert json.loads((out / "compare.json").read_text())["rows"][0]["macs"] == at_32
+
+
+def _one_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "512", "--train-subset", "100"], "--train-subset 100 is smaller than one optimizer step of 512"),
+    (["--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["--data", "imagefolder"], "--data imagefolder needs --data-dir DIR"),
+    (["--", "--lr", "-1"], "pedconv train: error: argument --lr: must be > 0, got -1.0"),
+])
+def test_bad_options_are_refused_before_any_run(tmp_path, capsys, argv, message):
+    assert compare.main(["--output", str(tmp_path / "c"), *argv]) == 2
+    assert message in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_second_comparison_on_the_same_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    with FolderLock(out, "pedconv compare"):  # held as a running `pedconv compare` holds it
+        assert compare.main(["--output", str(out), *TINY]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"pedconv compare: error: {out} is in use by another pedconv compare: pid {os.getpid()}")
+    assert not (out / "runs").exists()
+
+
+def _fake_train(interrupt):
+    """train() that finishes the first run and is interrupted in the second."""
+    calls = []
+
+    def fake(config):
+        calls.append(config)
+        if len(calls) == 2:
+            interrupt()
+        final = {"val_top1": 50.0, "train_images_per_s": 1.0, "eval_images_per_s": 1.0}
+        return {"final": final, "best_top1": 50.0, "history": [final], "model_args": {}, "input_size": [1, 28, 28]}
+    return fake
+
+
+def _keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+def _sigterm():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler raises before this ends
+
+
+@pytest.mark.parametrize("interrupt, status, name", [(_keyboard_interrupt, 130, "SIGINT"), (_sigterm, 143, "SIGTERM")])
+def test_an_interrupted_comparison_says_how_to_continue(tmp_path, capsys, monkeypatch, interrupt, status, name):
+    monkeypatch.setattr(pedconv.training.train, "train", _fake_train(interrupt))
+    out = tmp_path / "cmp"
+    argv = ["--output", str(out), *TINY]
+    assert compare.main(argv) == status
+    line = _one_line(capsys.readouterr().err)
+    head = (f"pedconv compare: interrupted by {name} in run 2/2 (pedconv_cifar_resnet20 seed 0); finished runs are "
+            "kept and an interrupted run continues from its last checkpoint. Resume with: ")
+    assert line.startswith(head), line
+    command = shlex.split(line[len(head):])
+    assert command[:2] == ["pedconv", "compare"]
+    assert vars(parse_args(command[1:])) == vars(parse_args(["compare", *argv]))  # the same comparison
+    assert (out / "runs" / "cifar_resnet20" / "seed0" / "result.json").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_progress_bar_names_the_run_and_its_epoch(tmp_path):
+    """On a terminal: one bar over the epochs left to train, with the current run and epoch in it."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    second.mkdir()
+    (second / "metrics.jsonl").write_text('{"epoch": 1}\n')  # an interrupted run: 1 of its 2 epochs done
+    stream, lines = io.StringIO(), io.StringIO()
+    progress = compare.CompareProgress([("a seed 0", first), ("b seed 0", second)], epochs=2, stream=stream,
+                                       out=lines, use_tqdm=True, interval=0.05)
+    assert progress.todo == 3 and progress.where() == "after 0 of 2 runs"
+    with progress.watch(0):
+        first.mkdir()
+        (first / "metrics.jsonl").write_text('{"epoch": 1}\n')
+        time.sleep(0.3)  # the follower thread sees it
+        assert progress.trained == 1 and "run 1/2 a seed 0: epoch 1/2" in stream.getvalue()
+        assert progress.where() == "in run 1/2 (a seed 0)"
+    progress.run_done("  a: done")
+    progress.close()
+    assert "1/3" in stream.getvalue() and lines.getvalue() == "  a: done\n"
+
+
+@pytest.mark.usefixtures("fashion_mnist")
+def test_ctrl_c_in_a_real_comparison_then_the_printed_command_finishes_it(tmp_path, subprocess_env):
+    """Ctrl-C (SIGINT) while a real `pedconv compare` trains: exit 130 and one line whose command continues it."""
+    out = tmp_path / "cmp"
+    argv = ["--models", "cifar_resnet20", "--seeds", "0", "1", "--width", "4", "--epochs", "4", "--train-subset",
+            "512", "--val-subset", "100", "--batch-size", "64", "--output", str(out), "--", "--threads", "1"]
+    python = [sys.executable, "-m", "pedconv"]
+    proc = subprocess.Popen([*python, "compare", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        for line in proc.stdout:  # the first epoch of the first run is done: interrupt the training
+            if line.startswith("compare: run 1/2"):
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    line = _one_line(err)
+    assert line.startswith("pedconv compare: interrupted by SIGINT in run "), line
+    command = shlex.split(line.split("Resume with: ", 1)[1])
+    assert command[:2] == ["pedconv", "compare"]
+    again = subprocess.run([*python, *command[1:]], capture_output=True, text=True, env=subprocess_env, cwd=tmp_path,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "compare.json").read_text())["rows"][0]["seeds"] == [0, 1]
+    assert len((out / "runs" / "cifar_resnet20" / "seed0" / "metrics.jsonl").read_text().splitlines()) == 4

@@ -17,31 +17,45 @@ and resumes interrupted ones from their last checkpoint, so a long study can be 
 continued at any time. The table (params, FLOPs from :func:`pedconv.profile_model`, top-1
 mean ± std over seeds, train and eval images/s) is written as ``compare.md``,
 ``compare.json`` and ``compare.png``.
+
+While it runs, a bar across all runs (a terminal) or one line per trained epoch (a log)
+shows the run, its epoch and the time left. One comparison writes a folder at a time (a
+second one on the same ``--output`` is refused, naming the first). Ctrl-C or SIGTERM stops
+it with one line that names the interrupted run and the command that continues it
+(exit status 130 / 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
+import shlex
+import signal
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 import yaml
 
-from ..errors import CompareError, UsageError
+from ..errors import CompareError, RunInterrupted, TrainOptionsError, UsageError
+from ..tools.flops import format_count, profile_model
 from ..utils.atomic import atomic_write_text, remove_leftover_temps
 from ..utils.kv import KeyValueError, parse_key_values
+from ..utils.lock import FolderLock
+from ..utils.options import check_output_folder, non_negative_int, positive, positive_int
 from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
+from .data import DATASETS
 
-__all__ = ["PRESETS", "ModelSpec", "build_parser", "main", "markdown", "parse_spec", "plot", "run", "run_compare",
-           "summarize"]
+__all__ = ["PRESETS", "CompareProgress", "ModelSpec", "build_parser", "main", "markdown", "parse_spec", "plot", "run",
+           "run_compare", "summarize", "validate_args"]
 
 _SMALL = ["cifar_resnet20", "pedconv_cifar_resnet20", "condconv_cifar_resnet20", "dyconv_cifar_resnet20"]
 
@@ -76,6 +90,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # What a comparison writes in its output folder.
 _REPORTS = ("compare.md", "compare.json", "compare.png")
+# A run's epoch records, rewritten by `pedconv train` after every epoch.
+_METRICS = "metrics.jsonl"
 # The image size of the in-memory datasets when a run has no --img-size.
 _IMAGE_SIZE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32}
 
@@ -131,10 +147,11 @@ def parse_spec(text: str) -> ModelSpec:
     return ModelSpec(name.strip(), kwargs)
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def _mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
+    """Mean and sample std; the std of one value is None (unknown, not 0)."""
     if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+        return math.nan, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def _recipe(args: argparse.Namespace, preset: dict[str, Any]) -> dict[str, Any]:
@@ -151,9 +168,11 @@ def _train_options(spec: ModelSpec, extra: list[str]) -> dict[str, Any]:
     """The options that ``extra`` (the `pedconv train` flags after ``--``) set for this model."""
     if not extra:
         return {}
-    from .train import parse_args
+    from ..cli import parse_args
 
-    plain, with_extra = vars(parse_args(["--model", spec.name])), vars(parse_args(["--model", spec.name, *extra]))
+    # Not validated here: validate_args checks each run's options as a whole.
+    plain, with_extra = (vars(parse_args(["train", "--model", spec.name, *more], validate=False))
+                         for more in ([], extra))
     return {k: v for k, v in with_extra.items() if plain.get(k) != v and k != "command"}
 
 
@@ -163,6 +182,17 @@ def _saved_input_size(folder: Path, record: dict[str, Any], data: str) -> list[i
     saved = yaml.safe_load(args_yaml.read_text()) if args_yaml.is_file() else {}
     size = (saved or {}).get("img_size") or _IMAGE_SIZE.get(data, 224)
     return [record["model_args"]["input_chans"], size, size]
+
+
+def _run_config(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
+                folder: Path, quiet: bool) -> dict[str, Any]:
+    """The `pedconv train` options of one (model, seed) run."""
+    kwargs = dict(spec.kwargs)
+    if width is not None:
+        kwargs.setdefault("width", width)
+    # Precedence: train defaults < the recipe < options after `--` < this run's identity.
+    return {**recipe, **_train_options(spec, extra), "model": spec.name, "model_kwargs": kwargs, "seed": seed,
+            "output": str(folder), "resume": "auto", "quiet": quiet}
 
 
 def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
@@ -180,13 +210,7 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
                                "use another --output or delete that folder")
         record.setdefault("input_size", _saved_input_size(folder, record, recipe["data"]))
         return record
-    kwargs = dict(spec.kwargs)
-    if width is not None:
-        kwargs.setdefault("width", width)
-    # Precedence: train defaults < the recipe < options after `--` < this run's identity.
-    config = {**recipe, **_train_options(spec, extra), "model": spec.name, "model_kwargs": kwargs, "seed": seed,
-              "output": str(folder), "resume": "auto", "quiet": quiet}
-    result = train(config)
+    result = train(_run_config(spec, seed, width, recipe, extra, folder, quiet))
     record = {
         "identity": identity,
         "model": spec.label,
@@ -204,7 +228,6 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
 def _profile(record: dict[str, Any]) -> tuple[int, int]:
     """Parameters and MACs of a run's model at the input size the run used."""
     from ..models import create_model
-    from ..tools.flops import profile_model
 
     margs = record["model_args"]
     model = create_model(margs["name"], num_classes=margs["num_classes"], **margs["kwargs"])
@@ -233,9 +256,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison table in markdown."""
     header = ["model", "params", "FLOPs (MACs)", "top-1 (%) mean ± std", "seeds", "train img/s", "eval img/s"]
     return markdown_table(header, [
-        [r["model"], f"{r['params'] / 1e3:.1f}k", f"{r['macs'] / 1e6:.2f}M",
-         f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}", len(r["seeds"]), f"{r['train_images_per_s']:.0f}",
-         f"{r['eval_images_per_s']:.0f}"] for r in rows])
+        [r["model"], format_count(r["params"]), f"{r['macs'] / 1e6:.2f}M", _top1(r), len(r["seeds"]),
+         f"{r['train_images_per_s']:.0f}", f"{r['eval_images_per_s']:.0f}"] for r in rows])
+
+
+def _top1(row: dict[str, Any]) -> str:
+    """``mean ± std``, or the mean alone for one seed (its spread is unknown, not zero)."""
+    mean, std = row["top1_mean"], row.get("top1_std")
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
@@ -245,8 +273,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
         return None
     labels = [r["model"].replace("_cifar_resnet20", "").replace(":", "\n") for r in rows]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(rows) + 4), 4))
-    a1.bar(labels, [r["top1_mean"] for r in rows], yerr=[r["top1_std"] for r in rows], capsize=4, color="tab:blue")
-    lo = min(r["top1_mean"] - r["top1_std"] for r in rows)
+    stds = [r.get("top1_std") or 0.0 for r in rows]
+    a1.bar(labels, [r["top1_mean"] for r in rows], yerr=stds, capsize=4, color="tab:blue")
+    lo = min(r["top1_mean"] - std for r, std in zip(rows, stds))
     a1.set_ylim(max(0.0, lo - 2.0), 100.0)
     a1.set_ylabel("val top-1 (%)")
     a2.bar(labels, [r["train_images_per_s"] for r in rows], color="tab:orange")
@@ -271,14 +300,15 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                         "~1 h each")
     p.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
     p.add_argument("--models", nargs="+", default=None, metavar="SPEC", help="NAME[:key=value...] (default: preset's)")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: preset's")
-    p.add_argument("--width", type=int, default=None, help="base width passed to every model (default: preset's)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--val-subset", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--data", default="fashion_mnist", help="fashion_mnist (default, offline), cifar10, cifar100")
+    p.add_argument("--seeds", nargs="+", type=non_negative_int, default=None, help="default: preset's")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="base width passed to every model (default: preset's)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="default: preset's")
+    p.add_argument("--train-subset", type=positive_int, default=None, help="default: preset's")
+    p.add_argument("--val-subset", type=positive_int, default=None, help="default: preset's")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: preset's")
+    p.add_argument("--lr", type=positive, default=None, help="lr per 256 images (default: preset's)")
+    p.add_argument("--data", choices=DATASETS, default="fashion_mnist", help="dataset (fashion_mnist: offline)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output", type=Path, default=None,
                    help="default: runs/compare-<preset> (the published tables: results/compare-<preset>)")
@@ -288,46 +318,287 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     return p
 
 
+@dataclass
+class _Plan:
+    """What a comparison does, from its options: the runs, their shared recipe, the folder."""
+
+    preset: str
+    specs: list[ModelSpec]
+    seeds: list[int]
+    width: Optional[int]
+    recipe: dict[str, Any]
+    extra: list[str]
+    out: Path
+
+    @property
+    def runs(self) -> list[tuple[ModelSpec, int, Path]]:
+        """``(spec, seed, run folder)`` in the order they run: every model of seed 0, then seed 1..."""
+        return [(spec, seed, self.out / "runs" / spec.folder / f"seed{seed}") for seed in self.seeds
+                for spec in self.specs]
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    preset = PRESETS[args.preset]
+    specs = [parse_spec(s) for s in (args.models or preset["models"])]
+    if len({s.label for s in specs}) != len(specs):
+        raise UsageError("--models lists the same model spec twice")
+    return _Plan(args.preset, specs, args.seeds if args.seeds is not None else preset["seeds"],
+                 args.width if args.width is not None else preset["width"], _recipe(args, preset),
+                 [a for a in (args.train_options or []) if a != "--"],
+                 args.output or Path("runs") / f"compare-{args.preset}")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Refuse, before any run starts, a comparison that cannot work: bad or repeated model specs
+    and `pedconv train` options that fail for its runs (:class:`~pedconv.errors.UsageError`), or a
+    device or output folder this machine does not have (:class:`~pedconv.errors.RunError`).
+
+    >>> validate_args(build_parser().parse_args(["--batch-size", "512", "--train-subset", "100"]))
+    Traceback (most recent call last):
+    ...
+    pedconv.errors.UsageError: --train-subset 100 is smaller than one optimizer step of 512 images ...
+    """
+    from .train import resolve_config
+
+    plan = _plan(args)
+    check_output_folder(plan.out)
+    spec, seed, folder = plan.runs[0]
+    try:  # every run shares the recipe: the first one's options stand for all
+        resolve_config(_run_config(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet=True))
+    except TrainOptionsError as e:
+        raise UsageError(str(e)) from None
+
+
 def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run (or continue) the comparison described by parsed ``args``; returns the table rows.
 
     Raises:
         UsageError: bad or repeated model specs; CompareError: the output folder holds runs of
-        another recipe; and what :func:`pedconv.training.train.train` raises.
+        another recipe; FolderBusyError: another comparison is writing the output folder;
+        RunInterrupted: Ctrl-C or SIGTERM (its message says how to continue); and what
+        :func:`pedconv.training.train.train` raises.
     """
-    preset = PRESETS[args.preset]
-    specs = [parse_spec(s) for s in (args.models or preset["models"])]
-    if len({s.label for s in specs}) != len(specs):
-        raise UsageError("--models lists the same model spec twice")
-    seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    width = args.width if args.width is not None else preset["width"]
-    recipe = _recipe(args, preset)
-    extra = [a for a in (args.train_options or []) if a != "--"]
-    out = args.output or Path("runs") / f"compare-{args.preset}"
-    out.mkdir(parents=True, exist_ok=True)
-    remove_leftover_temps(out, _REPORTS)
-    n_runs = len(specs) * len(seeds)
-    images = recipe["epochs"] * (recipe.get("train_subset") or 60000)
-    print(f"pedconv compare [{args.preset}]: {len(specs)} models x {len(seeds)} seeds = {n_runs} runs; each "
-          f"{recipe['epochs']} epochs on {recipe.get('train_subset') or 'all'} training images ({images} images), "
-          f"width {width}, batch {recipe['batch_size']}, lr {recipe['lr']} per 256; data {args.data}; output {out}",
-          flush=True)
-    records, start = [], time.time()
-    for seed in seeds:
-        for spec in specs:
-            folder = out / "runs" / spec.folder / f"seed{seed}"
-            t0 = time.time()
-            cached = (folder / "result.json").is_file()
-            rec = _run_one(spec, seed, width, recipe, extra, folder, quiet=not args.verbose)
-            records.append(rec)
-            f = rec["final"]
-            print(f"  {spec.label:<48} seed {seed}: top-1 {f['val_top1']:.2f}%  "
-                  + ("(finished earlier)" if cached else f"({time.time() - t0:.0f} s)"), flush=True)
-    rows = summarize(records)
-    meta = {"preset": args.preset, "recipe": recipe, "width": width, "seeds": seeds, "extra_train_options": extra,
-            "wall_time_s": time.time() - start, "date": time.strftime("%Y-%m-%d"), "machine": machine_description()}
-    _write_reports(rows, meta, out, start)
+    plan = _plan(args)
+    with FolderLock(plan.out, "pedconv compare"), _sigterm_raises():
+        remove_leftover_temps(plan.out, _REPORTS)
+        _print_budget(plan)
+        progress = CompareProgress([(f"{spec.label} seed {seed}", folder) for spec, seed, folder in plan.runs],
+                                   plan.recipe["epochs"])
+        start = time.time()
+        try:
+            records = _run_all(plan, progress, quiet=not args.verbose)
+            progress.close()
+            rows = summarize(records)
+            meta = {"preset": plan.preset, "recipe": plan.recipe, "width": plan.width, "seeds": plan.seeds,
+                    "extra_train_options": plan.extra, "wall_time_s": time.time() - start,
+                    "date": time.strftime("%Y-%m-%d"), "machine": machine_description()}
+            _write_reports(rows, meta, plan.out, start)
+        except (KeyboardInterrupt, RunInterrupted) as e:
+            signum = e.signal_number if isinstance(e, RunInterrupted) else int(signal.SIGINT)
+            raise RunInterrupted(f"interrupted by {signal.Signals(signum).name} {progress.where()}; finished runs "
+                                 "are kept and an interrupted run continues from its last checkpoint. Resume with: "
+                                 f"{_resume_command(args, plan.out)}", signum) from None
+        finally:
+            progress.close()
     return rows
+
+
+def _print_budget(plan: _Plan) -> None:
+    recipe = plan.recipe
+    images = recipe["epochs"] * (recipe.get("train_subset") or 60000)
+    print(f"pedconv compare [{plan.preset}]: {len(plan.specs)} models x {len(plan.seeds)} seeds = {len(plan.runs)} "
+          f"runs; each {recipe['epochs']} epochs on {recipe.get('train_subset') or 'all'} training images ({images} "
+          f"images), width {plan.width}, batch {recipe['batch_size']}, lr {recipe['lr']} per 256; data "
+          f"{recipe['data']}; output {plan.out}", flush=True)
+
+
+def _run_all(plan: _Plan, progress: CompareProgress, quiet: bool) -> list[dict[str, Any]]:
+    """Every run, in order (finished ones are read back); returns their records."""
+    records = []
+    for index, (spec, seed, folder) in enumerate(plan.runs):
+        t0 = time.time()
+        cached = (folder / "result.json").is_file()
+        with contextlib.nullcontext() if cached else progress.watch(index):
+            record = _run_one(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet)
+        records.append(record)
+        progress.run_done(f"  {spec.label:<48} seed {seed}: top-1 {record['final']['val_top1']:.2f}%  "
+                          + ("(finished earlier)" if cached else f"({time.time() - t0:.0f} s)"))
+    return records
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM stops the comparison as Ctrl-C does (an exception in the main thread), so that it
+    also ends with the line that says how to continue. (A `pedconv train` run in progress may
+    handle the signal itself: it saves, then raises :class:`~pedconv.errors.RunInterrupted`.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RunInterrupted("terminated", signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The command line that continues this comparison: its options, with the folder made explicit."""
+    words = ["pedconv", "compare"]
+    if args.preset != "default":
+        words += ["--preset", args.preset]
+    if args.models:
+        words += ["--models", *args.models]
+    if args.seeds is not None:
+        words += ["--seeds", *map(str, args.seeds)]
+    for key in ("width", "epochs", "train_subset", "val_subset", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            words += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.data != "fashion_mnist":
+        words += ["--data", args.data]
+    if args.data_dir:
+        words += ["--data-dir", str(args.data_dir)]
+    words += ["--output", str(out)] + (["--verbose"] if args.verbose else [])
+    extra = [a for a in (args.train_options or []) if a != "--"]
+    return shlex.join(words + (["--", *extra] if extra else []))
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The epoch records of a run's ``metrics.jsonl`` (written atomically by the run), [] if none."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    try:
+        return [json.loads(line) for line in lines if line.strip()]
+    except json.JSONDecodeError:
+        return []
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``3 min 10 s``, ``1 h 05 min``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class CompareProgress:
+    """What a comparison shows while it runs, across all its runs.
+
+    On a terminal, one tqdm bar counts the epochs left to train (tqdm's ETA) and names the
+    current run and its epoch; otherwise one plain line per trained epoch says the same,
+    with the runs done and the time left. A run's progress is read from the ``metrics.jsonl``
+    that `pedconv train` rewrites after every epoch, by a thread that looks every ``interval``
+    seconds while the run trains (`pedconv train` runs in this process and has no hook).
+
+    Args:
+        runs: ``(label, run folder)`` of every run, in order.
+        epochs: epochs per run.
+        stream: the bar's stream (stderr); ``out``: where lines go (stdout).
+        use_tqdm: None = a bar when ``stream`` is a terminal.
+
+    >>> import io, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> p = CompareProgress([("cifar_resnet20 seed 0", folder)], epochs=2, out=sys.stdout, use_tqdm=False)
+    >>> with p.watch(0):
+    ...     _ = (folder / "metrics.jsonl").write_text('{"epoch": 1, "val_top1": 80.0}\\n')
+    ... # doctest: +ELLIPSIS
+    compare: run 1/1 cifar_resnet20 seed 0: epoch 1/2, val top-1 80.00%; 0/1 runs done, about ... left
+    """
+
+    def __init__(self, runs: Sequence[tuple[str, Path]], epochs: int, stream: Optional[TextIO] = None,
+                 out: Optional[TextIO] = None, use_tqdm: Optional[bool] = None, interval: float = 1.0) -> None:
+        self.runs, self.epochs, self.interval = list(runs), epochs, interval
+        self.stream, self.out = stream or sys.stderr, out or sys.stdout
+        self.todo = sum(0 if (folder / "result.json").is_file() else max(0, epochs - len(_records(folder / _METRICS)))
+                        for _, folder in self.runs)  # epochs to train now
+        self.trained, self.finished, self.current, self._seen = 0, 0, -1, 0
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self.bar: Any = None
+        if getattr(self.stream, "isatty", lambda: False)() if use_tqdm is None else use_tqdm:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.todo, unit="epoch", desc="compare", file=self.stream, dynamic_ncols=True)
+
+    @contextlib.contextmanager
+    def watch(self, index: int) -> Iterator[None]:
+        """While run ``index`` trains: follow its epochs."""
+        label, folder = self.runs[index]
+        path = folder / _METRICS
+        self.current, self._seen = index, len(_records(path))
+        if self.bar is not None:
+            self.bar.set_description_str(f"run {index + 1}/{len(self.runs)} {label}: epoch {self._seen}/{self.epochs}")
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._follow, args=(path, stop), daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
+            self._poll(path)
+
+    def _follow(self, path: Path, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            self._poll(path)
+            if self.bar is not None:
+                self.bar.refresh()  # the elapsed time and the ETA keep moving
+
+    def _poll(self, path: Path) -> None:
+        with self._lock:
+            records = _records(path)
+            self._seen = min(self._seen, len(records))  # a fresh start replaced an older file
+            for record in records[self._seen:]:
+                self._epoch_done(record)
+            self._seen = len(records)
+
+    def _epoch_done(self, record: dict[str, Any]) -> None:
+        self.trained += 1
+        text = f"run {self.current + 1}/{len(self.runs)} {self.runs[self.current][0]}: epoch {record.get('epoch')}/" \
+               f"{self.epochs}"
+        if self.bar is not None:
+            self.bar.set_description_str(text, refresh=False)
+            self.bar.update(1)
+            return
+        top1 = record.get("val_top1")
+        print(f"compare: {text}" + (f", val top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else "")
+              + f"; {self.finished}/{len(self.runs)} runs done, {self.time_left()}", file=self.out, flush=True)
+
+    def time_left(self) -> str:
+        """The time left at the pace of the epochs trained so far."""
+        if self.trained >= self.todo:
+            return "all epochs trained"
+        if not self.trained:
+            return "time left unknown"
+        per_epoch = (time.monotonic() - self.started) / self.trained
+        return f"about {_duration(per_epoch * (self.todo - self.trained))} left"
+
+    def where(self) -> str:
+        """Where the comparison is, for a message: ``in run 3/8 (NAME seed 0)``."""
+        if self.current >= 0 and self.finished <= self.current:
+            return f"in run {self.current + 1}/{len(self.runs)} ({self.runs[self.current][0]})"
+        return f"after {self.finished} of {len(self.runs)} runs"
+
+    def run_done(self, message: str) -> None:
+        """A run finished (or was found finished): count it and show ``message``."""
+        self.finished += 1
+        if self.bar is not None:
+            self.bar.write(message, file=self.out)
+        else:
+            print(message, file=self.out, flush=True)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _write_reports(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, start: float) -> None:
@@ -349,7 +620,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``pedconv compare`` entry point: exit status 0 ok, 1 error, 2 usage error."""
+    """``pedconv compare`` entry point: exit status 0 ok, 1 error, 2 usage error, 130 / 143 interrupted by
+    Ctrl-C / SIGTERM."""
     from ..cli import main as cli_main
 
     return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
