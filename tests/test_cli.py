@@ -221,3 +221,32 @@ def test_help_and_typos_do_not_import_torch(tmp_path: Path, argv: list, status: 
     assert proc.returncode == 0, proc.stderr
     _seconds, got_status, torch_loaded, got_err = proc.stdout.strip().split(" ", 3)
     assert (int(got_status), torch_loaded, got_err) == (status, "False", repr(err))
+
+
+def test_interruptions_are_one_line_with_their_status(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C in any command: 130, no traceback; a RunInterrupted (train saving on SIGTERM): its message and 128 + N."""
+    import signal
+
+    import pedconv.tools.flops
+
+    def ctrl_c(args: object) -> int:
+        raise KeyboardInterrupt
+
+    def terminated(args: object) -> int:
+        raise pedconv.errors.RunInterrupted("stopped by SIGTERM after saving; resume with: pedconv ...", signal.SIGTERM)
+
+    monkeypatch.setattr(pedconv.tools.flops, "run", ctrl_c)
+    assert pedconv.cli.main(["profile"]) == 130
+    assert _one_line(capsys.readouterr().err) == "pedconv profile: interrupted"
+    monkeypatch.setattr(pedconv.tools.flops, "run", terminated)
+    assert pedconv.cli.main(["profile"]) == 143
+    assert _one_line(capsys.readouterr().err) == ("pedconv profile: stopped by SIGTERM after saving; resume with: "
+                                                  "pedconv ...")
+
+
+@pytest.mark.parametrize("argv", [["profile", "--input-size", "0"], ["bench", "--reps", "-1"],
+                                  ["eval", "--batch-size", "0"], ["compare", "--width", "0"]])
+def test_every_command_checks_its_numbers(capsys: pytest.CaptureFixture, argv: list) -> None:
+    assert pedconv.cli.main(argv) == 2
+    assert "must be >= 1" in _one_line(capsys.readouterr().err)

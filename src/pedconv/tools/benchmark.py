@@ -38,6 +38,7 @@ from ..execution import STRATEGIES
 from ..method import PEDConv2d
 from ..method.infomax import infomax_loss
 from ..utils.atomic import atomic_write_text
+from ..utils.options import positive_int
 from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
 
 __all__ = ["ConvShape", "bench_layers", "bench_models", "build_parser", "conv_shapes", "main", "run", "run_benchmark"]
@@ -308,9 +309,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p = parser or argparse.ArgumentParser(prog="pedconv bench", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few shapes, small batch: a CI smoke run (< 3 min)")
-    p.add_argument("--batch", type=int, default=32, help="layer-level batch for train and eval")
-    p.add_argument("--reps", type=int, default=5, help="timed rounds per measurement (median)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=positive_int, default=32, help="layer-level batch for train and eval")
+    p.add_argument("--reps", type=positive_int, default=5, help="timed rounds per measurement (median)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     p.add_argument("--archs", nargs="+", default=["resnet50", "mobilenet_v2"])
     p.add_argument("--skip-layers", action="store_true")
     p.add_argument("--skip-models", action="store_true")

@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..method.base import PEDConvBase
 from ..models.paper import PAPER_NUMBERS
 from ..utils.atomic import atomic_write_text
+from ..utils.options import positive_int
 from ..utils.reporting import csv_table, markdown_table
 
 __all__ = ["CountsMacs", "ModelProfile", "build_parser", "compare_to_paper", "count_parameters", "format_count", "main",
@@ -236,7 +237,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(PAPER_NUMBERS),
                    help="registered model names (default: every row of PAPER_NUMBERS)")
-    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--input-size", type=positive_int, default=224, help="image side in pixels")
     p.add_argument("--out", type=Path, default=Path("results/profile"), help="output prefix (.md, .json, .csv)")
     p.add_argument("--layers", action="store_true", help="also write every layer's params/MACs to <out>.layers.csv")
     return p
