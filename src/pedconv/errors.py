@@ -34,6 +34,7 @@ __all__ = [
     "CompareError",
     "ConfigError",
     "DataError",
+    "DivergedError",
     "EvalError",
     "FolderBusyError",
     "PedconvError",
@@ -119,3 +120,7 @@ class RunInterrupted(RunError):
     def status(self) -> int:
         """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
         return 128 + self.signal_number
+
+
+class DivergedError(RunError):
+    """Training whose loss became non-finite (nan or inf); the last good checkpoint is kept."""

@@ -18,10 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .execution.geometry import ConvGeometry
+from .method.base import PEDConvBase
 from .method.cp import CPFactors, compose_weight
 from .method.pedconv2d import PEDConv2d
 
-__all__ = ["conv2d_per_sample", "randomize_generator", "reference_forward", "spatial_conv2d_per_pixel"]
+__all__ = [
+    "conv2d_per_sample",
+    "randomize_generator",
+    "reference_conv",
+    "reference_forward",
+    "spatial_conv2d_per_pixel",
+]
 
 
 def conv2d_per_sample(
@@ -72,12 +79,39 @@ def spatial_conv2d_per_pixel(
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
-def randomize_generator(layer: PEDConv2d, scale: float = 0.5) -> None:
+def randomize_generator(layer: PEDConvBase, scale: float = 0.5) -> None:
     """Give a PEDConv layer's (zero-initialised) heads random values, so that the
     components differ between inputs."""
     with torch.no_grad():
         layer.generator.head.weight.normal_(0.0, scale)
         layer.generator.head.bias.normal_(0.0, scale)
+
+
+def reference_conv(layer: PEDConvBase, dtype: torch.dtype) -> nn.Conv2d:
+    """The ``nn.Conv2d`` with ``layer``'s geometry (its own padding code included) and bias, whose
+    weight a reference loop sets to each sample's (or pixel's) weight of Eq. (2).
+
+    Example:
+        >>> import pedconv
+        >>> reference_conv(pedconv.PEDConv2d(4, 6, 3, padding="same", padding_mode="reflect"), torch.float64)
+        Conv2d(4, 6, kernel_size=(3, 3), stride=(1, 1), padding=same, padding_mode=reflect)
+    """
+    conv = nn.Conv2d(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        bias=layer.bias is not None,
+        padding_mode=layer.padding_mode,  # type: ignore[arg-type]  # validated by the layer
+        dtype=dtype,
+    )
+    if layer.bias is not None and conv.bias is not None:
+        with torch.no_grad():
+            conv.bias.copy_(layer.bias)
+    return conv
 
 
 def reference_forward(layer: PEDConv2d, x: Tensor) -> Tensor:
@@ -93,22 +127,9 @@ def reference_forward(layer: PEDConv2d, x: Tensor) -> Tensor:
         True
     """
     weights = layer.dynamic_weight(x)
-    conv = nn.Conv2d(
-        layer.in_channels,
-        layer.out_channels,
-        layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        groups=layer.groups,
-        bias=layer.bias is not None,
-        padding_mode=layer.padding_mode,  # type: ignore[arg-type]  # validated by the layer
-        dtype=x.dtype,
-    )
+    conv = reference_conv(layer, x.dtype)
     outs = []
     with torch.no_grad():
-        if layer.bias is not None and conv.bias is not None:
-            conv.bias.copy_(layer.bias)
         for b in range(x.shape[0]):
             conv.weight.copy_(weights[b])
             outs.append(conv(x[b : b + 1]))

@@ -12,37 +12,18 @@ from hypothesis import strategies as st
 import pedconv
 from pedconv import SpatialPEDConv2d
 from pedconv.method import CPFactors
-from pedconv.testing import spatial_conv2d_per_pixel
+from pedconv.testing import randomize_generator, reference_conv, spatial_conv2d_per_pixel
 
 SUBSETS = [c for n in (1, 2, 3) for c in itertools.combinations(pedconv.COMPONENTS, n)]
-
-
-def randomize(layer, scale=0.5):
-    with torch.no_grad():
-        layer.generator.head.weight.normal_(0.0, scale)
-        layer.generator.head.bias.normal_(0.0, scale)
 
 
 def per_pixel_reference(layer: SpatialPEDConv2d, x: torch.Tensor) -> torch.Tensor:
     """For every output pixel, a depthwise nn.Conv2d with that pixel's weight (Eq. 2); keep that pixel."""
     weights = layer.dynamic_weight(x)  # (B, Ho, Wo, Cout, 1, kh, kw)
-    conv = nn.Conv2d(
-        layer.in_channels,
-        layer.out_channels,
-        layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        groups=layer.in_channels,
-        bias=layer.bias is not None,
-        padding_mode=layer.padding_mode,
-        dtype=x.dtype,
-    )
+    conv = reference_conv(layer, x.dtype)
     batch, ho, wo = weights.shape[:3]
     out = x.new_zeros(batch, layer.out_channels, ho, wo)
     with torch.no_grad():
-        if layer.bias is not None:
-            conv.bias.copy_(layer.bias)
         for b in range(batch):
             for i in range(ho):
                 for j in range(wo):
@@ -84,7 +65,7 @@ def test_spatial_matches_per_pixel_conv_loop(cfg):
     layer = SpatialPEDConv2d(**args, **opts).double()
     x = torch.randn(batch, args["in_channels"], *size, dtype=torch.double)
     assume(min(layer.output_size(x)) >= 1)
-    randomize(layer)
+    randomize_generator(layer)
     layer.eval()
     torch.testing.assert_close(layer(x), per_pixel_reference(layer, x), rtol=1e-10, atol=1e-10)
 
@@ -92,7 +73,7 @@ def test_spatial_matches_per_pixel_conv_loop(cfg):
 def test_components_are_the_generator_on_each_pixel_vector():
     """Eq. (7) without pooling: at stride 1 each pixel's components come from x[:, :, i, j]."""
     layer = SpatialPEDConv2d(8, 8, 3, padding=1, rank=2, sigma=0.1).double().eval()
-    randomize(layer)
+    randomize_generator(layer)
     x = torch.randn(2, 8, 5, 4, dtype=torch.double)
     gamma, phi, psi = layer.cp_factors(x)
     gen = layer.generator
@@ -104,7 +85,7 @@ def test_components_are_the_generator_on_each_pixel_vector():
             torch.testing.assert_close(got[b, :, :, i, j], w.view(2, -1))
     # strided: the generator reads the input average-pooled to the output grid
     strided = SpatialPEDConv2d(8, 8, 3, stride=2, padding=1, rank=1).double().eval()
-    randomize(strided)
+    randomize_generator(strided)
     g2, _, _ = strided.cp_factors(x)
     v = F.adaptive_avg_pool2d(x, (3, 2))[1, :, 2, 1]
     want = 2 * torch.sigmoid(strided.generator.head(torch.relu(strided.generator.fc_share(v))))[:8]
@@ -113,7 +94,7 @@ def test_components_are_the_generator_on_each_pixel_vector():
 
 def test_training_forward_and_infomax_follow_eq5_eq6_per_pixel():
     layer = SpatialPEDConv2d(4, 4, 3, padding=1, rank=2, sigma=0.3).double().train()
-    randomize(layer)
+    randomize_generator(layer)
     x = torch.randn(2, 4, 5, 5, dtype=torch.double)
     torch.manual_seed(7)
     y = layer(x)
@@ -138,7 +119,7 @@ def test_gradients_match_autograd_through_the_reference(components):
     """The recomputing backward equals autograd through the per-pixel reference (float64)."""
     torch.manual_seed(1)
     layer = SpatialPEDConv2d(3, 6, 3, stride=2, padding=1, rank=2, components=components, sigma=0.0).double()
-    randomize(layer)
+    randomize_generator(layer)
     layer.eval()
     x = torch.randn(2, 3, 6, 5, dtype=torch.double, requires_grad=True)
     target = torch.randn(2, 6, 3, 3, dtype=torch.double)
@@ -160,7 +141,7 @@ def test_gradients_match_autograd_through_the_reference(components):
 
 def test_gradcheck_training_mode():
     layer = SpatialPEDConv2d(2, 4, 3, padding=1, rank=2, sigma=0.1).double().train()
-    randomize(layer)
+    randomize_generator(layer)
     x = torch.randn(1, 2, 4, 4, dtype=torch.double, requires_grad=True)
 
     def f(inp):
@@ -207,7 +188,7 @@ def test_from_conv_and_errors():
 
 def test_unbatched_input_and_state_dict():
     layer = SpatialPEDConv2d(4, 4, 3, padding=1).eval()
-    randomize(layer)
+    randomize_generator(layer)
     x = torch.randn(4, 7, 7)
     torch.testing.assert_close(layer(x), layer(x[None])[0])
     other = SpatialPEDConv2d(4, 4, 3, padding=1).eval()

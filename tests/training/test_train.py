@@ -15,6 +15,7 @@ import torch
 
 import pedconv
 import pedconv.cli
+from pedconv.errors import DivergedError
 from pedconv.training.checkpoint import load_training_checkpoint
 from pedconv.training.config import build_train_parser, load_yaml_config
 from pedconv.training.train import ARTIFACTS, TrainError, parse_args, train
@@ -176,7 +177,7 @@ def test_ddp_two_processes_equal_gradient_accumulation(tmp_path: Path, subproces
 @pytest.mark.usefixtures("fashion_mnist")
 def test_refuses_to_overwrite_a_run_folder(tmp_path: Path, tiny: dict[str, Any]) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(TrainError, match=r"not empty.*--resume auto.*--overwrite"):
+    with pytest.raises(TrainError, match=r"not a pedconv run's \(notes\.txt\).*another --output"):
         train(tiny, output=str(tmp_path))
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -200,7 +201,7 @@ def test_a_run_removes_the_temp_files_of_interrupted_writes(tmp_path: Path) -> N
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") and p != mine]
     (out / f"{temp_prefix('curves.png')}x.tmp").write_bytes(b"partial")
     train(options, resume="auto", epochs=2)  # resuming cleans up as well
-    assert sorted(p.name for p in out.iterdir()) == sorted([*ARTIFACTS, mine.name])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*ARTIFACTS, mine.name, ".lock"])
 
 
 @pytest.mark.usefixtures("fashion_mnist")
@@ -243,3 +244,41 @@ def test_image_folder_training_is_independent_of_worker_count(tmp_path: Path) ->
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     c = train(common, workers=0, seed=1, output=str(tmp_path / "s1"))
     assert c["final"]["train_loss"] != a["final"]["train_loss"]  # the seed does change the augmentation/order
+
+
+# ----------------------------------------------------------------------------- divergence
+@pytest.mark.usefixtures("fashion_mnist")
+@pytest.mark.parametrize("every", [None, 2], ids=["epoch-checkpoints", "step-checkpoints"])
+def test_a_diverging_run_stops_before_saving_and_keeps_the_last_good_checkpoint(tmp_path: Path, every) -> None:
+    out = tmp_path / "run"
+    small = dict(model="cifar_resnet20", model_kwargs={"width": 4}, train_subset=128, val_subset=64, batch_size=32,
+                 threads=1, quiet=True, output=str(out), checkpoint_every_steps=every)
+    train(dict(small, epochs=1))
+    good = {name: (out / name).read_bytes() for name in ("last.pt", "best.pt", "metrics.jsonl")}
+    with pytest.raises(DivergedError, match=r"nan/inf at global step [4-7]\b.*last good state \(epoch 1"):
+        train(dict(small, epochs=2, resume="auto", lr=1e30))
+    assert {name: (out / name).read_bytes() for name in good} == good  # nothing diverged was saved
+    assert "nan" not in (out / "metrics.jsonl").read_text()
+
+
+@pytest.mark.usefixtures("fashion_mnist")
+def test_skip_nonfinite_rides_out_a_spike_and_stops_past_its_allowance(tmp_path: Path, monkeypatch) -> None:
+    from pedconv.training import loop
+
+    calls = {"n": 0}
+    real = loop.Trainer._micro_batch
+
+    def spiky(self, batch, epoch, step, micro, acc):  # step 1's loss is nan, the others are real
+        images, labels = batch
+        calls["n"] += 1
+        if step == 1:
+            images = images.float().fill_(float("nan"))
+        return real(self, (images, labels), epoch, step, micro, acc)
+
+    monkeypatch.setattr(loop.Trainer, "_micro_batch", spiky)
+    small = dict(model="cifar_resnet20", model_kwargs={"width": 4}, epochs=1, train_subset=128, val_subset=64,
+                 batch_size=32, threads=1, quiet=True)
+    result = train(dict(small, output=str(tmp_path / "a"), skip_nonfinite=1))
+    assert result["final"]["epoch"] == 1 and result["final"]["val_loss"] == result["final"]["val_loss"]  # finite
+    with pytest.raises(DivergedError, match="global step 1"):
+        train(dict(small, output=str(tmp_path / "b")))

@@ -195,6 +195,9 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argp
                    help="continue from a checkpoint (auto: <output>/last.pt if it exists)")
     g.add_argument("--checkpoint-every-steps", type=positive_int, default=None,
                    help="also write last.pt every N optimizer steps (besides every epoch)")
+    g.add_argument("--skip-nonfinite", type=non_negative_int, default=0, metavar="N",
+                   help="skip up to N optimizer steps whose loss is nan/inf (0: a non-finite loss stops the run, "
+                        "keeping the last good checkpoint)")
     g.add_argument("--seed", type=non_negative_int, default=0)
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (warn-only), no cuDNN autotuning: an interrupted and resumed run "

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..method.infomax import infomax_loss
 from .data import BatchPreprocessor, GlobalBatchSampler, mix_seed
-from .distributed import DistEnv, all_reduce_sum
+from .distributed import DistEnv, all_gather_object, all_reduce_sum
 from .model import set_dyconv_temperature
 from .recipe import autocast
 
@@ -140,7 +140,7 @@ class Trainer:
     >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
     >>> from timm.scheduler import CosineLRScheduler
     >>> args = argparse.Namespace(seed=0, grad_accum_steps=1, infomax_weight=1e-3, dyconv_anneal_epochs=10,
-    ...                           clip_grad=None, clip_mode="norm", amp=False)
+    ...                           clip_grad=None, clip_mode="norm", amp=False, skip_nonfinite=0)
     >>> t = Trainer(net, net, opt, CosineLRScheduler(opt, 8, t_in_epochs=False), torch.amp.GradScaler("cpu",
     ...             enabled=False), loader, sampler, BatchPreprocessor((0.5,), (0.5,)), None, nn.CrossEntropyLoss(),
     ...             DistEnv(), args)
@@ -160,6 +160,11 @@ class Trainer:
         self.mixup, self.criterion = mixup, criterion
         self.env, self.args, self.amp_dtype, self.augment_on_device = env, args, amp_dtype, augment_on_device
         self.reporter = reporter
+        # Non-finite losses: [micro-batches with one, first global step with one (-1: none)]. Kept
+        # on the device and read only where the loop synchronises anyway (see first_nonfinite_step).
+        self._nonfinite = torch.tensor([0.0, -1.0], dtype=torch.float64, device=env.device)
+        self._step_bad = torch.zeros((), dtype=torch.bool, device=env.device)
+        self.skipped_steps = 0
 
     @property
     def steps_per_epoch(self) -> int:
@@ -189,9 +194,12 @@ class Trainer:
         batches = iter(self.loader)
         for step in range(start_step, steps):
             set_dyconv_temperature(self.module, epoch + step / steps, args.dyconv_anneal_epochs)
+            # --skip-nonfinite also undoes what a skipped step's forward did to the buffers
+            # (BatchNorm statistics), so that a spike leaves no trace.
+            buffers = [b.detach().clone() for b in self.module.buffers()] if args.skip_nonfinite else None
             for micro in range(int(args.grad_accum_steps)):
                 images += self._micro_batch(next(batches), epoch, step, micro, acc)
-            self._optimizer_step()
+            self._optimizer_step(global_step, buffers)
             global_step += 1
             self.scheduler.step_update(num_updates=global_step)
 
@@ -233,14 +241,53 @@ class Trainer:
             info = infomax_loss(self.model)
             loss = task + args.infomax_weight * info if args.infomax_weight else task
             self.scaler.scale(loss / accum).backward()
+        self._step_bad |= ~torch.isfinite(loss.detach())
         with torch.no_grad():
             n = y.shape[0]
             acc += torch.stack([task.detach().double() * n, info.detach().double() * n,
                                 (out.detach().argmax(1) == y).sum().double()])
         return int(n)
 
-    def _optimizer_step(self) -> None:
+    def first_nonfinite_step(self) -> Optional[int]:
+        """The first global step (0-based) whose loss was nan/inf on any process, or ``None``.
+
+        Reads the device (a synchronisation) and, in a distributed run, reduces over the
+        processes: every process must call it at the same points (before checkpoints and
+        at the end of each epoch).
+        """
+        count, first = self._nonfinite.tolist()
+        if all_reduce_sum([count], self.env)[0] == 0:
+            return None
+        firsts = all_gather_object(first, self.env) if self.env.distributed else [first]
+        return int(min(f for f in firsts if f >= 0))
+
+    def _skipped(self, bad: Tensor, global_step: int, buffers: Optional[list[Tensor]]) -> bool:
+        """``--skip-nonfinite``: skip this step if its loss was nan/inf on any process, up to the
+        allowed number of times. One device read per step, which is why it is opt-in; agreed
+        over processes, as DDP spreads a nan gradient to every rank."""
+        if all_reduce_sum([float(bad.item())], self.env)[0] == 0:
+            return False
+        self.optimizer.zero_grad(set_to_none=True)
+        if buffers is not None:
+            with torch.no_grad():
+                for b, saved in zip(self.module.buffers(), buffers):
+                    b.copy_(saved)
+        self.skipped_steps += 1
+        if self.skipped_steps > self.args.skip_nonfinite:
+            self._nonfinite[0] += 1  # one too many: reported by first_nonfinite_step
+            self._nonfinite[1] = torch.where(self._nonfinite[1] < 0, float(global_step), self._nonfinite[1])
+        elif self.reporter is not None:
+            self.reporter.warn(f"step {global_step}: non-finite loss, step skipped "
+                               f"({self.skipped_steps}/{self.args.skip_nonfinite} allowed)")
+        return True
+
+    def _optimizer_step(self, global_step: int, buffers: Optional[list[Tensor]] = None) -> None:
         args = self.args
+        bad, self._step_bad = self._step_bad, torch.zeros_like(self._step_bad)
+        if args.skip_nonfinite and self._skipped(bad, global_step, buffers):
+            return
+        self._nonfinite[0] += bad.double()
+        self._nonfinite[1] = torch.where(bad & (self._nonfinite[1] < 0), float(global_step), self._nonfinite[1])
         if args.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
             dispatch_clip_grad(self.module.parameters(), value=args.clip_grad, mode=args.clip_mode)

@@ -19,10 +19,17 @@ grad_accum_steps / lr_base_batch``. ``--batch-size`` is per process.
 Run folder (``--output``, default ``runs/<model>-<timestamp>``): ``args.yaml`` (the resolved
 options; reusable with ``--config``), ``metrics.jsonl`` (one record per epoch), ``curves.png``,
 ``log.txt``, ``last.pt`` (every epoch and every ``--checkpoint-every-steps``) and ``best.pt``
-(best validation top-1), written atomically. A non-empty folder is not reused without
-``--resume`` or ``--overwrite``.
+(best validation top-1), written atomically with the user's umask. One run writes a folder
+at a time (a second is refused, naming the first), and a folder's results are never replaced
+without ``--overwrite`` (see :mod:`pedconv.training.run_folder`).
 
-Resuming (``--resume auto|PATH``) restores the model, the optimizer state, the GradScaler,
+Stopping: SIGINT (Ctrl-C) or SIGTERM finishes the step in flight, writes ``last.pt`` and exits
+with 130 / 143, printing the command that resumes the run; a loss that turns nan/inf stops
+the run before anything is saved (``last.pt`` and ``best.pt`` keep the last good state), unless
+``--skip-nonfinite N`` is given to skip up to N such steps.
+
+Resuming (``--resume auto|PATH``; ``auto`` continues only the folder's own run) restores the
+model, the optimizer state, the GradScaler,
 the position in the epoch, every process's RNG states and the running epoch sums; the lr
 schedule is recomputed from the options and the step count, and the data order and
 augmentation are functions of ``(seed, epoch, position)``. Without ``--config`` the options
@@ -40,8 +47,10 @@ the info-max term), ``infomax`` (unweighted), ``train_top1`` (against the un-mix
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -53,13 +62,23 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError, RunError, TrainError, TrainOptionsError, UsageError
+from ..errors import (
+    ConfigError,
+    DivergedError,
+    FolderBusyError,
+    RunError,
+    RunInterrupted,
+    TrainError,
+    TrainOptionsError,
+    UsageError,
+)
 from ..method.infomax import INFOMAX_WEIGHT
 from ..models import model_entrypoint
 from ..tools.flops import count_parameters, parameter_summary
-from ..utils.atomic import remove_leftover_temps
+from ..utils.lock import FolderLock
 from ..utils.options import check_output_folder
 from .checkpoint import (
+    CheckpointError,
     CheckpointSaver,
     RunLayout,
     RunProgress,
@@ -83,6 +102,7 @@ from .distributed import (
     needs_find_unused_parameters,
     resolve_device,
 )
+from .interruption import StopRequests
 from .loop import EpochSums, Trainer, evaluate
 from .model import ModelArgs, build_model
 from .recipe import (
@@ -95,11 +115,11 @@ from .recipe import (
     grad_scaler,
 )
 from .report import Reporter, plot_curves, write_metrics
+from .run_folder import ARTIFACTS, decide_resume, output_folder, previous_args_yaml, resume_hint
 
 __all__ = ["ARTIFACTS", "TrainError", "TrainOptionsError", "build_parser", "config_layer", "main", "parse_args",
            "resolve_config", "run", "train", "validate_args"]
 
-ARTIFACTS = ("args.yaml", "metrics.jsonl", "curves.png", "log.txt", "last.pt", "best.pt")
 _NOT_SAVED = ("config", "resume", "overwrite")
 
 
@@ -167,32 +187,15 @@ def _check_machine(args: argparse.Namespace) -> None:
         resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     except UsageError as e:
         raise TrainOptionsError(str(e)) from None
-    if args.output is not None:
-        folder = Path(args.output)
-    elif args.resume not in (None, "auto"):
-        folder = Path(args.resume).parent
-    else:
-        folder = Path("runs")
     try:
-        check_output_folder(folder)
+        check_output_folder(output_folder(args))
     except RunError as e:
         raise TrainError(str(e)) from None
 
 
-def _previous_args_yaml(resume: Optional[str], output: Optional[str]) -> Optional[Path]:
-    """The ``args.yaml`` of the run being resumed, if any (used as the config layer when no --config is given)."""
-    if resume == "auto" and output:
-        path = Path(output) / "args.yaml"
-    elif resume and resume != "auto":
-        path = Path(resume).parent / "args.yaml"
-    else:
-        return None
-    return path if path.is_file() and (path.parent / "last.pt").is_file() else None
-
-
 def _yaml_layer(parser: argparse.ArgumentParser, config: Optional[str], resume: Optional[str],
                 output: Optional[str]) -> dict[str, Any]:
-    path = config or _previous_args_yaml(resume, output)
+    path = config or previous_args_yaml(resume, output)
     return load_yaml_config(path, parser) if path else {}
 
 
@@ -256,46 +259,32 @@ def resolve_config(config: Union[str, os.PathLike, Mapping[str, Any], argparse.N
 
 
 # ----------------------------------------------------------------------------- the run folder
-def _prepare_output(args: argparse.Namespace, env: DistEnv) -> tuple[Path, Optional[Path]]:
-    """Decide the run folder and the checkpoint to resume from (rank 0 decides, all ranks agree)."""
-    decision: tuple[Optional[str], Optional[str], Optional[str]] = (None, None, None)
+def _prepare_output(args: argparse.Namespace, env: DistEnv, out: Path) -> Optional[Path]:
+    """Check the run folder and decide the checkpoint to resume from (rank 0 decides, all ranks agree)."""
+    decision: tuple[Optional[str], Optional[str]] = (None, None)
     if env.is_main:
         try:
-            out, resume = _decide_output(args)
-            decision = (str(out), None if resume is None else str(resume), None)
-        except (TrainError, FileNotFoundError) as e:
-            decision = (None, None, str(e))
-    out_s, resume_s, error = broadcast_object(decision, env)
-    if error is not None or out_s is None:
+            resume = decide_resume(args, out)
+            decision = (None if resume is None else str(resume), None)
+        except (TrainError, OSError) as e:
+            decision = (None, str(e))
+    resume_s, error = broadcast_object(decision, env)
+    if error is not None:
         raise TrainError(error)
-    return Path(out_s), None if resume_s is None else Path(resume_s)
+    return None if resume_s is None else Path(resume_s)
 
 
-def _decide_output(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
-    resume: Optional[Path] = None
-    if args.resume == "auto":
-        out = Path(args.output)
-        resume = out / "last.pt" if (out / "last.pt").is_file() else None
-    elif args.resume:
-        resume = Path(args.resume)
-        if not resume.is_file():
-            raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
-        out = Path(args.output) if args.output else resume.parent
-    else:
-        out = Path(args.output) if args.output else Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if out.exists() and not out.is_dir():
-            raise TrainError(f"--output {out} exists and is not a folder")
-        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-            names = sorted(p.name for p in out.iterdir())
-            listing = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
-            raise TrainError(f"output folder {out} is not empty ({listing}); pass --resume auto to continue that run "
-                             f"or --overwrite to replace it")
-    if resume is None:  # a fresh run: remove a previous run's files (with --overwrite or --resume auto)
-        for name in ARTIFACTS:
-            (out / name).unlink(missing_ok=True)
-    remove_leftover_temps(out, ARTIFACTS)  # of writes that were interrupted
-    out.mkdir(parents=True, exist_ok=True)
-    return out, resume
+def _lock_folder(out: Path, env: DistEnv, stack: contextlib.ExitStack) -> None:
+    """Hold ``out``'s lock for the rest of ``stack`` (rank 0 holds it for the whole job)."""
+    error: Optional[str] = None
+    if env.is_main:
+        try:
+            stack.enter_context(FolderLock(out, "pedconv train"))
+        except (FolderBusyError, OSError) as e:
+            error = str(e) if isinstance(e, FolderBusyError) else f"cannot use --output {out}: {e}"
+    error = broadcast_object(error, env)
+    if error is not None:
+        raise FolderBusyError(error)
 
 
 def _saved_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -503,14 +492,45 @@ def _epoch_record(parts: _Parts, args: argparse.Namespace, env: DistEnv, epoch: 
     }
 
 
+def _stop_now(stop: StopRequests, env: DistEnv) -> bool:
+    """Whether any process was asked to stop (agreed over processes, so all stop at the same step)."""
+    flag = 1.0 if stop.requested else 0.0
+    return (all_reduce_sum([flag], env)[0] if env.distributed else flag) > 0
+
+
+def _check_finite(trainer: Trainer, progress: RunProgress, out: Path) -> None:
+    """Stop before anything is saved once the loss has been nan/inf (the last good checkpoint stays)."""
+    bad = trainer.first_nonfinite_step()
+    if bad is None:
+        return
+    kept = (f"{out / 'last.pt'} still holds the last good state (epoch {progress.epoch}, global step "
+            f"{progress.global_step}) and best.pt is untouched" if (out / "last.pt").is_file()
+            else "no checkpoint had been written yet")
+    raise DivergedError(
+        f"training diverged: the loss was nan/inf at global step {bad}; stopped without saving, so {kept}; "
+        f"continue with a lower --lr or with --clip-grad (pedconv train --output {out} --resume auto --lr ...), "
+        "or let --skip-nonfinite N ride out rare spikes")
+
+
+def _interrupted(stop: StopRequests, out: Path, where: str) -> RunInterrupted:
+    signum = stop.signal_number or signal.SIGINT
+    return RunInterrupted(f"stopped by {signal.Signals(signum).name} at {where} with {out / 'last.pt'} saved; "
+                          f"resume with: pedconv train --output {out} --resume auto", signum)
+
+
 def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progress: RunProgress, sums: EpochSums,
-                  args: argparse.Namespace, env: DistEnv, out: Path, reporter: Reporter) -> None:
-    """The remaining epochs: train, evaluate, checkpoint, write the metrics and the curves."""
+                  args: argparse.Namespace, env: DistEnv, out: Path, reporter: Reporter, stop: StopRequests) -> None:
+    """The remaining epochs: train, evaluate, checkpoint, write the metrics and the curves; stop
+    cleanly (after saving) on a signal, and before saving on a non-finite loss."""
     every, steps = args.checkpoint_every_steps, parts.layout.steps_per_epoch
 
     def on_step(step: int, global_step: int, current: Callable[[], EpochSums]) -> None:
-        if every and global_step % every == 0 and step + 1 < steps:
+        stopping = step + 1 < steps and _stop_now(stop, env)  # the epoch's last step: stop after its end
+        if stopping or (every and global_step % every == 0 and step + 1 < steps):
+            _check_finite(trainer, progress, out)
             saver.save(replace(progress, batches_done=step + 1, global_step=global_step), current())
+        if stopping:
+            raise _interrupted(stop, out, f"epoch {progress.epoch + 1}, step {step + 1}/{steps}")
 
     first_epoch = progress.epoch
     for epoch in range(first_epoch, args.epochs):
@@ -519,6 +539,7 @@ def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progr
         epoch_sums, progress.global_step = trainer.train_epoch(
             epoch, progress.batches_done if resumed else 0, progress.global_step, sums if resumed else EpochSums(),
             on_step)
+        _check_finite(trainer, progress, out)
         record = _epoch_record(parts, args, env, epoch, progress.global_step, epoch_sums, started)
         is_best = progress.add_epoch(record)
         saver.save(progress, EpochSums(), is_best)
@@ -526,29 +547,48 @@ def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progr
             write_metrics(progress.history, out / "metrics.jsonl")
             plot_curves(progress.history, out / "curves.png", title=f"{args.model} on {parts.spec.name}")
         reporter.end_epoch(record)
+        if epoch + 1 < args.epochs and _stop_now(stop, env):
+            raise _interrupted(stop, out, f"the end of epoch {epoch + 1}")
 
 
-def _run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
-    if args.infomax_weight is None:
-        args.infomax_weight = INFOMAX_WEIGHT
-    out, resume_path = _prepare_output(args, env)
-    args.output = str(out)
-    reporter = Reporter(enabled=env.is_main, quiet=args.quiet, log_every=args.log_every, log_file=out / "log.txt")
+def _start(args: argparse.Namespace, env: DistEnv, out: Path, resume_path: Optional[Path],
+           reporter: Reporter) -> tuple[_Parts, CheckpointSaver, RunProgress, EpochSums, nn.Module, bool]:
+    """Build the run's parts and restore a resumed run's state."""
     parts = _assemble(args, env, _load_data(args, env))
     config = _saved_config(args)
     saver = _saver(parts, args, env, out, config)
     if resume_path is not None:
-        progress, sums = _resume(parts, resume_path, config, env, args.seed, reporter, saver)
+        try:
+            progress, sums = _resume(parts, resume_path, config, env, args.seed, reporter, saver)
+        except CheckpointError as e:
+            if args.resume != "auto":
+                raise
+            raise CheckpointError(f"{e}; {resume_hint(out)}") from None
     else:
         progress, sums = RunProgress(), EpochSums()
         seed_everything(mix_seed(args.seed, env.rank))  # per-rank streams (PEDConv sampling, mixup)
     model, find_unused = _wrap_ddp(parts, args, env)
     _announce(parts, args, env, out, config, progress, find_unused, reporter)
-    trainer = Trainer(model, parts.module, parts.optimizer, parts.scheduler, parts.scaler, parts.loader,
-                      parts.sampler, parts.train_pre, parts.mixup, parts.criterion, env, args,
-                      amp_dtype=parts.amp_dtype, augment_on_device=parts.spec.augment_on_device, reporter=reporter)
-    _train_epochs(parts, trainer, saver, progress, sums, args, env, out, reporter)
-    barrier(env)
+    return parts, saver, progress, sums, model, find_unused
+
+
+def _run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
+    if args.infomax_weight is None:
+        args.infomax_weight = INFOMAX_WEIGHT
+    out = output_folder(args)
+    args.output = str(out)
+    with contextlib.ExitStack() as stack:
+        _lock_folder(out, env, stack)
+        resume_path = _prepare_output(args, env, out)
+        reporter = Reporter(enabled=env.is_main, quiet=args.quiet, log_every=args.log_every, log_file=out / "log.txt")
+        parts, saver, progress, sums, model, _ = _start(args, env, out, resume_path, reporter)
+        trainer = Trainer(model, parts.module, parts.optimizer, parts.scheduler, parts.scaler, parts.loader,
+                          parts.sampler, parts.train_pre, parts.mixup, parts.criterion, env, args,
+                          amp_dtype=parts.amp_dtype, augment_on_device=parts.spec.augment_on_device,
+                          reporter=reporter)
+        with StopRequests() as stop:
+            _train_epochs(parts, trainer, saver, progress, sums, args, env, out, reporter, stop)
+        barrier(env)
     if progress.history:
         reporter.info(f"done: val top-1 {progress.history[-1]['val_top1']:.2f}% (best {progress.best_top1:.2f}% at "
                       f"epoch {progress.best_epoch}) -> {out}")
@@ -604,11 +644,19 @@ def train(config: Union[str, os.PathLike, Mapping[str, Any], argparse.Namespace,
 
 # ----------------------------------------------------------------------------- the command
 def run(args: argparse.Namespace) -> int:
-    """``pedconv train`` on parsed options; errors propagate to :func:`pedconv.cli.main`, which prints them."""
+    """``pedconv train`` on parsed options; errors propagate to :func:`pedconv.cli.main`, which prints them.
+
+    A run stopped by SIGINT/SIGTERM (saved, see :mod:`.interruption`) prints the command that
+    resumes it and returns 130 / 143; an immediate stop (a second Ctrl-C) returns 130.
+    """
     try:
         train(args)
+    except RunInterrupted as e:
+        print(f"pedconv train: {e}", file=sys.stderr)
+        return e.status
     except KeyboardInterrupt:
-        print("pedconv train: interrupted (resume with --resume auto --output DIR)", file=sys.stderr)
+        where = f"pedconv train --output {args.output} --resume auto" if args.output else "the same command"
+        print(f"pedconv train: interrupted; the last checkpoint written is kept: resume with {where}", file=sys.stderr)
         return 130
     return 0
 

@@ -59,10 +59,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     """Create or replace ``path`` with what ``write(f)`` writes to a binary file object, atomically.
 
-    The parent folder is created if needed. Returns the path.
+    The parent folder is created if needed, and the file gets the mode any new file gets
+    (``0o666`` less the process's umask; ``mkstemp``'s private ``0o600`` would hide results
+    from the other users of a shared machine). Returns the path.
 
     >>> import pathlib, tempfile
     >>> p = atomic_write(pathlib.Path(tempfile.mkdtemp()) / "a.bin", lambda f: f.write(b"abc"))
@@ -73,6 +82,7 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=_SUFFIX, dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
