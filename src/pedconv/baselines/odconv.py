@@ -30,9 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..execution import pedconv_conv2d
 from ..execution._torch_specific import cast_for_autocast
+from ..execution.dispatch import run_strategy
 from ..execution.geometry import add_bias, batch_as_groups_conv
+from ..method.cp import CPFactors
 from .base import BaselineConv2d
 
 __all__ = ["ODConv2d"]
@@ -144,13 +145,9 @@ class ODConv2d(BaselineConv2d):
         x, alpha_c, alpha_f, alpha_s, alpha_w = cast_for_autocast(x, alpha_c, alpha_f, alpha_s, alpha_w)  # type: ignore[assignment]
         x = x * alpha_c[:, :, None, None]
         if alpha_w is None:
-            y = pedconv_conv2d(
-                x, self.weight, None,
-                None if alpha_f is None else alpha_f.unsqueeze(1),
-                None,
-                None if alpha_s is None else alpha_s.unsqueeze(1),
-                self.stride, self.padding, self.dilation, self.groups,
-            )
+            factors = CPFactors(None if alpha_f is None else alpha_f.unsqueeze(1), None,
+                                None if alpha_s is None else alpha_s.unsqueeze(1))
+            y = run_strategy(x, self.weight, None, factors, self.geometry)
         else:
             batch = x.shape[0]
             w = torch.einsum("bk,koihw->boihw", alpha_w, self.kernels().to(alpha_w.dtype))

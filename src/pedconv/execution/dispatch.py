@@ -34,7 +34,7 @@ from .hybrid import hybrid
 from .materialize import materialize
 from .simple import loop, naive
 
-__all__ = ["STRATEGIES", "Strategy", "pedconv_conv2d", "select_strategy"]
+__all__ = ["STRATEGIES", "Strategy", "pedconv_conv2d", "run_strategy", "select_strategy"]
 
 Strategy = Callable[[Tensor, Tensor, Optional[Tensor], CPFactors, ConvGeometry], Tensor]
 """``(x, weight, bias, factors, geometry) -> y``: one exact way to run Eq. (3)."""
@@ -49,15 +49,17 @@ STRATEGIES: dict[str, Strategy] = {
 """Exact execution strategies by name; ``"auto"`` chooses among them."""
 
 
-def select_strategy(x: Tensor, weight: Tensor, factors: CPFactors, geometry: ConvGeometry) -> str:
+def select_strategy(
+    x: Tensor, weight: Tensor, factors: CPFactors, geometry: ConvGeometry, exporting: Optional[bool] = None
+) -> str:
     """The strategy ``"auto"`` resolves to for these operands.
 
     While tracing or exporting, always ``"factored"``: its graph does not depend on the batch
     size. Otherwise compare the extra memory traffic of the two exact fast paths: the
     per-sample weight (``B * R * Cout * Cin/groups * kh * kw``) against the scaled
-    activations ``"factored"`` touches.
+    activations ``"factored"`` touches. ``exporting``: the caller's :func:`is_exporting`, if known.
     """
-    if is_exporting():
+    if is_exporting() if exporting is None else exporting:
         return "factored"
     batch, cin, height, width = x.shape
     cout, cin_g, kh, kw = weight.shape
@@ -122,18 +124,32 @@ def pedconv_conv2d(
     """
     if gamma is None and phi is None and psi is None:
         raise ValueError("pedconv_conv2d: at least one of gamma, phi, psi must be given")
-    x, weight, bias, gamma, phi, psi = cast_for_autocast(x, weight, bias, gamma, phi, psi)  # type: ignore[assignment]
+    if strategy != "auto" and strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be 'auto' or one of {sorted(STRATEGIES)}, got {strategy!r}")
+    geometry = ConvGeometry.make(stride, padding, dilation, groups)
+    return run_strategy(x, weight, bias, CPFactors(gamma, phi, psi), geometry, strategy)
+
+
+def run_strategy(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry,
+    strategy: str = "auto", exporting: Optional[bool] = None,
+) -> Tensor:
+    """:func:`pedconv_conv2d` on validated records: what a layer calls on every forward, with its
+    geometry built once and ``exporting`` (:func:`is_exporting`) looked up once per forward.
+
+    Example:
+        >>> import torch
+        >>> x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+        >>> f = CPFactors(torch.rand(2, 1, 6), None, torch.rand(2, 1, 9))
+        >>> run_strategy(x, w, None, f, ConvGeometry.make(padding=1), "factored").shape
+        torch.Size([2, 6, 8, 8])
+    """
+    xc, wc, bias, *cast = cast_for_autocast(x, weight, bias, *factors)
+    assert xc is not None and wc is not None
     # The base weight is small: a contiguous copy (e.g. of a channels_last weight) lets every
     # strategy reshape it freely.
-    weight = weight.contiguous()
-    factors = CPFactors(gamma, phi, psi)
-    geometry = ConvGeometry.make(stride, padding, dilation, groups)
+    wc = wc.contiguous()
+    factors = CPFactors(*cast)
     if strategy == "auto":
-        strategy = select_strategy(x, weight, factors, geometry)
-    try:
-        fn = STRATEGIES[strategy]
-    except KeyError:
-        raise ValueError(
-            f"strategy must be 'auto' or one of {sorted(STRATEGIES)}, got {strategy!r}"
-        ) from None
-    return fn(x, weight, bias, factors, geometry)
+        strategy = select_strategy(xc, wc, factors, geometry, exporting)
+    return STRATEGIES[strategy](xc, wc, bias, factors, geometry)

@@ -274,16 +274,17 @@ class PEDConvBase(nn.Module):
         self.last_infomax_loss = None
 
     # ------------------------------------------------------------------ the method
-    def _batched(self, x: Tensor) -> tuple[Tensor, bool]:
-        """``x`` as ``(B, C, H, W)`` after checking it as ``nn.Conv2d`` would, and whether it
-        came unbatched. Shape values are not checked while tracing/exporting (the graph must
-        not bake them in)."""
+    def _batched(self, x: Tensor) -> tuple[Tensor, bool, bool]:
+        """``x`` as ``(B, C, H, W)`` after checking it as ``nn.Conv2d`` would, whether it came
+        unbatched, and whether a trace/export is running (looked up once per forward). Shape
+        values are not checked while tracing/exporting (the graph must not bake them in)."""
         name = type(self).__name__
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} expects a Tensor input, got {type(x).__name__}")
         if x.dim() not in (3, 4):
             raise ValueError(f"{name} expects input of shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
-        if not is_exporting():
+        exporting = is_exporting()
+        if not exporting:
             if x.shape[-3] != self.in_channels:
                 raise ValueError(
                     f"{name} expects input with in_channels={self.in_channels} channels, "
@@ -294,7 +295,7 @@ class PEDConvBase(nn.Module):
                     f"{name}: input of spatial size {tuple(x.shape[-2:])} with padding {self.padding} is smaller "
                     f"than the kernel {self.kernel_size} at dilation {self.dilation} (nn.Conv2d refuses it too)"
                 )
-        return (x.unsqueeze(0), True) if x.dim() == 3 else (x, False)
+        return (x.unsqueeze(0), True, exporting) if x.dim() == 3 else (x, False, exporting)
 
     def output_size(self, x: Tensor) -> tuple[int, int]:
         """The spatial output size for input ``x``, as ``nn.Conv2d`` computes it."""
@@ -304,10 +305,10 @@ class PEDConvBase(nn.Module):
         oh, ow = conv_output_size(size, self.kernel_size, self.stride, (0, 0), self.dilation)
         return oh, ow
 
-    def _empty_batch_output(self, x: Tensor) -> Optional[Tensor]:
+    def _empty_batch_output(self, x: Tensor, exporting: bool) -> Optional[Tensor]:
         """For an empty batch, what ``nn.Conv2d`` returns (an empty output; a zero info-max
-        loss in training); ``None`` for any other batch."""
-        if is_exporting() or x.shape[0] != 0:
+        loss in training); ``None`` for any other batch (and while exporting)."""
+        if exporting or x.shape[0] != 0:
             return None
         recording = self.training and self.decoder is not None
         self.last_infomax_loss = x.new_zeros((), dtype=torch.float32) if recording else None

@@ -28,8 +28,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.common_types import _size_2_t
 
-from ..execution.dispatch import STRATEGIES, pedconv_conv2d
-from ..execution.geometry import conv_arguments
+from ..execution.dispatch import STRATEGIES, run_strategy
+from ..execution.geometry import ConvGeometry, conv_arguments
 from .base import PEDConvBase, PEDConvOptions, SigmaT
 from .cp import COMPONENTS, CPFactors, compose_weight
 
@@ -104,6 +104,8 @@ class PEDConv2d(PEDConvBase):
             device, dtype,
         )
         self.strategy = strategy
+        # Built once: the execution's view of stride, the conv's own padding, dilation, groups.
+        self._geometry = ConvGeometry(self.stride, self._conv_padding, self.dilation, self.groups)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object) -> PEDConv2d:
@@ -140,16 +142,14 @@ class PEDConv2d(PEDConvBase):
         return comps, g, pooled
 
     def forward(self, x: Tensor) -> Tensor:
-        x, unbatched = self._batched(x)
-        empty = self._empty_batch_output(x)
+        x, unbatched, exporting = self._batched(x)
+        empty = self._empty_batch_output(x, exporting)
         if empty is not None:
             return empty
         comps, g, pooled = self._generate(x, sample=self.training)
         self._record_infomax(g, pooled)
-        y = pedconv_conv2d(
-            self.pad_input(x), self.weight, self.bias, comps.get("gamma"), comps.get("phi"), comps.get("psi"),
-            self.stride, self._conv_padding, self.dilation, self.groups, self.strategy,
-        )
+        factors = CPFactors(comps.get("gamma"), comps.get("phi"), comps.get("psi"))
+        y = run_strategy(self.pad_input(x), self.weight, self.bias, factors, self._geometry, self.strategy, exporting)
         return y.squeeze(0) if unbatched else y
 
     # ------------------------------------------------------------------ introspection
@@ -166,7 +166,7 @@ class PEDConv2d(PEDConvBase):
             >>> [tuple(f.shape) for f in layer.cp_factors(torch.randn(2, 8, 5, 5))]
             [(2, 1, 16), (2, 1, 8), (2, 1, 9)]
         """
-        x, _ = self._batched(x)
+        x, _, _ = self._batched(x)
         comps, _, _ = self._generate(x, sample=False)
         return CPFactors(*self._all_factors(comps, lambda n: x.new_ones(x.shape[0], self.rank, n)))
 

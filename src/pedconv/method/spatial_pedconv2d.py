@@ -134,8 +134,8 @@ class SpatialPEDConv2d(PEDConvBase):
         return comps, g, feats
 
     def forward(self, x: Tensor) -> Tensor:
-        x, unbatched = self._batched(x)
-        empty = self._empty_batch_output(x)
+        x, unbatched, exporting = self._batched(x)
+        empty = self._empty_batch_output(x, exporting)
         if empty is not None:
             return empty
         comps, g, feats = self._generate(x, sample=self.training)
@@ -153,7 +153,7 @@ class SpatialPEDConv2d(PEDConvBase):
     @torch.no_grad()
     def cp_factors(self, x: Tensor) -> CPFactors:
         """Eval-mode per-pixel ``(gamma, phi, psi)``: ``(B, R, Cout | 1 | kh*kw, Ho, Wo)``."""
-        x, _ = self._batched(x)
+        x, _, _ = self._batched(x)
         comps, _, _ = self._generate(x, sample=False)
         ho, wo = self.output_size(x)
         return CPFactors(*self._all_factors(comps, lambda n: x.new_ones(x.shape[0], self.rank, n, ho, wo)))
