@@ -1,0 +1,111 @@
+"""What a training run optimises and measures: the :class:`Task` interface.
+
+``pedconv train`` (image classification) and the downstream tasks of :mod:`pedconv.tasks`
+(``pedconv detect``, ``pedconv segment``, ``pedconv adv``) run on one pipeline: the run
+folder, the option layers, the resumable epoch loop (:class:`~pedconv.training.loop.Trainer`),
+the checkpoints, DDP, the progress bar, ``metrics.jsonl`` and the curves all live in
+:mod:`pedconv.training`. A task supplies only what differs:
+
+* its options (:meth:`Task.add_arguments`) and its default model;
+* its data (:meth:`Task.build_data`: a :class:`~pedconv.training.data.DataSpec` whose
+  ``train``/``val`` datasets and ``collate_fn`` produce the batches its step expects),
+  checked up front so that a malformed dataset fails before training starts;
+* its model (:meth:`Task.build_model`);
+* its loss on one micro-batch (:meth:`Task.train_step` returns a :class:`TrainStep`);
+* its metrics (:meth:`Task.evaluate`), of which :attr:`Task.best_metric` chooses ``best.pt``
+  (higher is better) and :attr:`Task.result_metrics` go to ``result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+import torch.nn as nn
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .data import DataSpec
+    from .distributed import DistEnv
+    from .model import ModelArgs
+
+__all__ = ["StepResult", "Task", "TrainStep"]
+
+
+@dataclass
+class StepResult:
+    """One micro-batch's forward.
+
+    Attributes:
+        loss: the task's scalar loss (mean over the micro-batch), before the info-max term;
+            the loop adds ``infomax_weight * pedconv.infomax_loss(model)`` and calls backward.
+        count: items in the micro-batch (images), for averages and images/s.
+        correct: correct predictions in the micro-batch (classification), shown as train top-1.
+    """
+
+    loss: Tensor
+    count: int
+    correct: Optional[Tensor] = None
+
+
+class TrainStep(Protocol):
+    """A task's forward on one micro-batch of the training loader (called by the Trainer).
+
+    ``seed`` is a function of ``(run seed, epoch, position)``: use it for any random
+    augmentation done on the device, so that a resumed run draws the same.
+
+    A step with state that must survive a resume (Free adversarial training's perturbation)
+    also has ``state_dict()`` / ``load_state_dict(d)``; one that acts after the backward pass
+    has ``after_backward()``; the loop calls them when present.
+    """
+
+    def __call__(self, model: nn.Module, batch: Any, seed: int) -> StepResult: ...
+
+
+class Task:
+    """The base of every task; :class:`pedconv.training.classify.Classification` is the default.
+
+    Class attributes:
+        name: the command word (``"detect"``); train and eval are its sub-commands.
+        default_model: the ``--model`` default.
+        best_metric: the metric (a key of :meth:`evaluate`'s result) that picks ``best.pt``.
+        result_metrics: the metrics written to ``result.json`` and printed by ``eval``.
+        replay: optimizer steps per loaded batch (Free adversarial training replays each batch).
+    """
+
+    name: str = ""
+    default_model: str = ""
+    best_metric: str = ""
+    result_metrics: tuple[str, ...] = ()
+    replay: int = 1
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the task's own options (shared by its ``train`` and ``eval``) to ``parser``."""
+
+    def check_args(self, args: argparse.Namespace) -> None:
+        """Refuse options that do not work together (raise a :class:`~pedconv.errors.UsageError`)."""
+
+    def build_data(self, args: argparse.Namespace, need_train: bool = True) -> DataSpec:
+        """The datasets (validated: a malformed dataset raises a :class:`~pedconv.errors.DataError`
+        naming the file and the item)."""
+        raise NotImplementedError
+
+    def build_model(self, args: argparse.Namespace, spec: DataSpec) -> tuple[nn.Module, ModelArgs]:
+        """The model for ``spec`` (``args.model`` with ``args.model_kwargs``)."""
+        raise NotImplementedError
+
+    def train_step(self, args: argparse.Namespace, spec: DataSpec, env: DistEnv) -> TrainStep:
+        """The loss of one training micro-batch."""
+        raise NotImplementedError
+
+    def evaluate(self, module: nn.Module, loader: Any, spec: DataSpec, env: DistEnv,
+                 args: argparse.Namespace) -> dict[str, float]:
+        """The task's metrics over every rank's shard of ``loader`` (the bare module, not DDP:
+        shards may differ in length), reduced over the ranks; with ``eval_images_per_s``."""
+        raise NotImplementedError
+
+    def describe(self, metrics: Mapping[str, float]) -> str:
+        """One line of results for the log (``AP 12.3  AP50 30.1``)."""
+        return "  ".join(f"{k} {metrics[k]:.2f}" for k in self.result_metrics if k in metrics)
