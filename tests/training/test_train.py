@@ -48,7 +48,8 @@ def test_tiny_run_learns_fashion_mnist(tiny_run: dict) -> None:
     assert records == tiny_run["history"]
     ckpt = load_training_checkpoint(out / "last.pt")
     assert (ckpt["epoch"], ckpt["batches_done"], ckpt["global_step"]) == (2, 0, 250)
-    assert ckpt["best_top1"] == max(r["val_top1"] for r in records)
+    assert (ckpt["best_metric"], ckpt["best_value"]) == ("val_top1", max(r["val_top1"] for r in records))
+    assert json.loads((out / "result.json").read_text())["val_top1"] == records[-1]["val_top1"]
     assert {"python", "numpy", "torch"} <= set(ckpt["rng"][0]["rng"])
     # args.yaml is the resolved configuration and works as a --config file.
     saved = load_yaml_config(out / "args.yaml", build_train_parser())

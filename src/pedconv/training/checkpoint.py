@@ -20,10 +20,12 @@ The schema, :data:`CHECKPOINT_FORMAT` ``pedconv-train-v1``:
 ``epoch``              epochs completed; ``batches_done``: optimizer steps into the next one
 ``global_step``        optimizer steps so far
 ``steps_per_epoch``    ``global_batch``, ``world_size``: the data layout (:class:`RunLayout`)
-``rng``                per rank: ``{"rng": capture_rng_state(), "sums": EpochSums.as_dict()}``
+``rng``                per rank: ``{"rng": capture_rng_state(), "sums": EpochSums.as_dict()}``, and
+                       ``"task"``: the task step's state where it has one (Free AT's perturbation)
 ``history``            one metrics record per completed epoch (``metrics.jsonl``)
 ``sampler``            ``seed``, ``epoch``, ``start_step``, ``global_batch``, ``num_samples``
-``best_top1``          best validation top-1 so far and its ``best_epoch``
+``best_value``         the best value so far of the metric ``best_metric`` (classification:
+                       ``val_top1``) and its ``best_epoch`` (older checkpoints: ``best_top1``)
 ``config``             the resolved options (as in ``args.yaml``)
 ``dyconv_temperature`` the DY-Conv softmax temperature at the last step, or None
 ``data``               ``name``, ``num_classes``, ``in_chans``, ``input_size``, ``mean``, ``std``
@@ -137,6 +139,9 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 class RunProgress:
     """Where a run stands: the counters, the per-epoch records, and the best epoch so far.
 
+    ``metric`` is the record key that picks the best epoch (higher is better): ``val_top1``
+    for classification, the task's :attr:`~pedconv.training.task.Task.best_metric` otherwise.
+
     >>> p = RunProgress()
     >>> p.add_epoch({"epoch": 1, "val_top1": 50.0}), p.add_epoch({"epoch": 2, "val_top1": 40.0}), p.best_epoch
     (True, False, 1)
@@ -146,23 +151,29 @@ class RunProgress:
     batches_done: int = 0
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_top1: Optional[float] = None
+    best_value: Optional[float] = None
     best_epoch: Optional[int] = None
+    metric: str = "val_top1"
 
     def add_epoch(self, record: dict[str, Any]) -> bool:
-        """Append a completed epoch's record (with ``epoch`` and ``val_top1``); True if it is the best so far."""
+        """Append a completed epoch's record (with ``epoch`` and :attr:`metric`); True if it is the best so far.
+
+        A nan metric is never the best (a metric that cannot be computed does not replace ``best.pt``).
+        """
         self.history.append(record)
         self.epoch, self.batches_done = record["epoch"], 0
-        is_best = self.best_top1 is None or record["val_top1"] > self.best_top1
+        value = float(record[self.metric])
+        is_best = value == value and (self.best_value is None or value > self.best_value)
         if is_best:
-            self.best_top1, self.best_epoch = record["val_top1"], record["epoch"]
+            self.best_value, self.best_epoch = value, record["epoch"]
         return is_best
 
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> RunProgress:
         """The progress recorded in a checkpoint."""
         return cls(ckpt["epoch"], ckpt["batches_done"], ckpt["global_step"], list(ckpt["history"]),
-                   ckpt.get("best_top1"), ckpt.get("best_epoch"))
+                   ckpt.get("best_value", ckpt.get("best_top1")), ckpt.get("best_epoch"),
+                   ckpt.get("best_metric", "val_top1"))
 
 
 @dataclass(frozen=True)
@@ -199,12 +210,15 @@ class CheckpointSaver:
         config: the resolved options; model_args: how the model was built.
         data: what the model sees (``name``, ``num_classes``, ``in_chans``, ``input_size``, ``mean``, ``std``).
         env: the process layout.
+        task_state: the task's training step; if it has ``state_dict()`` (Free adversarial
+            training's perturbation), every rank's is saved beside its RNG state.
     """
 
     def __init__(self, folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  scaler: torch.amp.GradScaler, *, layout: RunLayout, seed: int, config: Mapping[str, Any],
-                 model_args: ModelArgs, data: Mapping[str, Any], env: DistEnv) -> None:
+                 model_args: ModelArgs, data: Mapping[str, Any], env: DistEnv, task_state: Any = None) -> None:
         self.last, self.best = folder / "last.pt", folder / "best.pt"
+        self.task_state = task_state if callable(getattr(task_state, "state_dict", None)) else None
         self.module, self.optimizer, self.scheduler, self.scaler = module, optimizer, scheduler, scaler
         self.layout, self.seed, self.config, self.model_args, self.data = layout, seed, config, model_args, data
         self.env = env
@@ -225,14 +239,18 @@ class CheckpointSaver:
             # The data order is a function of these: the sampler needs no other state.
             "sampler": {"seed": self.seed, "epoch": progress.epoch, "start_step": progress.batches_done,
                         "global_batch": layout.global_batch, "num_samples": layout.num_samples},
-            "best_top1": progress.best_top1, "best_epoch": progress.best_epoch, "config": dict(self.config),
+            "best_metric": progress.metric, "best_value": progress.best_value, "best_epoch": progress.best_epoch,
+            "config": dict(self.config),
             "dyconv_temperature": temps[0] if temps else None, "data": dict(self.data),
             "pedconv_version": __version__, "torch_version": str(torch.__version__),
         }
 
     def save(self, progress: RunProgress, sums: EpochSums, is_best: bool = False) -> None:
         """Write ``last.pt`` at ``progress`` (and copy it to ``best.pt`` if ``is_best``); call on every rank."""
-        ranks = all_gather_object({"rng": capture_rng_state(), "sums": sums.as_dict()}, self.env)
+        mine = {"rng": capture_rng_state(), "sums": sums.as_dict()}
+        if self.task_state is not None:
+            mine["task"] = self.task_state.state_dict()
+        ranks = all_gather_object(mine, self.env)
         if not self.env.is_main:
             return
         atomic_save(self.contents(progress, ranks), self.last)
@@ -379,15 +397,19 @@ def restore_training_state(ckpt: Mapping[str, Any], path: PathLike, module: nn.M
     return progress
 
 
-def restore_session(ckpt: Mapping[str, Any], env: DistEnv, seed: int, warn: Callable[[str], None]) -> EpochSums:
-    """This rank's RNG state and running epoch sums from ``ckpt``.
+def restore_session(ckpt: Mapping[str, Any], env: DistEnv, seed: int, warn: Callable[[str], None],
+                    task_state: Any = None) -> EpochSums:
+    """This rank's RNG state, running epoch sums and task step state (``task_state.load_state_dict``,
+    when the step has one and the checkpoint holds it) from ``ckpt``.
 
-    When the number of processes changed, the RNG streams are re-seeded (with a warning) and
-    the main rank carries the sums of all the checkpoint's ranks.
+    When the number of processes changed, the RNG streams are re-seeded (with a warning), the
+    task state starts afresh and the main rank carries the sums of all the checkpoint's ranks.
     """
     ranks = ckpt["rng"]
     if len(ranks) == env.world_size:
         restore_rng_state(ranks[env.rank]["rng"])
+        if ranks[env.rank].get("task") is not None and callable(getattr(task_state, "load_state_dict", None)):
+            task_state.load_state_dict(ranks[env.rank]["task"])
         return EpochSums.from_dict(ranks[env.rank]["sums"])
     warn(f"the checkpoint was written by {len(ranks)} processes, this run has {env.world_size}: RNG "
          "streams are re-seeded, so the run will not reproduce an uninterrupted one exactly")

@@ -16,7 +16,7 @@ import difflib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import yaml
 
@@ -27,8 +27,22 @@ from ..utils.options import non_negative, non_negative_int, number, positive, po
 from .data import DATASETS
 from .recipe import SCHEDULES
 
-__all__ = ["ConfigError", "add_data_arguments", "add_model_kwargs_argument", "apply_mapping", "build_train_parser",
-           "load_yaml_config", "parse_model_kwargs", "write_args_yaml"]
+if TYPE_CHECKING:
+    from .task import Task
+
+__all__ = [
+    "ConfigError",
+    "add_data_arguments",
+    "add_image_data_arguments",
+    "add_label_regularisation_arguments",
+    "add_model_kwargs_argument",
+    "apply_mapping",
+    "build_train_parser",
+    "load_yaml_config",
+    "parse_model_kwargs",
+    "preset_values",
+    "write_args_yaml",
+]
 
 
 # Other training scripts' names for our options, for "did you mean" hints only.
@@ -104,27 +118,60 @@ def add_data_arguments(p: argparse.ArgumentParser, defaults_from_checkpoint: boo
     return g
 
 
-def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    """The ``pedconv train`` options (see the module docstring of :mod:`pedconv.training.train`).
-
-    >>> args = build_train_parser().parse_args(["--model", "cifar_resnet20", "--model-kwargs", "width=8"])
-    >>> args.model_kwargs, args.batch_size, args.data
-    ({'width': 8}, 128, 'fashion_mnist')
-    """
-    p = parser or argparse.ArgumentParser(prog="pedconv train", description="Train a registered model.")
-    p.add_argument("--config", default=None, metavar="YAML",
-                   help="YAML file of option values (keys = option names with '_'); command-line flags override it")
-
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="pedconv_cifar_resnet20", help="a name from pedconv.list_models()")
-    add_model_kwargs_argument(g, "builder options, values parsed as YAML (e.g. width=8 rank=2 components=[gamma])")
-
+def add_image_data_arguments(p: argparse.ArgumentParser) -> Any:
+    """The training data options of image classification datasets (``pedconv train``, ``pedconv adv
+    train``): :func:`add_data_arguments`, ``--train-subset`` and ``--augment``; returns the group."""
     g = add_data_arguments(p)
     g.add_argument("--train-subset", type=positive_int, default=None,
                    help="train on a fixed seeded subset of N images")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="training augmentation (in-memory datasets: random crop, padding 4, + horizontal flip; "
                         "ImageFolder: RandomResizedCrop + flip)")
+    return g
+
+
+def add_label_regularisation_arguments(p: argparse.ArgumentParser) -> None:
+    """Label smoothing, mixup and cutmix (classification)."""
+    g = p.add_argument_group("regularisation")
+    g.add_argument("--smoothing", "--label-smoothing", type=number(float, 0, 1, high_open=True), default=0.0,
+                   help="label smoothing")
+    g.add_argument("--mixup", type=non_negative, default=0.0, help="mixup alpha (0 = off)")
+    g.add_argument("--cutmix", type=non_negative, default=0.0, help="cutmix alpha (0 = off)")
+    g.add_argument("--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch")
+    g.add_argument("--mixup-switch-prob", type=probability, default=0.5, help="probability of cutmix when both are on")
+    g.add_argument("--mixup-mode", choices=("batch", "pair", "elem"), default="batch")
+
+
+def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: Optional[Task] = None
+                       ) -> argparse.ArgumentParser:
+    """The training options of ``task`` (default: image classification, ``pedconv train``; see
+    :mod:`pedconv.training.train`): the options every task shares, the task's own
+    (:meth:`~pedconv.training.task.Task.add_arguments`) and its defaults.
+
+    >>> args = build_train_parser().parse_args(["--model", "cifar_resnet20", "--model-kwargs", "width=8"])
+    >>> args.model_kwargs, args.batch_size, args.data
+    ({'width': 8}, 128, 'fashion_mnist')
+    """
+    if task is None:
+        from .classify import Classification
+
+        task = Classification()
+    p = parser or argparse.ArgumentParser(prog=task.train_command, description="Train a registered model.")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="YAML file of option values (keys = option names with '_'); command-line flags override it")
+    if task.presets:
+        p.add_argument("--preset", choices=sorted(task.presets), default=None,
+                       help="a named set of option values (under --config and the flags): "
+                            + "; ".join(f"{k}: {v.get('_help', '')}" for k, v in sorted(task.presets.items())))
+        if "quick" in task.presets:
+            p.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                           help="same as --preset quick: " + str(task.presets["quick"].get("_help", "")))
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=task.default_model, help="a name from pedconv.list_models()")
+    add_model_kwargs_argument(g, "builder options, values parsed as YAML (e.g. width=8 rank=2 components=[gamma])")
+
+    task.add_arguments(p)
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, default=10)
@@ -157,15 +204,6 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argp
     g.add_argument("--decay-rate", type=number(float, 0, 1, low_open=True), default=0.1, help="step/multistep factor")
     g.add_argument("--clip-grad", type=positive, default=None, help="gradient clipping threshold (off by default)")
     g.add_argument("--clip-mode", choices=("norm", "value", "agc"), default="norm")
-
-    g = p.add_argument_group("regularisation")
-    g.add_argument("--smoothing", "--label-smoothing", type=number(float, 0, 1, high_open=True), default=0.0,
-                   help="label smoothing")
-    g.add_argument("--mixup", type=non_negative, default=0.0, help="mixup alpha (0 = off)")
-    g.add_argument("--cutmix", type=non_negative, default=0.0, help="cutmix alpha (0 = off)")
-    g.add_argument("--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch")
-    g.add_argument("--mixup-switch-prob", type=probability, default=0.5, help="probability of cutmix when both are on")
-    g.add_argument("--mixup-mode", choices=("batch", "pair", "elem"), default="batch")
 
     g = p.add_argument_group("dynamic convolutions")
     g.add_argument("--infomax-weight", type=non_negative, default=None,
@@ -204,7 +242,22 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None) -> argp
                         "reproduces an uninterrupted one")
     g.add_argument("--log-every", type=positive_int, default=50, help="plain-log step period")
     g.add_argument("--quiet", action="store_true", help="no progress output (log.txt still written)")
+    if task.defaults:
+        p.set_defaults(**task.defaults)
     return p
+
+
+def preset_values(parser: argparse.ArgumentParser, task: Task, name: Optional[str]) -> dict[str, Any]:
+    """The option values of ``task``'s preset ``name`` (none for None), checked like a YAML file's.
+
+    >>> from pedconv.training.classify import Classification
+    >>> preset_values(build_train_parser(), Classification(), None)
+    {}
+    """
+    if name is None:
+        return {}
+    values = {k: v for k, v in task.presets[name].items() if not k.startswith("_")}
+    return apply_mapping(parser, values, f"--preset {name}")
 
 
 def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:

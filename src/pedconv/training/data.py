@@ -159,18 +159,24 @@ class GlobalBatchSampler:
         seed: base seed of the permutations and of the per-item seeds.
         shuffle: permute each epoch (else the natural order).
         with_seeds: yield ``(index, item_seed)`` pairs for :class:`SeededDataset`.
+        replay: optimizer steps per global batch: each batch is yielded this many times in a row
+            ("Free" adversarial training replays every minibatch); an epoch has ``replay`` times
+            as many steps.
 
     >>> s = GlobalBatchSampler(10, micro_batch=2, world_size=2, rank=1, shuffle=False)
     >>> list(s), s.steps_per_epoch
     ([[2, 3], [6, 7]], 2)
     >>> s.set_epoch(0, start_step=1); list(s)
     [[6, 7]]
+    >>> list(GlobalBatchSampler(4, micro_batch=2, shuffle=False, replay=2))
+    [[0, 1], [0, 1], [2, 3], [2, 3]]
     """
 
     def __init__(self, num_samples: int, micro_batch: int, world_size: int = 1, rank: int = 0, accum: int = 1,
-                 seed: int = 0, shuffle: bool = True, with_seeds: bool = False) -> None:
+                 seed: int = 0, shuffle: bool = True, with_seeds: bool = False, replay: int = 1) -> None:
         self.num_samples, self.micro_batch, self.world_size, self.rank = num_samples, micro_batch, world_size, rank
         self.accum, self.seed, self.shuffle, self.with_seeds = accum, seed, shuffle, with_seeds
+        self.replay = replay
         self.global_batch = micro_batch * world_size * accum
         if self.steps_per_epoch < 1:
             raise DataError(f"{num_samples} training images do not fill one global batch of {self.global_batch} "
@@ -179,8 +185,8 @@ class GlobalBatchSampler:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch: full global batches only."""
-        return self.num_samples // self.global_batch
+        """Optimizer steps per epoch: full global batches only, each ``replay`` times."""
+        return self.num_samples // self.global_batch * self.replay
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """Select the epoch's permutation and the first optimizer step to yield."""
@@ -188,7 +194,7 @@ class GlobalBatchSampler:
 
     def micro_batch_offset(self, step: int, micro: int) -> int:
         """Position in the epoch of the first item of this rank's ``micro``-th micro-batch of ``step``."""
-        return step * self.global_batch + (self.rank * self.accum + micro) * self.micro_batch
+        return step // self.replay * self.global_batch + (self.rank * self.accum + micro) * self.micro_batch
 
     def __iter__(self) -> Iterator[list]:
         if self.shuffle:

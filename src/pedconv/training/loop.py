@@ -1,11 +1,13 @@
-"""The inner loops: one training epoch (resumable at any optimizer step) and evaluation.
+"""The inner loops: one training epoch (resumable at any optimizer step) and classification evaluation.
 
-A training step, for each of ``accum`` micro-batches: move the uint8 batch to the device,
-normalise/augment it (:class:`~pedconv.training.data.BatchPreprocessor`), mix it (timm
-``Mixup``), set the DY-Conv temperature for the fractional epoch, forward under autocast,
+A training step, for each of ``accum`` micro-batches: set the DY-Conv temperature for the
+fractional epoch, run the task's :class:`~pedconv.training.task.TrainStep` under autocast
+(classification: :class:`ClassifyStep` moves the uint8 batch to the device, normalises and
+augments it, mixes it with timm ``Mixup`` and takes the cross-entropy), then
 ``loss = task_loss + infomax_weight * pedconv.infomax_loss(model)``, backward (DDP gradient
-sync only on the last micro-batch). Then clip (optional), ``optimizer.step()`` (through the
-GradScaler, a no-op unless float16 on CUDA) and ``scheduler.step_update(global_step)``.
+sync only on the last micro-batch) and the step's ``after_backward`` hook if it has one.
+Then clip (optional), ``optimizer.step()`` (through the GradScaler, a no-op unless float16
+on CUDA) and ``scheduler.step_update(global_step)``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from .data import BatchPreprocessor, GlobalBatchSampler, mix_seed
 from .distributed import DistEnv, all_gather_object, all_reduce_sum
 from .model import set_dyconv_temperature
 from .recipe import autocast
+from .task import StepResult, TrainStep
 
-__all__ = ["EpochSums", "Trainer", "evaluate", "topk_correct"]
+__all__ = ["ClassifyStep", "EpochSums", "Trainer", "evaluate", "topk_correct"]
 
 
 @dataclass
@@ -63,6 +66,35 @@ def topk_correct(logits: Tensor, target: Tensor, ks: Iterable[int] = (1, 5)) -> 
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices.eq(target[:, None])
     return [top[:, :min(k, kmax)].any(dim=1).sum() for k in ks]
+
+
+class ClassifyStep:
+    """The classification :class:`~pedconv.training.task.TrainStep`: normalise and augment the
+    uint8 batch on the device (``seed`` makes the augmentation a function of the position in
+    the run), mix it (timm ``Mixup`` or None), forward, ``criterion``.
+
+    >>> step = ClassifyStep(BatchPreprocessor((0.5,), (0.5,)), None, nn.CrossEntropyLoss(), torch.device("cpu"))
+    >>> r = step(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), (torch.zeros(2, 1, 2, 2, dtype=torch.uint8),
+    ...                                                       torch.tensor([0, 2])), seed=0)
+    >>> r.count, r.loss.shape
+    (2, torch.Size([]))
+    """
+
+    def __init__(self, preprocess: BatchPreprocessor, mixup: Optional[Callable], criterion: nn.Module,
+                 device: torch.device, augment_on_device: bool = True) -> None:
+        self.preprocess, self.mixup, self.criterion = preprocess, mixup, criterion
+        self.device, self.augment_on_device = device, augment_on_device
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], seed: int) -> StepResult:
+        raw, labels = batch
+        x = self.preprocess(raw.to(self.device, non_blocking=True), seed if self.augment_on_device else None)
+        y = labels.to(self.device, non_blocking=True)
+        target = y
+        if self.mixup is not None:
+            x, target = self.mixup(x, y)
+        out = model(x)
+        correct = (out.detach().argmax(1) == y).sum()
+        return StepResult(self.criterion(out, target), int(y.shape[0]), correct)
 
 
 def _sync(device: torch.device) -> None:
@@ -124,8 +156,7 @@ class Trainer:
         module: the unwrapped model (for DY-Conv temperatures and state dicts).
         optimizer, scheduler, scaler: the recipe's optimizer, timm per-step scheduler, GradScaler.
         loader, sampler: the training DataLoader and its :class:`GlobalBatchSampler`.
-        preprocess: device-side normalisation/augmentation.
-        mixup: timm ``Mixup`` or None; criterion: the training loss.
+        step: the task's loss on one micro-batch (classification: :class:`ClassifyStep`).
         env: process layout; args: the resolved configuration (recipe fields).
         amp_dtype: autocast dtype when ``args.amp``.
 
@@ -141,25 +172,24 @@ class Trainer:
     >>> from timm.scheduler import CosineLRScheduler
     >>> args = argparse.Namespace(seed=0, grad_accum_steps=1, infomax_weight=1e-3, dyconv_anneal_epochs=10,
     ...                           clip_grad=None, clip_mode="norm", amp=False, skip_nonfinite=0)
+    >>> step = ClassifyStep(BatchPreprocessor((0.5,), (0.5,)), None, nn.CrossEntropyLoss(), torch.device("cpu"))
     >>> t = Trainer(net, net, opt, CosineLRScheduler(opt, 8, t_in_epochs=False), torch.amp.GradScaler("cpu",
-    ...             enabled=False), loader, sampler, BatchPreprocessor((0.5,), (0.5,)), None, nn.CrossEntropyLoss(),
-    ...             DistEnv(), args)
+    ...             enabled=False), loader, sampler, step, DistEnv(), args)
     >>> sums, step = t.train_epoch(epoch=0, start_step=0, global_step=0, sums=EpochSums())
     >>> sums.steps, sums.images, step
     (4, 16.0, 4)
     """
 
     def __init__(self, model: nn.Module, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 scaler: torch.amp.GradScaler, loader: Iterable, sampler: GlobalBatchSampler,
-                 preprocess: BatchPreprocessor, mixup: Optional[Callable], criterion: nn.Module, env: DistEnv,
-                 args: Any, amp_dtype: Optional[torch.dtype] = None, augment_on_device: bool = True,
-                 reporter: Any = None) -> None:
+                 scaler: torch.amp.GradScaler, loader: Iterable, sampler: GlobalBatchSampler, step: TrainStep,
+                 env: DistEnv, args: Any, amp_dtype: Optional[torch.dtype] = None, reporter: Any = None) -> None:
         self.model, self.module, self.optimizer = model, module, optimizer
         self.scheduler, self.scaler = scheduler, scaler
-        self.loader, self.sampler, self.preprocess = loader, sampler, preprocess
-        self.mixup, self.criterion = mixup, criterion
-        self.env, self.args, self.amp_dtype, self.augment_on_device = env, args, amp_dtype, augment_on_device
+        self.loader, self.sampler, self.step = loader, sampler, step
+        self.after_backward: Optional[Callable[[], None]] = getattr(step, "after_backward", None)
+        self.env, self.args, self.amp_dtype = env, args, amp_dtype
         self.reporter = reporter
+        self.counts_correct = False  # whether the step reports correct predictions (shown as top-1)
         # Non-finite losses: [micro-batches with one, first global step with one (-1: none)]. Kept
         # on the device and read only where the loop synchronises anyway (see first_nonfinite_step).
         self._nonfinite = torch.tensor([0.0, -1.0], dtype=torch.float64, device=env.device)
@@ -210,8 +240,10 @@ class Trainer:
             if self.reporter is not None and self.reporter.enabled:
                 def values(images: int = images) -> dict[str, float]:
                     s = current()
-                    return {"loss": s.loss / max(s.images, 1), "top1": 100.0 * s.correct / max(s.images, 1),
-                            "lr": self.optimizer.param_groups[0]["lr"],
+                    shown = {"loss": s.loss / max(s.images, 1)}
+                    if self.counts_correct:
+                        shown["top1"] = 100.0 * s.correct / max(s.images, 1)
+                    return {**shown, "lr": self.optimizer.param_groups[0]["lr"],
                             "img/s": images * env.world_size / max(time.perf_counter() - t_start, 1e-9)}
                 self.reporter.step(step, values)
             if on_step is not None:
@@ -224,28 +256,26 @@ class Trainer:
         predictions (sums over its images) to ``acc``; returns its number of images."""
         args, device = self.args, self.env.device
         accum = int(args.grad_accum_steps)
-        raw, labels = batch
         seed = mix_seed(args.seed, epoch, self.sampler.micro_batch_offset(step, micro))
-        x = self.preprocess(raw.to(device, non_blocking=True), seed if self.augment_on_device else None)
-        y = labels.to(device, non_blocking=True)
-        target = y
-        if self.mixup is not None:
-            x, target = self.mixup(x, y)
         # DDP synchronises the gradients on the last micro-batch of the step only.
         accumulating = self.env.distributed and micro < accum - 1 and hasattr(self.model, "no_sync")
         sync = cast(Any, self.model).no_sync() if accumulating else contextlib.nullcontext()
         with sync:
             with autocast(device, args.amp, self.amp_dtype):
-                out = self.model(x)
-                task = self.criterion(out, target)
+                result = self.step(self.model, batch, seed)
+            task = result.loss
             info = infomax_loss(self.model)
             loss = task + args.infomax_weight * info if args.infomax_weight else task
             self.scaler.scale(loss / accum).backward()
+        if self.after_backward is not None:
+            self.after_backward()
         self._step_bad |= ~torch.isfinite(loss.detach())
+        n = result.count
+        if result.correct is not None:
+            self.counts_correct = True
         with torch.no_grad():
-            n = y.shape[0]
-            acc += torch.stack([task.detach().double() * n, info.detach().double() * n,
-                                (out.detach().argmax(1) == y).sum().double()])
+            correct = task.new_zeros(()) if result.correct is None else result.correct.detach()
+            acc += torch.stack([task.detach().double() * n, info.detach().double() * n, correct.double()])
         return int(n)
 
     def first_nonfinite_step(self) -> Optional[int]:

@@ -29,7 +29,7 @@ from ..utils.lock import LOCK_NAME
 
 __all__ = ["ARTIFACTS", "RESULTS", "decide_resume", "output_folder", "previous_args_yaml", "resume_hint"]
 
-ARTIFACTS = ("args.yaml", "metrics.jsonl", "curves.png", "log.txt", "last.pt", "best.pt")
+ARTIFACTS = ("args.yaml", "metrics.jsonl", "curves.png", "log.txt", "last.pt", "best.pt", "result.json")
 """Every file ``pedconv train`` writes into its folder."""
 
 RESULTS = ("last.pt", "best.pt", "metrics.jsonl", "result.json")
@@ -70,15 +70,15 @@ def _foreign(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith("."))
 
 
-def resume_hint(out: Path) -> str:
+def resume_hint(out: Path, command: str = "pedconv train") -> str:
     """What can continue the run in ``out`` when its ``last.pt`` cannot (a sentence)."""
     if (out / "best.pt").is_file():
-        return (f"its best.pt can continue the run from the best epoch: pedconv train --output {out} "
+        return (f"its best.pt can continue the run from the best epoch: {command} --output {out} "
                 f"--resume {out / 'best.pt'}")
     return f"start the run again elsewhere, or pass --overwrite to replace {out}'s results"
 
 
-def decide_resume(args: argparse.Namespace, out: Path) -> Optional[Path]:
+def decide_resume(args: argparse.Namespace, out: Path, command: str = "pedconv train") -> Optional[Path]:
     """The checkpoint to resume from (``None``: a fresh run), after checking that nothing
     would be lost; prepares ``out`` for the run. Call it while holding the folder's lock.
 
@@ -99,7 +99,7 @@ def decide_resume(args: argparse.Namespace, out: Path) -> Optional[Path]:
             resume = out / "last.pt"
         elif _results(out):
             raise TrainError(f"--resume auto: {out} holds a run's results ({', '.join(_results(out))}) but no "
-                             f"last.pt to continue from; {resume_hint(out)}")
+                             f"last.pt to continue from; {resume_hint(out, command)}")
     elif args.resume:
         resume = Path(args.resume)
         if not resume.is_file():
@@ -108,7 +108,7 @@ def decide_resume(args: argparse.Namespace, out: Path) -> Optional[Path]:
         raise TrainError(f"output folder {out} holds a run's results ({', '.join(_results(out))}); pass --resume "
                          "auto to continue that run or --overwrite to replace it")
     if resume is None:  # a fresh run: what an earlier run left here goes (results only with --overwrite)
-        for name in (*ARTIFACTS, "result.json"):
+        for name in ARTIFACTS:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     remove_leftover_temps(out, (*ARTIFACTS, LOCK_NAME))  # of writes that were interrupted

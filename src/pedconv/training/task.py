@@ -65,21 +65,35 @@ class TrainStep(Protocol):
 
 
 class Task:
-    """The base of every task; :class:`pedconv.training.classify.Classification` is the default.
+    """The base of every task; :class:`pedconv.training.classify.Classification` is ``pedconv train``'s.
 
     Class attributes:
         name: the command word (``"detect"``); train and eval are its sub-commands.
         default_model: the ``--model`` default.
         best_metric: the metric (a key of :meth:`evaluate`'s result) that picks ``best.pt``.
         result_metrics: the metrics written to ``result.json`` and printed by ``eval``.
-        replay: optimizer steps per loaded batch (Free adversarial training replays each batch).
+        defaults: option defaults of the task's ``train`` (its recipe: ``{"lr": 1e-3, ...}``).
+        presets: named option sets (``--preset NAME``; ``quick`` is also ``--quick``), applied
+            under ``--config`` and the flags; a ``_help`` key describes the preset.
     """
 
     name: str = ""
     default_model: str = ""
     best_metric: str = ""
     result_metrics: tuple[str, ...] = ()
-    replay: int = 1
+    defaults: Mapping[str, Any] = {}
+    presets: Mapping[str, Mapping[str, Any]] = {}
+    probe_with_images: bool = False
+    """Whether a random image batch can probe the model in training mode (DDP's unused-parameter check)."""
+
+    @property
+    def train_command(self) -> str:
+        """The command line that trains this task (``pedconv detect train``)."""
+        return f"pedconv {self.name} train"
+
+    def replay(self, args: argparse.Namespace) -> int:
+        """Optimizer steps per loaded batch (Free adversarial training replays each batch ``m`` times)."""
+        return 1
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the task's own options (shared by its ``train`` and ``eval``) to ``parser``."""
@@ -87,23 +101,36 @@ class Task:
     def check_args(self, args: argparse.Namespace) -> None:
         """Refuse options that do not work together (raise a :class:`~pedconv.errors.UsageError`)."""
 
+    def input_size(self, args: argparse.Namespace, spec: DataSpec) -> tuple[int, int]:
+        """The image size (height, width) the model sees (for the FLOP count and the DDP probe)."""
+        return spec.input_size
+
+    def data_info(self, args: argparse.Namespace, spec: DataSpec) -> dict[str, Any]:
+        """What checkpoints record about the data (``pedconv <task> eval`` rebuilds it from this)."""
+        return {"name": spec.name, "num_classes": spec.num_classes, "in_chans": spec.in_chans,
+                "input_size": list(self.input_size(args, spec)), "mean": list(spec.mean), "std": list(spec.std)}
+
     def build_data(self, args: argparse.Namespace, need_train: bool = True) -> DataSpec:
         """The datasets (validated: a malformed dataset raises a :class:`~pedconv.errors.DataError`
         naming the file and the item)."""
         raise NotImplementedError
 
     def build_model(self, args: argparse.Namespace, spec: DataSpec) -> tuple[nn.Module, ModelArgs]:
-        """The model for ``spec`` (``args.model`` with ``args.model_kwargs``)."""
-        raise NotImplementedError
+        """The model for ``spec``: ``args.model`` with ``args.model_kwargs``, ``spec.num_classes``
+        outputs (raises ValueError for an unknown model or options it rejects)."""
+        from .model import build_model
 
-    def train_step(self, args: argparse.Namespace, spec: DataSpec, env: DistEnv) -> TrainStep:
+        return build_model(args.model, spec.num_classes, spec.in_chans, args.model_kwargs)
+
+    def train_step(self, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs, env: DistEnv) -> TrainStep:
         """The loss of one training micro-batch."""
         raise NotImplementedError
 
-    def evaluate(self, module: nn.Module, loader: Any, spec: DataSpec, env: DistEnv,
-                 args: argparse.Namespace) -> dict[str, float]:
+    def evaluate(self, module: nn.Module, loader: Any, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs,
+                 env: DistEnv, final: bool = False) -> dict[str, float]:
         """The task's metrics over every rank's shard of ``loader`` (the bare module, not DDP:
-        shards may differ in length), reduced over the ranks; with ``eval_images_per_s``."""
+        shards may differ in length), reduced over the ranks; with ``eval_images_per_s``.
+        ``final``: the evaluation after the last epoch (may measure more, e.g. PGD-50)."""
         raise NotImplementedError
 
     def describe(self, metrics: Mapping[str, float]) -> str:

@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import os
 import signal
 import sys
@@ -75,6 +76,7 @@ from ..errors import (
 from ..method.infomax import INFOMAX_WEIGHT
 from ..models import model_entrypoint
 from ..tools.flops import count_parameters, parameter_summary
+from ..utils.atomic import atomic_write_text
 from ..utils.lock import FolderLock
 from ..utils.options import check_output_folder
 from .checkpoint import (
@@ -90,8 +92,9 @@ from .checkpoint import (
     restore_training_state,
     seed_everything,
 )
-from .config import apply_mapping, build_train_parser, load_yaml_config, write_args_yaml
-from .data import BatchPreprocessor, DataSpec, GlobalBatchSampler, ShardBatchSampler, build_data, make_loader, mix_seed
+from .classify import Classification
+from .config import apply_mapping, build_train_parser, load_yaml_config, preset_values, write_args_yaml
+from .data import DataSpec, GlobalBatchSampler, ShardBatchSampler, make_loader, mix_seed
 from .distributed import (
     DistEnv,
     all_reduce_sum,
@@ -103,11 +106,10 @@ from .distributed import (
     resolve_device,
 )
 from .interruption import StopRequests
-from .loop import EpochSums, Trainer, evaluate
-from .model import ModelArgs, build_model
+from .loop import EpochSums, Trainer
+from .model import ModelArgs
 from .recipe import (
     amp_dtype,
-    build_criterion,
     build_optimizer,
     build_scheduler,
     check_optimizer,
@@ -116,6 +118,7 @@ from .recipe import (
 )
 from .report import Reporter, plot_curves, write_metrics
 from .run_folder import ARTIFACTS, decide_resume, output_folder, previous_args_yaml, resume_hint
+from .task import Task, TrainStep
 
 __all__ = ["ARTIFACTS", "TrainError", "TrainOptionsError", "build_parser", "config_layer", "main", "parse_args",
            "resolve_config", "run", "train", "validate_args"]
@@ -124,19 +127,22 @@ _NOT_SAVED = ("config", "resume", "overwrite")
 
 
 # ----------------------------------------------------------------------------- options
-def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    """The ``pedconv train`` options, added to ``parser`` (the CLI's sub-command) or to a new parser.
+def build_parser(parser: Optional[argparse.ArgumentParser] = None, task: Optional[Task] = None
+                 ) -> argparse.ArgumentParser:
+    """The training options of ``task`` (default: ``pedconv train``'s classification), added to
+    ``parser`` (the CLI's sub-command) or to a new parser.
 
     >>> build_parser().parse_args(["--epochs", "2"]).epochs
     2
     """
+    task = task or Classification()
     if parser is None:
-        parser = argparse.ArgumentParser(prog="pedconv train", description=__doc__,
+        parser = argparse.ArgumentParser(prog=task.train_command, description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    return build_train_parser(parser)
+    return build_train_parser(parser, task)
 
 
-def validate_args(args: argparse.Namespace) -> None:
+def validate_args(args: argparse.Namespace, task: Optional[Task] = None) -> None:
     """Refuse, before anything is loaded, options that cannot work: :class:`~pedconv.errors.TrainOptionsError`
     (a usage error) for options that do not make sense or do not work together,
     :class:`~pedconv.errors.TrainError` for a device or an output folder this machine does not have.
@@ -156,25 +162,20 @@ def validate_args(args: argparse.Namespace) -> None:
     if not isinstance(args.model_kwargs, dict):
         raise TrainOptionsError(f"model_kwargs must be a mapping, got {args.model_kwargs!r}")
     _check_combinations(args)
+    (task or Classification()).check_args(args)
     _check_machine(args)
 
 
 def _check_combinations(args: argparse.Namespace) -> None:
-    if (args.mixup > 0 or args.cutmix > 0) and args.batch_size % 2:
-        raise TrainOptionsError(f"mixup/cutmix need an even --batch-size (timm Mixup pairs samples), got "
-                                f"{args.batch_size}")
     if args.resume == "auto" and args.output is None:
         raise TrainOptionsError("--resume auto needs --output DIR (the run folder to continue)")
     if args.resume not in (None, "auto") and not Path(args.resume).is_file():
         raise TrainOptionsError(f"--resume {args.resume}: no such checkpoint file")
     if args.warmup_epochs > args.epochs:
         raise TrainOptionsError(f"--warmup-epochs {args.warmup_epochs} is longer than --epochs {args.epochs}")
-    if args.data == "imagefolder" and not args.data_dir:
-        raise TrainOptionsError("--data imagefolder needs --data-dir DIR (the folder holding train/ and val/ with "
-                                "one subfolder per class)")
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     step = args.batch_size * processes * args.grad_accum_steps
-    if args.train_subset is not None and args.train_subset < step:
+    if getattr(args, "train_subset", None) is not None and args.train_subset < step:
         raise TrainOptionsError(
             f"--train-subset {args.train_subset} is smaller than one optimizer step of {step} images (--batch-size "
             f"{args.batch_size} x {processes} process(es) x --grad-accum-steps {args.grad_accum_steps}); use a "
@@ -199,14 +200,18 @@ def _yaml_layer(parser: argparse.ArgumentParser, config: Optional[str], resume: 
     return load_yaml_config(path, parser) if path else {}
 
 
-def config_layer(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """The option values that lie under the command line: the ``--config`` YAML file, or, when
-    resuming without one, the resumed run's ``args.yaml`` (the CLI parses again with them as defaults).
+def config_layer(args: argparse.Namespace, parser: argparse.ArgumentParser, task: Optional[Task] = None
+                 ) -> dict[str, Any]:
+    """The option values that lie under the command line: the task's ``--preset`` (``--quick``),
+    then the ``--config`` YAML file or, when resuming without one, the resumed run's ``args.yaml``
+    (the CLI parses again with them as defaults).
 
     Raises:
         ConfigError: the file is missing or invalid (a usage error).
     """
-    return _yaml_layer(parser, args.config, args.resume, args.output)
+    yaml_values = _yaml_layer(parser, args.config, args.resume, args.output)
+    preset = yaml_values.get("preset", getattr(args, "preset", None))
+    return {**preset_values(parser, task or Classification(), preset), **yaml_values}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -224,7 +229,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def resolve_config(config: Union[str, os.PathLike, Mapping[str, Any], argparse.Namespace, None] = None,
-                   **overrides: Any) -> argparse.Namespace:
+                   task: Optional[Task] = None, **overrides: Any) -> argparse.Namespace:
     """Options from a YAML file path, a mapping (option names as keys; a ``config`` key names a
     YAML file), a Namespace, or defaults.
 
@@ -238,7 +243,8 @@ def resolve_config(config: Union[str, os.PathLike, Mapping[str, Any], argparse.N
     >>> a.model, a.epochs, a.lr, a.batch_size
     ('cifar_resnet20', 2, 0.05, 128)
     """
-    parser = build_parser()
+    task = task or Classification()
+    parser = build_parser(task=task)
     if isinstance(config, (str, os.PathLike)):
         values: dict[str, Any] = {"config": os.fspath(config)}
     elif isinstance(config, argparse.Namespace):
@@ -250,21 +256,23 @@ def resolve_config(config: Union[str, os.PathLike, Mapping[str, Any], argparse.N
     args = parser.parse_args([])
     try:
         layer = _yaml_layer(parser, values.pop("config", None), values.get("resume"), values.get("output"))
-        for k, v in {**layer, **apply_mapping(parser, values, "train() config")}.items():
+        given = apply_mapping(parser, values, "train() config")
+        preset = given.get("preset", layer.get("preset"))
+        for k, v in {**preset_values(parser, task, preset), **layer, **given}.items():
             setattr(args, k, v)
     except ConfigError as e:
         raise TrainOptionsError(str(e)) from None
-    validate_args(args)
+    validate_args(args, task)
     return args
 
 
 # ----------------------------------------------------------------------------- the run folder
-def _prepare_output(args: argparse.Namespace, env: DistEnv, out: Path) -> Optional[Path]:
+def _prepare_output(args: argparse.Namespace, env: DistEnv, out: Path, command: str) -> Optional[Path]:
     """Check the run folder and decide the checkpoint to resume from (rank 0 decides, all ranks agree)."""
     decision: tuple[Optional[str], Optional[str]] = (None, None)
     if env.is_main:
         try:
-            resume = decide_resume(args, out)
+            resume = decide_resume(args, out, command)
             decision = (None if resume is None else str(resume), None)
         except (TrainError, OSError) as e:
             decision = (None, str(e))
@@ -317,12 +325,11 @@ class _Determinism:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_det, cudnn_bench
 
 
-def _load_data(args: argparse.Namespace, env: DistEnv) -> DataSpec:
+def _load_data(args: argparse.Namespace, env: DistEnv, task: Task) -> DataSpec:
     def load() -> DataSpec:
-        return build_data(args.data, args.data_dir, args.download, args.train_subset, args.val_subset,
-                          args.subset_seed, args.img_size, args.crop_pct, augment=args.augment)
+        return task.build_data(args)
 
-    if not (args.download and env.distributed):
+    if not (getattr(args, "download", False) and env.distributed):
         return load()
     # With --download, rank 0 fetches first; the others read what it wrote.
     spec, error = None, None
@@ -341,6 +348,7 @@ def _load_data(args: argparse.Namespace, env: DistEnv) -> DataSpec:
 class _Parts:
     """The pieces of a training run, built from the options and the dataset by :func:`_assemble`."""
 
+    task: Task
     spec: DataSpec
     module: nn.Module  # the unwrapped model (SyncBatchNorm already in place)
     margs: ModelArgs
@@ -348,23 +356,25 @@ class _Parts:
     sampler: GlobalBatchSampler
     loader: DataLoader
     val_loader: DataLoader
-    train_pre: BatchPreprocessor
-    val_pre: BatchPreprocessor
+    step: TrainStep
     input_hw: tuple[int, int]
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
-    mixup: Optional[Callable[..., Any]]
-    criterion: nn.Module
     amp_dtype: Optional[torch.dtype]
     lr: float
     layout: RunLayout
 
+    def evaluate(self, args: argparse.Namespace, env: DistEnv, final: bool = False) -> dict[str, float]:
+        """The task's metrics of the model on the validation split."""
+        return self.task.evaluate(self.module, self.val_loader, args, self.spec, self.margs, env, final)
 
-def _build_model(args: argparse.Namespace, env: DistEnv, spec: DataSpec) -> tuple[nn.Module, ModelArgs, bool]:
+
+def _build_model(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task: Task
+                 ) -> tuple[nn.Module, ModelArgs, bool]:
     seed_everything(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     try:
-        model, margs = build_model(args.model, spec.num_classes, spec.in_chans, args.model_kwargs)
+        model, margs = task.build_model(args, spec)
     except ValueError as e:
         raise TrainError(str(e)) from None
     model.to(env.device)
@@ -376,18 +386,14 @@ def _build_model(args: argparse.Namespace, env: DistEnv, spec: DataSpec) -> tupl
     return model, margs, use_sync_bn
 
 
-def _assemble(args: argparse.Namespace, env: DistEnv, spec: DataSpec) -> _Parts:
-    module, margs, use_sync_bn = _build_model(args, env, spec)
+def _assemble(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task: Task) -> _Parts:
+    module, margs, use_sync_bn = _build_model(args, env, spec, task)
     sampler = GlobalBatchSampler(spec.num_train, args.batch_size, env.world_size, env.rank, args.grad_accum_steps,
-                                 seed=args.seed, shuffle=True, with_seeds=not spec.in_memory)
+                                 seed=args.seed, shuffle=True, with_seeds=not spec.in_memory, replay=task.replay(args))
     loader = make_loader(spec, spec.train, sampler, env.device, args.workers, seed=args.seed, persistent=True)
     val_sampler = ShardBatchSampler(spec.num_val, args.val_batch_size or 2 * args.batch_size, env.world_size, env.rank)
     val_loader = make_loader(spec, spec.val, val_sampler, env.device, args.workers, seed=args.seed, persistent=True)
-    size = (args.img_size, args.img_size) if (args.img_size and spec.in_memory) else None
-    out_chans = margs.input_chans if margs.input_chans != spec.in_chans else None
-    train_pre = BatchPreprocessor(spec.mean, spec.std, augment=args.augment and spec.augment_on_device, size=size,
-                                  out_chans=out_chans, channels_last=args.channels_last)
-    val_pre = BatchPreprocessor(spec.mean, spec.std, size=size, out_chans=out_chans, channels_last=args.channels_last)
+    step = task.train_step(args, spec, margs, env)
 
     layout = RunLayout(global_batch=args.batch_size * env.world_size * args.grad_accum_steps,
                        steps_per_epoch=sampler.steps_per_epoch, world_size=env.world_size,
@@ -396,18 +402,15 @@ def _assemble(args: argparse.Namespace, env: DistEnv, spec: DataSpec) -> _Parts:
     optimizer = build_optimizer(module, args, lr)
     scheduler = build_scheduler(optimizer, args, layout.steps_per_epoch)
     dtype = amp_dtype(env.device, args.amp_dtype) if args.amp else None
-    mixup, criterion = build_criterion(args, spec.num_classes)
-    return _Parts(spec, module, margs, use_sync_bn, sampler, loader, val_loader, train_pre, val_pre,
-                  size or spec.input_size, optimizer, scheduler, grad_scaler(env.device, args.amp, dtype), mixup,
-                  criterion, dtype, lr, layout)
+    return _Parts(task, spec, module, margs, use_sync_bn, sampler, loader, val_loader, step,
+                  task.input_size(args, spec), optimizer, scheduler, grad_scaler(env.device, args.amp, dtype),
+                  dtype, lr, layout)
 
 
 def _saver(parts: _Parts, args: argparse.Namespace, env: DistEnv, out: Path, config: dict[str, Any]) -> CheckpointSaver:
-    spec = parts.spec
-    data = {"name": spec.name, "num_classes": spec.num_classes, "in_chans": spec.in_chans,
-            "input_size": list(parts.input_hw), "mean": list(spec.mean), "std": list(spec.std)}
     return CheckpointSaver(out, parts.module, parts.optimizer, parts.scheduler, parts.scaler, layout=parts.layout,
-                           seed=args.seed, config=config, model_args=parts.margs, data=data, env=env)
+                           seed=args.seed, config=config, model_args=parts.margs,
+                           data=parts.task.data_info(args, parts.spec), env=env, task_state=parts.step)
 
 
 def _resume(parts: _Parts, path: Path, config: dict[str, Any], env: DistEnv, seed: int, reporter: Reporter,
@@ -421,7 +424,8 @@ def _resume(parts: _Parts, path: Path, config: dict[str, Any], env: DistEnv, see
         reporter.warn("resuming with options that differ from the checkpoint's (they apply from here on): "
                       + ", ".join(changed))
     progress = restore_training_state(ckpt, path, parts.module, parts.optimizer, parts.scheduler, parts.scaler)
-    sums = restore_session(ckpt, env, seed, reporter.warn)
+    sums = restore_session(ckpt, env, seed, reporter.warn, parts.step)
+    progress.metric = parts.task.best_metric
     saver.repair_best(path, progress)
     reporter.info(f"resumed from {path}: epoch {progress.epoch + 1}, step {progress.batches_done}/"
                   f"{parts.layout.steps_per_epoch} (global step {progress.global_step})")
@@ -434,9 +438,11 @@ def _wrap_ddp(parts: _Parts, args: argparse.Namespace, env: DistEnv) -> tuple[nn
         return parts.module, False
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    if args.find_unused_parameters == "auto":
+    if args.find_unused_parameters == "auto" and parts.task.probe_with_images:
         find_unused = needs_find_unused_parameters(parts.module, (2, parts.margs.input_chans, *parts.input_hw),
                                                    env.device, args.infomax_weight)
+    elif args.find_unused_parameters == "auto":  # a model that a random batch cannot probe: the safe choice
+        find_unused = True
     else:
         find_unused = args.find_unused_parameters == "on"
     ddp = DDP(parts.module, device_ids=[env.device] if env.device.type == "cuda" else None,
@@ -466,8 +472,9 @@ def _announce(parts: _Parts, args: argparse.Namespace, env: DistEnv, out: Path, 
 
 # ----------------------------------------------------------------------------- the epochs
 def _epoch_record(parts: _Parts, args: argparse.Namespace, env: DistEnv, epoch: int, global_step: int,
-                  sums: EpochSums, started: float) -> dict[str, Any]:
-    """Evaluate after an epoch and make its ``metrics.jsonl`` record (sums over every rank).
+                  sums: EpochSums, started: float, counts_correct: bool) -> dict[str, Any]:
+    """Evaluate after an epoch and make its ``metrics.jsonl`` record (sums over every rank):
+    the training averages, the task's metrics (:meth:`~pedconv.training.task.Task.evaluate`), speed.
 
     ``started`` is the epoch's start on the ``time.perf_counter`` clock, earlier by the
     seconds a resumed epoch had run before the interruption.
@@ -478,17 +485,16 @@ def _epoch_record(parts: _Parts, args: argparse.Namespace, env: DistEnv, epoch: 
         from timm.utils import distribute_bn
 
         distribute_bn(parts.module, env.world_size, reduce=args.dist_bn == "reduce")
-    metrics = evaluate(parts.module, parts.val_loader, parts.val_pre, env, args.amp, parts.amp_dtype)
+    metrics = dict(parts.evaluate(args, env, final=epoch + 1 == args.epochs))
+    speed, val_images = metrics.pop("eval_images_per_s"), metrics.pop("val_images")
+    record: dict[str, Any] = {"epoch": epoch + 1, "global_step": global_step,
+                              "train_loss": loss_s / max(images_s, 1), "infomax": info_s / max(images_s, 1)}
+    if counts_correct:
+        record["train_top1"] = 100.0 * correct_s / max(images_s, 1)
     return {
-        "epoch": epoch + 1, "global_step": global_step,
-        "train_loss": loss_s / max(images_s, 1), "infomax": info_s / max(images_s, 1),
-        "train_top1": 100.0 * correct_s / max(images_s, 1),
-        "val_loss": metrics["val_loss"], "val_top1": metrics["val_top1"], "val_top5": metrics["val_top5"],
-        "lr": parts.optimizer.param_groups[0]["lr"],
-        "train_images_per_s": images_s / max(seconds_s / env.world_size, 1e-9),
-        "eval_images_per_s": metrics["eval_images_per_s"],
-        "train_images": int(images_s), "val_images": int(metrics["val_images"]),
-        "epoch_time_s": time.perf_counter() - started,
+        **record, **metrics, "lr": parts.optimizer.param_groups[0]["lr"],
+        "train_images_per_s": images_s / max(seconds_s / env.world_size, 1e-9), "eval_images_per_s": speed,
+        "train_images": int(images_s), "val_images": int(val_images), "epoch_time_s": time.perf_counter() - started,
     }
 
 
@@ -498,7 +504,7 @@ def _stop_now(stop: StopRequests, env: DistEnv) -> bool:
     return (all_reduce_sum([flag], env)[0] if env.distributed else flag) > 0
 
 
-def _check_finite(trainer: Trainer, progress: RunProgress, out: Path) -> None:
+def _check_finite(trainer: Trainer, progress: RunProgress, out: Path, command: str) -> None:
     """Stop before anything is saved once the loss has been nan/inf (the last good checkpoint stays)."""
     bad = trainer.first_nonfinite_step()
     if bad is None:
@@ -508,14 +514,14 @@ def _check_finite(trainer: Trainer, progress: RunProgress, out: Path) -> None:
             else "no checkpoint had been written yet")
     raise DivergedError(
         f"training diverged: the loss was nan/inf at global step {bad}; stopped without saving, so {kept}; "
-        f"continue with a lower --lr or with --clip-grad (pedconv train --output {out} --resume auto --lr ...), "
+        f"continue with a lower --lr or with --clip-grad ({command} --output {out} --resume auto --lr ...), "
         "or let --skip-nonfinite N ride out rare spikes")
 
 
-def _interrupted(stop: StopRequests, out: Path, where: str) -> RunInterrupted:
+def _interrupted(stop: StopRequests, out: Path, where: str, command: str) -> RunInterrupted:
     signum = stop.signal_number or signal.SIGINT
     return RunInterrupted(f"stopped by {signal.Signals(signum).name} at {where} with {out / 'last.pt'} saved; "
-                          f"resume with: pedconv train --output {out} --resume auto", signum)
+                          f"resume with: {command} --output {out} --resume auto", signum)
 
 
 def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progress: RunProgress, sums: EpochSums,
@@ -523,14 +529,15 @@ def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progr
     """The remaining epochs: train, evaluate, checkpoint, write the metrics and the curves; stop
     cleanly (after saving) on a signal, and before saving on a non-finite loss."""
     every, steps = args.checkpoint_every_steps, parts.layout.steps_per_epoch
+    command = parts.task.train_command
 
     def on_step(step: int, global_step: int, current: Callable[[], EpochSums]) -> None:
         stopping = step + 1 < steps and _stop_now(stop, env)  # the epoch's last step: stop after its end
         if stopping or (every and global_step % every == 0 and step + 1 < steps):
-            _check_finite(trainer, progress, out)
+            _check_finite(trainer, progress, out, command)
             saver.save(replace(progress, batches_done=step + 1, global_step=global_step), current())
         if stopping:
-            raise _interrupted(stop, out, f"epoch {progress.epoch + 1}, step {step + 1}/{steps}")
+            raise _interrupted(stop, out, f"epoch {progress.epoch + 1}, step {step + 1}/{steps}", command)
 
     first_epoch = progress.epoch
     for epoch in range(first_epoch, args.epochs):
@@ -539,8 +546,9 @@ def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progr
         epoch_sums, progress.global_step = trainer.train_epoch(
             epoch, progress.batches_done if resumed else 0, progress.global_step, sums if resumed else EpochSums(),
             on_step)
-        _check_finite(trainer, progress, out)
-        record = _epoch_record(parts, args, env, epoch, progress.global_step, epoch_sums, started)
+        _check_finite(trainer, progress, out, command)
+        record = _epoch_record(parts, args, env, epoch, progress.global_step, epoch_sums, started,
+                               trainer.counts_correct)
         is_best = progress.add_epoch(record)
         saver.save(progress, EpochSums(), is_best)
         if env.is_main:
@@ -548,13 +556,13 @@ def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progr
             plot_curves(progress.history, out / "curves.png", title=f"{args.model} on {parts.spec.name}")
         reporter.end_epoch(record)
         if epoch + 1 < args.epochs and _stop_now(stop, env):
-            raise _interrupted(stop, out, f"the end of epoch {epoch + 1}")
+            raise _interrupted(stop, out, f"the end of epoch {epoch + 1}", command)
 
 
-def _start(args: argparse.Namespace, env: DistEnv, out: Path, resume_path: Optional[Path],
-           reporter: Reporter) -> tuple[_Parts, CheckpointSaver, RunProgress, EpochSums, nn.Module, bool]:
+def _start(args: argparse.Namespace, env: DistEnv, out: Path, resume_path: Optional[Path], reporter: Reporter,
+           task: Task) -> tuple[_Parts, CheckpointSaver, RunProgress, EpochSums, nn.Module, bool]:
     """Build the run's parts and restore a resumed run's state."""
-    parts = _assemble(args, env, _load_data(args, env))
+    parts = _assemble(args, env, _load_data(args, env, task), task)
     config = _saved_config(args)
     saver = _saver(parts, args, env, out, config)
     if resume_path is not None:
@@ -563,38 +571,54 @@ def _start(args: argparse.Namespace, env: DistEnv, out: Path, resume_path: Optio
         except CheckpointError as e:
             if args.resume != "auto":
                 raise
-            raise CheckpointError(f"{e}; {resume_hint(out)}") from None
+            raise CheckpointError(f"{e}; {resume_hint(out, task.train_command)}") from None
     else:
-        progress, sums = RunProgress(), EpochSums()
+        progress, sums = RunProgress(metric=task.best_metric), EpochSums()
         seed_everything(mix_seed(args.seed, env.rank))  # per-rank streams (PEDConv sampling, mixup)
     model, find_unused = _wrap_ddp(parts, args, env)
     _announce(parts, args, env, out, config, progress, find_unused, reporter)
     return parts, saver, progress, sums, model, find_unused
 
 
-def _run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
+def _write_result(parts: _Parts, progress: RunProgress, out: Path, env: DistEnv) -> Optional[dict[str, Any]]:
+    """``result.json``: the task's metrics after the last epoch, by name, and where they come from."""
+    if not progress.history:
+        return None
+    final = progress.history[-1]
+    result = {**{k: final[k] for k in parts.task.result_metrics if k in final},
+              "model": parts.margs.name, "model_kwargs": parts.margs.kwargs, "data": parts.spec.name,
+              "epochs": final["epoch"], "best_metric": progress.metric, "best_value": progress.best_value,
+              "best_epoch": progress.best_epoch, "train_images_per_s": final["train_images_per_s"],
+              "eval_images_per_s": final["eval_images_per_s"]}
+    if env.is_main:
+        atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _run(args: argparse.Namespace, env: DistEnv, task: Task) -> dict[str, Any]:
     if args.infomax_weight is None:
         args.infomax_weight = INFOMAX_WEIGHT
     out = output_folder(args)
     args.output = str(out)
     with contextlib.ExitStack() as stack:
         _lock_folder(out, env, stack)
-        resume_path = _prepare_output(args, env, out)
+        resume_path = _prepare_output(args, env, out, task.train_command)
         reporter = Reporter(enabled=env.is_main, quiet=args.quiet, log_every=args.log_every, log_file=out / "log.txt")
-        parts, saver, progress, sums, model, _ = _start(args, env, out, resume_path, reporter)
+        parts, saver, progress, sums, model, _ = _start(args, env, out, resume_path, reporter, task)
         trainer = Trainer(model, parts.module, parts.optimizer, parts.scheduler, parts.scaler, parts.loader,
-                          parts.sampler, parts.train_pre, parts.mixup, parts.criterion, env, args,
-                          amp_dtype=parts.amp_dtype, augment_on_device=parts.spec.augment_on_device,
-                          reporter=reporter)
+                          parts.sampler, parts.step, env, args, amp_dtype=parts.amp_dtype, reporter=reporter)
         with StopRequests() as stop:
             _train_epochs(parts, trainer, saver, progress, sums, args, env, out, reporter, stop)
+        result = _write_result(parts, progress, out, env)
         barrier(env)
-    if progress.history:
-        reporter.info(f"done: val top-1 {progress.history[-1]['val_top1']:.2f}% (best {progress.best_top1:.2f}% at "
-                      f"epoch {progress.best_epoch}) -> {out}")
+    if result is not None:
+        reporter.info(f"done: {task.describe(result)} (best {progress.metric} {progress.best_value:.2f} at epoch "
+                      f"{progress.best_epoch}) -> {out}")
     return {
-        "output_dir": str(out), "final": progress.history[-1] if progress.history else None,
-        "best_top1": progress.best_top1, "best_epoch": progress.best_epoch, "history": progress.history,
+        "output_dir": str(out), "final": progress.history[-1] if progress.history else None, "result": result,
+        "best_metric": progress.metric, "best_value": progress.best_value,
+        **({"best_top1": progress.best_value} if progress.metric == "val_top1" else {}),
+        "best_epoch": progress.best_epoch, "history": progress.history,
         "last_checkpoint": str(saver.last), "best_checkpoint": str(saver.best), "lr": parts.lr,
         "global_batch": parts.layout.global_batch, "world_size": env.world_size,
         "model_args": parts.margs.as_dict(), "input_size": [parts.margs.input_chans, *parts.input_hw],
@@ -602,17 +626,21 @@ def _run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
 
 
 def train(config: Union[str, os.PathLike, Mapping[str, Any], argparse.Namespace, None] = None,
-          **overrides: Any) -> dict[str, Any]:
-    """Train a model; the programmatic form of ``pedconv train``.
+          task: Optional[Task] = None, **overrides: Any) -> dict[str, Any]:
+    """Train a model; the programmatic form of ``pedconv train`` (and, with ``task``, of
+    ``pedconv <task> train``).
 
     Args:
         config: a YAML config file, option values keyed by option name (``{"model": ...,
             "epochs": ...}``; a ``"config"`` key names a YAML file), a parsed Namespace, or
             None for defaults.
+        task: what to train (default: image classification); :mod:`pedconv.tasks` has the others.
         **overrides: more option values (win over ``config``).
 
     Returns:
-        ``output_dir``, ``final`` (the last epoch's metrics), ``best_top1``, ``best_epoch``,
+        ``output_dir``, ``final`` (the last epoch's metrics), ``result`` (``result.json``: the
+        task's metrics by name), ``best_metric``, ``best_value`` (classification: also
+        ``best_top1``), ``best_epoch``,
         ``history`` (all epochs), ``last_checkpoint``, ``best_checkpoint``, ``lr`` (effective),
         ``global_batch``, ``world_size``, ``model_args``, ``input_size`` (``[C, H, W]`` the model sees).
 
@@ -629,34 +657,38 @@ def train(config: Union[str, os.PathLike, Mapping[str, Any], argparse.Namespace,
         >>> sorted(r["final"])[:3], r["output_dir"] == out
         (['epoch', 'epoch_time_s', 'eval_images_per_s'], True)
     """
-    args = resolve_config(config, **overrides)
+    task = task or Classification()
+    args = resolve_config(config, task, **overrides)
     env = init_distributed(args.device)
     threads = torch.get_num_threads()
     try:
         if args.threads:
             torch.set_num_threads(args.threads)
         with _Determinism(args.deterministic, env.device):
-            return _run(args, env)
+            return _run(args, env, task)
     finally:
         torch.set_num_threads(threads)
         cleanup(env)
 
 
 # ----------------------------------------------------------------------------- the command
-def run(args: argparse.Namespace) -> int:
-    """``pedconv train`` on parsed options; errors propagate to :func:`pedconv.cli.main`, which prints them.
+def run(args: argparse.Namespace, task: Optional[Task] = None) -> int:
+    """``pedconv train`` (or ``task``'s train) on parsed options; errors propagate to
+    :func:`pedconv.cli.main`, which prints them.
 
     A run stopped by SIGINT/SIGTERM (saved, see :mod:`.interruption`) prints the command that
     resumes it and returns 130 / 143; an immediate stop (a second Ctrl-C) returns 130.
     """
+    task = task or Classification()
+    command = task.train_command
     try:
-        train(args)
+        train(args, task)
     except RunInterrupted as e:
-        print(f"pedconv train: {e}", file=sys.stderr)
+        print(f"{command}: {e}", file=sys.stderr)
         return e.status
     except KeyboardInterrupt:
-        where = f"pedconv train --output {args.output} --resume auto" if args.output else "the same command"
-        print(f"pedconv train: interrupted; the last checkpoint written is kept: resume with {where}", file=sys.stderr)
+        where = f"{command} --output {args.output} --resume auto" if args.output else "the same command"
+        print(f"{command}: interrupted; the last checkpoint written is kept: resume with {where}", file=sys.stderr)
         return 130
     return 0
 
