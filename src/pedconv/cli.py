@@ -67,6 +67,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "pedconv.training.train", "train a model (resumable, DDP)"),
     Command("eval", "pedconv.training.evaluate", "evaluate a checkpoint or weights"),
     Command("compare", "pedconv.training.compare", "static vs dynamic models, one recipe, several seeds"),
+    Command("detect", "pedconv.tasks.detection.command", "object detection: train|eval SSD300 / Faster R-CNN"),
+    Command("segment", "pedconv.tasks.segmentation.command", "semantic segmentation: train|eval UperNet / PSPNet"),
+    Command("adv", "pedconv.tasks.adversarial.command", "Free adversarial training and PGD evaluation: train|eval"),
 )
 _BY_NAME = {c.name: c for c in COMMANDS}
 # Errors about files and folders a user named: one line, exit status 1, like a RunError.

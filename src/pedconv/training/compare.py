@@ -203,8 +203,10 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
     done = folder / "result.json"
     remove_leftover_temps(folder, [done.name])  # of a write that was interrupted (train cleans up its own)
     identity = {"model": spec.label, "seed": seed, "width": width, "recipe": recipe, "extra": extra}
-    if done.is_file():
-        record = json.loads(done.read_text())
+    # `pedconv train` ends by writing its own result.json (no "identity"): then the run is
+    # trained but not yet recorded here, and resuming it just returns its history.
+    record = json.loads(done.read_text()) if done.is_file() else {}
+    if "identity" in record:
         if record.get("identity") != identity:
             raise CompareError(f"{folder} holds a finished run with a different recipe ({record.get('identity')}); "
                                "use another --output or delete that folder")
@@ -212,6 +214,7 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
         return record
     result = train(_run_config(spec, seed, width, recipe, extra, folder, quiet))
     record = {
+        **(result["result"] or {}),
         "identity": identity,
         "model": spec.label,
         "seed": seed,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol
 
 import torch.nn as nn
 from torch import Tensor
@@ -81,8 +81,8 @@ class Task:
     default_model: str = ""
     best_metric: str = ""
     result_metrics: tuple[str, ...] = ()
-    defaults: Mapping[str, Any] = {}
-    presets: Mapping[str, Mapping[str, Any]] = {}
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     probe_with_images: bool = False
     """Whether a random image batch can probe the model in training mode (DDP's unused-parameter check)."""
 

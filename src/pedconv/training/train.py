@@ -65,6 +65,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import (
     ConfigError,
+    DataError,
     DivergedError,
     FolderBusyError,
     RunError,
@@ -329,18 +330,20 @@ def _load_data(args: argparse.Namespace, env: DistEnv, task: Task) -> DataSpec:
     def load() -> DataSpec:
         return task.build_data(args)
 
-    if not (getattr(args, "download", False) and env.distributed):
+    # Rank 0 first (a --download, an offline set generated on first use); the others read what it wrote.
+    if not env.distributed:
         return load()
-    # With --download, rank 0 fetches first; the others read what it wrote.
-    spec, error = None, None
+    spec, error, failure = None, None, None
     if env.is_main:
         try:
             spec = load()
         except Exception as e:  # reported on every rank below
-            error = f"{type(e).__name__}: {e}"
+            failure, error = e, str(e)
     error = broadcast_object(error, env)
+    if failure is not None:
+        raise failure
     if error is not None:
-        raise FileNotFoundError(error)
+        raise DataError(f"rank 0 could not load the data: {error}")
     return spec if spec is not None else load()
 
 

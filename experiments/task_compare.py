@@ -1,0 +1,120 @@
+"""Static vs PEDConv on the downstream tasks' offline sets: metric mean ± std over seeds, params, FLOPs, speed.
+
+For each task (``pedconv detect`` / ``segment`` / ``adv``), trains the static model and its
+PEDConv version with the task's ``--quick`` preset, one run per seed, through
+:func:`pedconv.training.train.train` (every run is a normal run folder, resumable: re-running
+the command skips finished runs and continues interrupted ones). Then writes
+``<output>/tasks.json`` and ``<output>/tasks.md``: per model, the task's metrics (mean ± std
+over seeds), parameters and multiply-adds at the run's input size (:func:`pedconv.profile_model`),
+and the mean train/eval images per second, with the machine they were measured on.
+
+    python experiments/task_compare.py --output results/tasks-cpu                 # 2-core CPU: ~1 h
+    python experiments/task_compare.py --tasks adv --seeds 0 1 --output /tmp/adv  # one task
+    python experiments/task_compare.py --device cuda --output results/tasks-h100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pedconv.tools.flops import format_count, profile_model
+from pedconv.training.task import Task
+from pedconv.training.train import train
+from pedconv.utils.atomic import atomic_write_text
+from pedconv.utils.reporting import machine_description, markdown_table
+
+# task -> (its Task class path, the static model, the PEDConv model, extra quick options)
+PAIRS: dict[str, tuple[str, str, str]] = {
+    "detect": ("pedconv.tasks.detection.task:Detection", "ssd300_resnet18", "pedconv_ssd300_resnet18"),
+    "segment": ("pedconv.tasks.segmentation.task:Segmentation", "upernet_resnet18", "pedconv_upernet_resnet18"),
+    "adv": ("pedconv.tasks.adversarial.task:AdversarialTask", "cifar_resnet20", "pedconv_cifar_resnet20"),
+}
+
+
+def _task(path: str) -> Task:
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)()
+
+
+def _run(task: Task, model: str, seed: int, folder: Path, device: str, extra: dict[str, Any]) -> dict[str, Any]:
+    done = folder / "result.json"
+    if done.is_file():
+        history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
+        return {"result": json.loads(done.read_text()), "history": history}
+    r = train({"preset": "quick", "model": model, "seed": seed, "output": str(folder), "resume": "auto",
+               "quiet": True, "device": device, **extra}, task)
+    return {"result": r["result"], "history": r["history"], "input_size": r["input_size"],
+            "model_args": r["model_args"]}
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _profile(task_name: str, model: str, size: int, num_classes: int, model_kwargs: dict[str, Any]) -> tuple[int, int]:
+    from pedconv.models import create_model
+
+    net = create_model(model, num_classes=num_classes, **model_kwargs)
+    in_chans = 1 if task_name == "adv" else 3
+    prof = profile_model(net, (1, in_chans, size, size))
+    return prof.params, prof.macs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", choices=sorted(PAIRS), default=["adv", "segment", "detect"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--output", type=Path, default=Path("runs/task-compare"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.time()
+    report: dict[str, Any] = {"machine": machine_description(), "device": args.device, "seeds": args.seeds,
+                              "date": time.strftime("%Y-%m-%d"), "tasks": {}}
+    lines = [f"Machine: {report['machine']}, device {args.device}; `--quick` preset of each task, seeds {args.seeds}.",
+             ""]
+    for name in args.tasks:
+        path, static, dynamic = PAIRS[name]
+        task = _task(path)
+        rows, table = [], []
+        for model in (static, dynamic):
+            runs = [_run(task, model, seed, args.output / name / model / f"seed{seed}", args.device, {})
+                    for seed in args.seeds]
+            results = [r["result"] for r in runs]
+            first = runs[0]
+            saved = first.get("model_args") or {"num_classes": results[0].get("num_classes"), "kwargs": {}}
+            size = (first.get("input_size") or [0, 0, 0])[-1]
+            params, macs = _profile(name, model, size, saved["num_classes"], saved["kwargs"]) if size else (0, 0)
+            train_ips = statistics.fmean(r["train_images_per_s"] for r in results)
+            eval_ips = statistics.fmean(r["eval_images_per_s"] for r in results)
+            metrics = {k: [r[k] for r in results] for k in task.result_metrics if k in results[0]}
+            rows.append({"model": model, "params": params, "macs": macs, "input_size": size, "metrics": metrics,
+                         "train_images_per_s": train_ips, "eval_images_per_s": eval_ips})
+            table.append([model, format_count(params), f"{macs / 1e9:.2f}G @{size}px",
+                          *[_mean_std(v) for v in metrics.values()], f"{train_ips:.1f}", f"{eval_ips:.1f}"])
+        report["tasks"][name] = rows
+        header = ["model", "params", "FLOPs (MACs)", *task.result_metrics[:len(rows[0]["metrics"])], "train img/s",
+                  "eval img/s"]
+        lines += [f"### {task.train_command}", "", markdown_table(header, table)]
+        report["wall_time_s"] = time.time() - start
+        args.output.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.output / "tasks.json", json.dumps(report, indent=1))
+        atomic_write_text(args.output / "tasks.md", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The segmentation task of ``pedconv segment``: ADE20K-layout data, UperNet / PSPNet, mIoU.
+
+* **Data**: the ADEChallengeData2016 layout, ``<data-dir>/images/{training,validation}/`` and
+  ``<data-dir>/annotations/{training,validation}/*.png`` (0 = unlabelled, 1..K the classes),
+  validated before training (:class:`~pedconv.tasks.segmentation.ade20k.ADE20KSegmentation`);
+  labels are reduced by one with 0 becoming the ignore index 255, as the standard ADE20K
+  evaluation does. Without ``--data-dir``, the offline scene set of real Fashion-MNIST items
+  (:mod:`pedconv.tasks.scenes`, 10 classes) is generated once into a cache folder.
+* **Model**: a registered segmentation_models_pytorch network (UperNet, dilated PSPNet on a
+  (PEDConv-)ResNet, :mod:`pedconv.models.segmentation`) returning logits at the input size.
+* **Step**: pixel cross-entropy with the ignore index, on normalised images (ImageNet mean/std).
+* **Metrics**: mIoU (classes absent from both prediction and ground truth are left out of
+  the mean), aAcc and mAcc (%) from a confusion matrix accumulated over the split and summed
+  over processes (:class:`~pedconv.tasks.segmentation.metrics.SegmentationMetric`); ``best.pt``
+  is the best mIoU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...training.data import BatchPreprocessor, DataSpec
+from ...training.distributed import DistEnv, all_reduce_sum
+from ...training.model import ModelArgs
+from ...training.recipe import autocast
+from ...training.task import StepResult, Task, TrainStep
+from ...utils.options import positive_int
+from ..offline import add_offline_arguments, offline_root
+from .ade20k import IGNORE_INDEX, NUM_CLASSES, ADE20KSegmentation, collate_segmentation
+from .metrics import SegmentationMetric
+
+__all__ = ["Segmentation", "SegmentationStep"]
+
+_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+# The ADE20K 160k-iteration schedule of the UperNet/PSPNet reference implementations
+# (mmsegmentation's): 512x512 crops, global batch 16, SGD lr 0.01 momentum 0.9 weight decay
+# 5e-4, poly decay (power 0.9) to 1e-4. Epochs of ADE20K's 20,210 training images: 126.7.
+_PAPER = {"_help": "the ADE20K 160k schedule (the defaults): pedconv_upernet_resnet50, 512x512 crops, global batch "
+                   "16 (8 processes x 2), SGD lr 0.01 momentum 0.9, weight decay 5e-4, poly decay to 1e-4 over "
+                   "160k iterations (126.7 epochs of ADE20K's 20,210 training images)",
+          "model": "pedconv_upernet_resnet50", "img_size": 512, "opt": "sgd", "lr": 0.01, "lr_scale": "none",
+          "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 2, "sched": "poly",
+          "min_lr": 1e-4, "epochs": 127}
+
+
+class SegmentationStep:
+    """Pixel cross-entropy (ignoring :data:`IGNORE_INDEX`) of a segmentation network on one micro-batch.
+
+    >>> net = nn.Conv2d(3, 4, 1)
+    >>> batch = (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.full((2, 8, 8), 255))
+    >>> step = SegmentationStep(BatchPreprocessor((0.5,) * 3, (0.5,) * 3), torch.device("cpu"))
+    >>> r = step(net, (batch[0], torch.zeros(2, 8, 8, dtype=torch.long)), seed=0); r.count
+    2
+    """
+
+    def __init__(self, preprocess: BatchPreprocessor, device: torch.device) -> None:
+        self.preprocess, self.device = preprocess, device
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], seed: int) -> StepResult:
+        images, masks = batch
+        x = self.preprocess(images.to(self.device, non_blocking=True))
+        y = masks.to(self.device, non_blocking=True)
+        logits = model(x)
+        return StepResult(F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX), int(y.shape[0]))
+
+
+class Segmentation(Task):
+    """``pedconv segment``: semantic segmentation on ADE20K-layout data with UperNet / PSPNet.
+
+    >>> Segmentation().best_metric, Segmentation().result_metrics
+    ('mIoU', ('mIoU', 'aAcc', 'mAcc'))
+    """
+
+    name = "segment"
+    default_model = "pedconv_upernet_resnet50"
+    best_metric = "mIoU"
+    result_metrics = ("mIoU", "aAcc", "mAcc")
+    defaults: ClassVar[Mapping[str, Any]] = {k: v for k, v in _PAPER.items() if not k.startswith("_")}
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "paper": _PAPER,
+        "pspnet": {**_PAPER, "_help": "the same schedule for the dilated PSPNet: pedconv_pspnet_resnet50",
+                   "model": "pedconv_pspnet_resnet50"},
+        "quick": {"_help": "a few minutes on a CPU: pedconv_upernet_resnet18 at 128 px on the offline scene set",
+                  "model": "pedconv_upernet_resnet18", "img_size": 128, "offline_scenes": 384, "val_scenes": 96,
+                  "opt": "adamw", "lr": 2e-3, "lr_scale": "none", "weight_decay": 1e-4, "batch_size": 16,
+                  "sched": "cosine", "epochs": 6, "warmup_epochs": 0.5, "warmup_lr": 1e-5, "min_lr": 0.0,
+                  "val_batch_size": 32},
+    }
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """ADE20K folder, classes, crop size, augmentation, workers, the offline set."""
+        g = parser.add_argument_group("data (ADE20K layout)")
+        g.add_argument("--data-dir", default=None,
+                       help="ADEChallengeData2016-style root: images/{training,validation}/ and "
+                            "annotations/{training,validation}/*.png (default: the offline scene set, generated "
+                            "once into the cache)")
+        g.add_argument("--num-classes", type=positive_int, default=None,
+                       help=f"classes, not counting the unlabelled 0 (default: {NUM_CLASSES} for --data-dir, "
+                            "10 for the offline set)")
+        g.add_argument("--img-size", type=positive_int, default=512, help="the square images are resized to")
+        g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="random horizontal flips and scale-crops in training")
+        g.add_argument("--val-subset", type=positive_int, default=None,
+                       help="evaluate on the first N validation images")
+        g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: min(4, CPUs))")
+        add_offline_arguments(g)
+
+    def build_data(self, args: argparse.Namespace, need_train: bool = True) -> DataSpec:
+        """Both splits, validated (a bad mask fails here, naming the file)."""
+        root = args.data_dir or offline_root(args, "ade20k")
+        classes = args.num_classes or (NUM_CLASSES if args.data_dir else 10)
+        val = ADE20KSegmentation(root, "validation", num_classes=classes, size=args.img_size, limit=args.val_subset)
+        train = ADE20KSegmentation(root, "training", num_classes=classes, size=args.img_size,
+                                   augment=args.augment) if need_train else val
+        return DataSpec(name=f"ade20k:{root}", train=train, val=val, num_classes=classes, in_chans=3,
+                        input_size=(args.img_size, args.img_size), mean=_MEAN, std=_STD, in_memory=False,
+                        augment_on_device=False, collate_fn=collate_segmentation)
+
+    def train_step(self, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs, env: DistEnv) -> TrainStep:
+        """:class:`SegmentationStep`."""
+        return SegmentationStep(BatchPreprocessor(spec.mean, spec.std, channels_last=args.channels_last), env.device)
+
+    def evaluate(self, module: nn.Module, loader: Any, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs,
+                 env: DistEnv, final: bool = False) -> dict[str, float]:
+        """mIoU, aAcc, mAcc (%) over the validation split, the confusion matrix summed over processes."""
+        was_training = module.training
+        module.eval()
+        pre = BatchPreprocessor(spec.mean, spec.std, channels_last=args.channels_last)
+        metric = SegmentationMetric(spec.num_classes, ignore_index=IGNORE_INDEX, device=env.device)
+        images = 0
+        start = time.perf_counter()
+        with torch.no_grad():
+            for raw, masks in loader:
+                with autocast(env.device, args.amp, None):
+                    logits = module(pre(raw.to(env.device)))
+                metric.update(logits.argmax(1), masks.to(env.device))
+                images += int(raw.shape[0])
+        seconds = time.perf_counter() - start
+        module.train(was_training)
+        result = metric.compute()
+        total, secs = all_reduce_sum([float(images), seconds], env)
+        return {**{k: float(result[k]) for k in self.result_metrics}, "val_images": total,
+                "eval_images_per_s": total / max(secs / env.world_size, 1e-9)}
