@@ -280,14 +280,15 @@ def write_coco(root: PathLike, split: str, scenes: Sequence[Scene],
     >>> ann.relative_to(ann.parents[1]).as_posix(), sorted(json.loads(ann.read_text()))
     ('annotations/instances_val.json', ['annotations', 'categories', 'images', 'info'])
     """
-    from pycocotools import mask as mask_utils
+    from pycocotools import mask as mask_utils  # type: ignore[import-untyped]
 
     root = Path(root)
     ids = list(range(1, len(CLASSES) + 1)) if category_ids is None else [int(i) for i in category_ids]
     if len(ids) != len(CLASSES) or len(set(ids)) != len(ids) or min(ids) < 1:
         raise ValueError(f"category_ids must be {len(CLASSES)} distinct positive ints, got {ids}")
     (root / split).mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for n, scene in enumerate(scenes, start=1):
         name = f"{n:06d}.png"
         (root / split / name).write_bytes(_png(scene.image))
