@@ -29,6 +29,7 @@ The writers store scenes in the two formats the real data sets use:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -392,7 +393,10 @@ def _build(root: Path, fmt: str, scenes: dict[str, list[Scene]], params: dict) -
         target = root / fmt
         if target.exists() and not _marker_matches(target, params):
             trash = root / f".{fmt}.{uuid.uuid4().hex}.old"
-            os.replace(target, trash)  # out of the way first: a folder cannot be renamed over a non-empty one
+            # Out of the way first (a folder cannot be renamed over a non-empty one), unless
+            # another builder moved it already.
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(target, trash)
             shutil.rmtree(trash, ignore_errors=True)
         try:
             os.replace(staging, target)
