@@ -82,6 +82,11 @@ class Scene:
         masks: ``(N, H, W)`` bool, the visible pixels of each object, in paint order (back to front).
         classes: ``(N,)`` int64 Fashion-MNIST class of each object, ``0..9`` (index of :data:`CLASSES`).
         items: ``(N,)`` int64 index of each object's item in its Fashion-MNIST split.
+
+    >>> s = Scene(np.zeros((4, 4, 3), np.uint8), np.pad(np.ones((1, 2, 1), bool), ((0, 0), (1, 1), (2, 1))),
+    ...           np.array([7]), np.array([0]))
+    >>> s.boxes.tolist(), s.semantic[1:3, 2].tolist()
+    ([[2.0, 1.0, 3.0, 3.0]], [8, 8])
     """
 
     image: np.ndarray
