@@ -1,0 +1,1 @@
+"""Semantic segmentation: the ADE20K SceneParsing format (:mod:`.ade20k`) and what trains on it."""
