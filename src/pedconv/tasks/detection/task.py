@@ -8,7 +8,8 @@
 * **Model**: a registered torchvision detector (SSD300 or Faster R-CNN + FPN on a
   (PEDConv-)ResNet, :mod:`pedconv.models.detection`), which takes float images in [0, 1],
   normalises and resizes them itself and returns its losses in training mode.
-* **Step**: the sum of the detector's losses; seeded horizontal flips of images and boxes.
+* **Step**: the sum of the detector's losses; training images are flipped left-right at random
+  (with their boxes) by the dataset, seeded by their position in the run.
 * **Metrics**: COCO box AP, AP50, AP75, AP_S/M/L and AR100 (%) through torchmetrics'
   ``MeanAveragePrecision`` (:class:`~pedconv.tasks.detection.metrics.DetectionMetric`);
   ``best.pt`` is the best AP.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -25,6 +27,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from torch.utils.data import Subset
+
+from ...errors import DataError
 from ...training.data import DataSpec
 from ...training.distributed import DistEnv, all_reduce_sum
 from ...training.model import ModelArgs, build_model
@@ -48,19 +53,10 @@ _SSD_PAPER = {"_help": "Table 2's SSD300 recipe (the defaults): pedconv_ssd300_r
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision detectors normalise with
 
 
-def _flip(image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    """``image`` [C, H, W] mirrored left-right, with its boxes."""
-    width = image.shape[-1]
-    boxes = target["boxes"].clone()
-    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
-    return image.flip(-1), {**target, "boxes": boxes}
-
-
 class DetectionStep:
     """The training loss of a torchvision detector on one micro-batch (the sum of its losses).
 
-    Images arrive as uint8 [3, H, W] tensors; each is flipped left-right with probability 0.5
-    when ``augment`` (a function of ``seed``, so a resumed run flips the same images).
+    Images arrive as uint8 [3, H, W] tensors (augmented by the dataset) and go in as floats in [0, 1].
 
     >>> from pedconv.models import create_model
     >>> model = create_model("ssd300_resnet18", num_classes=3, image_size=64)
@@ -70,21 +66,17 @@ class DetectionStep:
     1
     """
 
-    def __init__(self, device: torch.device, augment: bool = True) -> None:
-        self.device, self.augment = device, augment
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
 
     def __call__(self, model: nn.Module, batch: tuple[list[Tensor], list[dict[str, Tensor]]], seed: int
                  ) -> StepResult:
         images, targets = batch
-        flips = torch.rand(len(images), generator=torch.Generator().manual_seed(seed)) < 0.5
-        xs, ts = [], []
-        for image, target, flip in zip(images, targets, flips.tolist()):
-            if self.augment and flip:
-                image, target = _flip(image, target)
-            xs.append(image.to(self.device, non_blocking=True).float().div_(255))
-            ts.append({k: v.to(self.device, non_blocking=True) for k, v in target.items()})
+        xs = [image.to(self.device, non_blocking=True).float().div_(255) for image in images]
+        ts = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
         losses = model(xs, ts)
-        return StepResult(sum(losses.values()), len(xs))  # type: ignore[arg-type]
+        total = torch.stack(list(losses.values())).sum()
+        return StepResult(total, len(xs))
 
 
 class Detection(Task):
@@ -133,11 +125,18 @@ class Detection(Task):
 
     def build_data(self, args: argparse.Namespace, need_train: bool = True) -> DataSpec:
         """The two splits, validated (a malformed COCO file fails here, naming the file and the item)."""
-        root = args.data_dir or offline_root(args, "coco")
-        splits = (args.train_split, args.val_split) if args.data_dir else ("train2017", "val2017")
-        train = CocoDetection(root, splits[0], train=True) if need_train else None
-        val = CocoDetection(root, splits[1], train=False, limit=args.val_subset)
-        return DataSpec(name=f"coco:{root}", train=train if train is not None else val, val=val,
+        root = Path(args.data_dir) if args.data_dir else offline_root(args, "coco")
+        splits = (args.train_split, args.val_split) if args.data_dir else ("train", "val")
+
+        def split(name: str, **kwargs: Any) -> CocoDetection:
+            return CocoDetection(root / "annotations" / f"instances_{name}.json", root / name, **kwargs)
+
+        val = split(splits[1])
+        train = split(splits[0], skip_crowd=True, hflip=args.augment) if need_train else val
+        if need_train and train.cat_ids != val.cat_ids:
+            raise DataError(f"{train.ann_file} and {val.ann_file} have different categories")
+        subset = Subset(val, range(min(args.val_subset, len(val)))) if args.val_subset else val
+        return DataSpec(name=f"coco:{root}", train=train, val=subset,
                         num_classes=val.num_classes, in_chans=3, input_size=(args.img_size, args.img_size),
                         mean=_MEAN, std=_STD, in_memory=False, augment_on_device=True,
                         collate_fn=collate_detection)
@@ -151,7 +150,7 @@ class Detection(Task):
 
     def train_step(self, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs, env: DistEnv) -> TrainStep:
         """:class:`DetectionStep`."""
-        return DetectionStep(env.device, augment=args.augment)
+        return DetectionStep(env.device)
 
     def evaluate(self, module: nn.Module, loader: Any, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs,
                  env: DistEnv, final: bool = False) -> dict[str, float]:

@@ -27,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from torch.utils.data import Subset
+
 from ...training.data import BatchPreprocessor, DataSpec
 from ...training.distributed import DistEnv, all_reduce_sum
 from ...training.model import ModelArgs
@@ -118,10 +120,11 @@ class Segmentation(Task):
         """Both splits, validated (a bad mask fails here, naming the file)."""
         root = args.data_dir or offline_root(args, "ade20k")
         classes = args.num_classes or (NUM_CLASSES if args.data_dir else 10)
-        val = ADE20KSegmentation(root, "validation", num_classes=classes, size=args.img_size, limit=args.val_subset)
+        val = ADE20KSegmentation(root, "validation", num_classes=classes, size=args.img_size)
         train = ADE20KSegmentation(root, "training", num_classes=classes, size=args.img_size,
                                    augment=args.augment) if need_train else val
-        return DataSpec(name=f"ade20k:{root}", train=train, val=val, num_classes=classes, in_chans=3,
+        subset = Subset(val, range(min(args.val_subset, len(val)))) if args.val_subset else val
+        return DataSpec(name=f"ade20k:{root}", train=train, val=subset, num_classes=classes, in_chans=3,
                         input_size=(args.img_size, args.img_size), mean=_MEAN, std=_STD, in_memory=False,
                         augment_on_device=False, collate_fn=collate_segmentation)
 
