@@ -59,6 +59,11 @@ class Classification(Task):
         """``pedconv train``."""
         return "pedconv train"
 
+    @property
+    def curve_metrics(self) -> tuple[str, ...]:
+        """None: ``curves.png`` shows train and val top-1."""
+        return ()
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Dataset options, ``--train-subset``, ``--augment``, label smoothing and mixup/cutmix."""
         add_image_data_arguments(parser)

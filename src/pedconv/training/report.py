@@ -35,8 +35,10 @@ def write_metrics(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     atomic_write_text(path, "".join(json.dumps(dict(r)) + "\n" for r in history))
 
 
-def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> bool:
-    """Loss, top-1 and learning rate against epoch as one PNG, written atomically; False without matplotlib.
+def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "",
+                metrics: Sequence[str] = ()) -> bool:
+    """Loss, top-1 (or the task's ``metrics``: ``AP``, ``mIoU``...) and learning rate against epoch
+    as one PNG, written atomically; False without matplotlib.
 
     >>> import tempfile, pathlib
     >>> h = [dict(epoch=e, train_loss=1.0 / e, val_loss=1.1 / e, train_top1=50 + e, val_top1=48 + e, lr=0.1 / e)
@@ -51,14 +53,19 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "
 
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "top1", "top-1 (%)")):
-        for split, style in (("train", "-"), ("val", "--")):
-            values = [r.get(f"{split}_{key}") for r in history]
+    panels = [(axes[0], "loss", [("train", "train_loss", "-"), ("val", "val_loss", "--")])]
+    if metrics:
+        panels.append((axes[1], "validation (%)", [(m, m, "-") for m in metrics]))
+    else:
+        panels.append((axes[1], "top-1 (%)", [("train", "train_top1", "-"), ("val", "val_top1", "--")]))
+    for ax, ylabel, lines in panels:
+        for label, key, style in lines:
+            values = [r.get(key) for r in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, [float("nan") if v is None else v for v in values], style, marker="o", ms=3,
-                        label=split)
+                        label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
     axes[2].plot(epochs, [r.get("lr") for r in history], marker="o", ms=3)

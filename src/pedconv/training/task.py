@@ -91,6 +91,11 @@ class Task:
         """The command line that trains this task (``pedconv detect train``)."""
         return f"pedconv {self.name} train"
 
+    @property
+    def curve_metrics(self) -> tuple[str, ...]:
+        """The metrics ``curves.png`` plots against epoch (none: train/val top-1)."""
+        return self.result_metrics
+
     def replay(self, args: argparse.Namespace) -> int:
         """Optimizer steps per loaded batch (Free adversarial training replays each batch ``m`` times)."""
         return 1

@@ -393,9 +393,11 @@ def _assemble(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task: Task
     module, margs, use_sync_bn = _build_model(args, env, spec, task)
     sampler = GlobalBatchSampler(spec.num_train, args.batch_size, env.world_size, env.rank, args.grad_accum_steps,
                                  seed=args.seed, shuffle=True, with_seeds=not spec.in_memory, replay=task.replay(args))
-    loader = make_loader(spec, spec.train, sampler, env.device, args.workers, seed=args.seed, persistent=True)
+    loader = make_loader(spec, spec.train, sampler, env.device, getattr(args, "workers", None), seed=args.seed,
+                         persistent=True)
     val_sampler = ShardBatchSampler(spec.num_val, args.val_batch_size or 2 * args.batch_size, env.world_size, env.rank)
-    val_loader = make_loader(spec, spec.val, val_sampler, env.device, args.workers, seed=args.seed, persistent=True)
+    val_loader = make_loader(spec, spec.val, val_sampler, env.device, getattr(args, "workers", None), seed=args.seed,
+                             persistent=True)
     step = task.train_step(args, spec, margs, env)
 
     layout = RunLayout(global_batch=args.batch_size * env.world_size * args.grad_accum_steps,
@@ -556,7 +558,8 @@ def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progr
         saver.save(progress, EpochSums(), is_best)
         if env.is_main:
             write_metrics(progress.history, out / "metrics.jsonl")
-            plot_curves(progress.history, out / "curves.png", title=f"{args.model} on {parts.spec.name}")
+            plot_curves(progress.history, out / "curves.png", title=f"{args.model} on {parts.spec.name}",
+                        metrics=parts.task.curve_metrics)
         reporter.end_epoch(record)
         if epoch + 1 < args.epochs and _stop_now(stop, env):
             raise _interrupted(stop, out, f"the end of epoch {epoch + 1}", command)

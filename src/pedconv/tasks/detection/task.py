@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 from torch import Tensor
-
 from torch.utils.data import Subset
 
 from ...errors import DataError

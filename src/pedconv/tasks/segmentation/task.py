@@ -26,7 +26,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-
 from torch.utils.data import Subset
 
 from ...training.data import BatchPreprocessor, DataSpec
