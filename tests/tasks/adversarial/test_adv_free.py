@@ -49,7 +49,7 @@ def test_delta_persists_is_updated_by_eps_sign_grad_and_clipped():
     images, labels = _batch()
     x = images.float() / 255
     expected = torch.zeros_like(x)
-    for replay in range(4):
+    for _ in range(4):  # the replays of one batch
         r = step(net, (images, labels), seed=0)
         x_adv = (x + expected).clamp(0, 1)
         torch.testing.assert_close(r.loss, F.cross_entropy(net((x_adv - MEAN[0]) / STD[0]), labels))
