@@ -123,9 +123,10 @@ def test_pgd_works_under_autocast():
 
 
 # ----------------------------------------------------------------------------- the attack is real
-def test_pgd_with_eps_zero_changes_nothing(undefended, top1):
+def test_pgd_with_eps_zero_changes_nothing(undefended, top1, single_thread):
     t = undefended
-    x_adv = pgd_attack(t.model, t.x, t.y, eps=0.0, steps=10)
+    with single_thread():
+        x_adv = pgd_attack(t.model, t.x, t.y, eps=0.0, steps=3)
     assert torch.equal(x_adv, t.x)
     assert top1(t.model, x_adv, t.y) == top1(t.model, t.x, t.y)
 
@@ -151,9 +152,11 @@ def test_pgd_accuracy_falls_far_below_natural_and_decreases_with_eps(undefended,
 
 def test_more_steps_never_raise_the_accuracy(undefended, top1, single_thread):
     t = undefended
+    x, y = t.x[:192], t.y[:192]
     with single_thread():
-        acc = [top1(t.model, pgd_attack(t.model, t.x, t.y, eps=4 / 255, steps=k,
-                                        generator=torch.Generator().manual_seed(0)), t.y) for k in (1, 10, 50)]
+        acc = [top1(t.model, pgd_attack(t.model, x, y, eps=4 / 255, steps=k,
+                                        generator=torch.Generator().manual_seed(0)), y) for k in (1, 10, 50)]
+    print(f"\nPGD-1/10/50 at 4/255 on 192 images: {acc}")
     assert acc[0] >= acc[1] >= acc[2]
     assert acc[0] > acc[2]  # and more steps do find more
 

@@ -49,7 +49,12 @@ def test_options_and_refusals():
         _args(AdversarialTask(), "--eps", "8")  # 0-255 units: refused by argparse (exit 2)
 
 
-def test_data_model_step_and_evaluate_fit_together():
+def test_data_model_step_and_evaluate_fit_together(single_thread):
+    with single_thread():
+        _fit_together()
+
+
+def _fit_together() -> None:
     task = AdversarialTask()
     args = _args(task, "--pgd-steps", "2", "1", "--attack-subset", "24")
     try:
