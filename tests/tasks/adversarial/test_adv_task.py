@@ -33,14 +33,15 @@ def test_defaults_are_the_papers():
     args = _args(task)
     assert isinstance(task, Task) and task.name == "adv"
     assert args.eps == PAPER_EPS and args.replay == 4 and args.pgd_steps == [10, 50] and args.pgd_alpha is None
-    assert task.replay == 4 and task.best_metric == "pgd10" and task.result_metrics == ("natural", "pgd10", "pgd50")
+    assert task.replay(args) == 4 and task.best_metric == "pgd10"
+    assert task.result_metrics == ("natural", "pgd10", "pgd50")
 
 
 def test_options_and_refusals():
     task = AdversarialTask()
     args = _args(task, "--eps", "0.02", "--replay", "8", "--pgd-steps", "20", "20", "5", "--pgd-alpha", "1/255")
     assert args.pgd_steps == [20, 5] and task.result_metrics == ("natural", "pgd20", "pgd5")
-    assert task.replay == 8 and args.pgd_alpha == pytest.approx(1 / 255)
+    assert task.replay(args) == 8 and args.pgd_alpha == pytest.approx(1 / 255)
     with pytest.raises(UsageError, match="--mixup"):
         bad = _args(AdversarialTask())
         bad.mixup = 0.2
@@ -64,7 +65,7 @@ def _fit_together() -> None:
     model, margs = task.build_model(args, spec)
     assert margs.name == "pedconv_cifar_resnet20" and margs.input_chans == 1
     env = DistEnv()
-    step = task.train_step(args, spec, env)
+    step = task.train_step(args, spec, margs, env)
     assert isinstance(step, FreeAdversarialStep) and step.eps == PAPER_EPS
     images, labels = spec.train.__getitems__(list(range(16)))
     r = step(model.train(), (images, labels), seed=1)
@@ -73,7 +74,7 @@ def _fit_together() -> None:
     assert r.count == 16 and step.delta.abs().max() == pytest.approx(PAPER_EPS)
     loader = make_loader(spec, spec.val, ShardBatchSampler(spec.num_val, 16), env.device, 0)
     with torch.random.fork_rng():
-        m = task.evaluate(model, loader, spec, env, args)
-    assert set(task.result_metrics) <= set(m) and m["images"] == 24  # --attack-subset, not the 40 of the loader
+        m = task.evaluate(model, loader, args, spec, margs, env, final=True)
+    assert set(task.result_metrics) <= set(m) and m["val_images"] == 24  # --attack-subset, not the 40 of the loader
     assert m["pgd1"] >= m["pgd2"] and model.training  # the mode is restored
     assert task.describe(m).startswith("natural ")

@@ -1,21 +1,28 @@
-"""``pedconv adv``: Free adversarial training and PGD-10/50 evaluation (Table 4 of the paper).
+"""The task of ``pedconv adv``: Free adversarial training and PGD-10/50 evaluation (Table 4 of the paper).
 
-A draft :class:`~pedconv.training.task.Task`: the command wiring (``cli.COMMANDS``, the
-Trainer's replay of each batch ``replay`` times) is the integrator's. Everything else is
-``pedconv train``'s: data, model registry, recipe, checkpoints, DDP.
+The data, models and recipe options are ``pedconv train``'s (Fashion-MNIST, CIFAR,
+ImageFolder/ImageNet); the loop replays each minibatch ``--replay`` times with an optimizer
+step each time (:class:`~pedconv.training.data.GlobalBatchSampler`), and the step
+(:class:`~pedconv.tasks.adversarial.free.FreeAdversarialStep`) carries the perturbation from
+one replay to the next. An epoch of ``--epochs`` is ``--replay`` passes over the data: divide
+a clean schedule's epochs by ``m`` to keep the cost equal, as Free AT does (the presets do).
+Each epoch's evaluation measures natural accuracy and the first ``--pgd-steps`` attack; the
+last one measures every attack (PGD-10 and PGD-50 by default).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch.nn as nn
 from torch.utils.data import Subset
 
 from ...errors import UsageError
+from ...training.config import add_image_data_arguments
 from ...training.data import BatchPreprocessor, DataSpec, ShardBatchSampler, build_data, make_loader
-from ...training.model import ModelArgs, build_model
+from ...training.model import ModelArgs
 from ...training.recipe import amp_dtype
 from ...training.task import Task, TrainStep
 from ...utils.options import positive_int
@@ -54,13 +61,28 @@ class AdversarialTask(Task):
     default_model = "pedconv_cifar_resnet20"
     best_metric = "pgd10"
     result_metrics: tuple[str, ...] = ("natural", "pgd10", "pgd50")
-    replay = 4
+    probe_with_images = True
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "paper": {"_help": "Table 4: pedconv_resnet50 on ImageNet (--data-dir), Free AT m=4 at eps 4/255, 92/m = 23 "
+                           "epochs, SGD lr 0.1 per 256 images, /10 every 30/m = 7.5 epochs, weight decay 1e-4",
+                  "model": "pedconv_resnet50", "data": "imagefolder", "img_size": 224, "replay": 4, "epochs": 23,
+                  "opt": "sgd", "lr": 0.1, "lr_base_batch": 256, "momentum": 0.9, "weight_decay": 1e-4,
+                  "sched": "step", "decay_epochs": 7.5, "decay_rate": 0.1, "batch_size": 64},
+        "quick": {"_help": "a few minutes on a CPU: width-8 pedconv_cifar_resnet20 on 4096 Fashion-MNIST images, "
+                           "2 epochs x m=4 replays, attacks on 512 test images",
+                  "model": "pedconv_cifar_resnet20", "model_kwargs": {"width": 8}, "data": "fashion_mnist",
+                  "train_subset": 4096, "epochs": 2, "replay": 4, "batch_size": 128, "lr": 0.1,
+                  "weight_decay": 5e-4, "warmup_epochs": 0.0, "attack_subset": 512},
+    }
 
-    def __init__(self) -> None:
-        self.input_chans: Optional[int] = None  # the model's, set by build_model
+    def replay(self, args: argparse.Namespace) -> int:
+        """``--replay`` (m): optimizer steps per minibatch."""
+        return int(args.replay)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """``--eps``, ``--replay``, ``--pgd-steps``, ``--pgd-alpha``, ``--attack-subset``."""
+        """``pedconv train``'s data options, then ``--eps``, ``--replay``, ``--pgd-steps``, ``--pgd-alpha``,
+        ``--attack-subset``."""
+        add_image_data_arguments(parser)
         g = parser.add_argument_group("Adversarial training and evaluation")
         g.add_argument("--eps", type=_eps_type, default=PAPER_EPS, metavar="EPS",
                        help="l-inf budget in pixel units, a number or a fraction (default 4/255, the paper's); "
@@ -82,7 +104,6 @@ class AdversarialTask(Task):
                 raise UsageError(f"--{option} does not combine with Free adversarial training")
         steps = list(dict.fromkeys(args.pgd_steps))
         args.pgd_steps = steps
-        self.replay = int(args.replay)
         self.best_metric = f"pgd{steps[0]}"
         self.result_metrics = ("natural", *(f"pgd{k}" for k in steps))
 
@@ -94,22 +115,22 @@ class AdversarialTask(Task):
                           getattr(args, "crop_pct", 0.875), need_train=need_train,
                           augment=getattr(args, "augment", True))
 
-    def build_model(self, args: argparse.Namespace, spec: DataSpec) -> tuple[nn.Module, ModelArgs]:
-        """``--model`` with ``--model-kwargs`` for the dataset's classes and channels."""
-        model, margs = build_model(args.model, spec.num_classes, spec.in_chans, getattr(args, "model_kwargs", None))
-        self.input_chans = margs.input_chans
-        return model, margs
+    def input_size(self, args: argparse.Namespace, spec: DataSpec) -> tuple[int, int]:
+        """``--img-size`` for in-memory datasets (resized on the device), else the dataset's."""
+        img_size = getattr(args, "img_size", None)
+        return (img_size, img_size) if (img_size and spec.in_memory) else spec.input_size
 
-    def _pixel_layout(self, args: argparse.Namespace, spec: DataSpec) -> tuple[Optional[tuple[int, int]],
-                                                                                Optional[int]]:
+    @staticmethod
+    def _pixel_layout(args: argparse.Namespace, spec: DataSpec, margs: ModelArgs
+                      ) -> tuple[Optional[tuple[int, int]], Optional[int]]:
         img_size = getattr(args, "img_size", None)
         size = (img_size, img_size) if (img_size and spec.in_memory) else None
-        out_chans = self.input_chans if self.input_chans not in (None, spec.in_chans) else None
+        out_chans = margs.input_chans if margs.input_chans != spec.in_chans else None
         return size, out_chans
 
-    def train_step(self, args: argparse.Namespace, spec: DataSpec, env: DistEnv) -> TrainStep:
+    def train_step(self, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs, env: DistEnv) -> TrainStep:
         """A :class:`FreeAdversarialStep` with ``--eps`` (one per run: it holds δ)."""
-        size, out_chans = self._pixel_layout(args, spec)
+        size, out_chans = self._pixel_layout(args, spec, margs)
         use_amp = bool(getattr(args, "amp", False))
         return FreeAdversarialStep(spec.mean, spec.std, eps=args.eps,
                                    augment=bool(getattr(args, "augment", True)) and spec.augment_on_device,
@@ -117,10 +138,12 @@ class AdversarialTask(Task):
                                    amp_dtype=amp_dtype(env.device, getattr(args, "amp_dtype", None)) if use_amp
                                    else None)
 
-    def evaluate(self, module: nn.Module, loader: Any, spec: DataSpec, env: DistEnv,
-                 args: argparse.Namespace) -> dict[str, float]:
-        """Natural and PGD accuracy of the bare ``module`` (see the class docstring)."""
-        size, out_chans = self._pixel_layout(args, spec)
+    def evaluate(self, module: nn.Module, loader: Any, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs,
+                 env: DistEnv, final: bool = False) -> dict[str, float]:
+        """Natural and PGD accuracy of the bare ``module`` (see the class docstring): every
+        ``--pgd-steps`` attack when ``final``, the first one after the other epochs."""
+        size, out_chans = self._pixel_layout(args, spec, margs)
+        steps = tuple(args.pgd_steps) if final else tuple(args.pgd_steps[:1])
         if args.attack_subset is not None and args.attack_subset < spec.num_val:
             n = int(args.attack_subset)
             batch = getattr(args, "val_batch_size", None) or 2 * getattr(args, "batch_size", 128)
@@ -130,7 +153,10 @@ class AdversarialTask(Task):
         chans = len(spec.mean)
         to_pixels = BatchPreprocessor((0.0,) * chans, (1.0,) * chans, size=size)
         use_amp = bool(getattr(args, "amp", False))
-        return robust_accuracy(NormalizedModel(module, spec.mean, spec.std, out_chans).to(env.device), loader,
-                               to_pixels, eps=args.eps, steps_list=tuple(args.pgd_steps), alpha=args.pgd_alpha,
-                               env=env, seed=getattr(args, "seed", 0), amp=use_amp,
-                               amp_dtype=amp_dtype(env.device, getattr(args, "amp_dtype", None)) if use_amp else None)
+        result = robust_accuracy(NormalizedModel(module, spec.mean, spec.std, out_chans).to(env.device), loader,
+                                 to_pixels, eps=args.eps, steps_list=steps, alpha=args.pgd_alpha, env=env,
+                                 seed=getattr(args, "seed", 0), amp=use_amp,
+                                 amp_dtype=amp_dtype(env.device, getattr(args, "amp_dtype", None)) if use_amp
+                                 else None)
+        result["val_images"] = result.pop("images")
+        return result
