@@ -1,0 +1,1 @@
+"""Object detection on COCO-format data (pedconv detect)."""

@@ -1,0 +1,1 @@
+"""Semantic segmentation on ADE20K-layout data (pedconv segment)."""
