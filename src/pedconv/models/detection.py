@@ -30,7 +30,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.ssd import SSD
 
 from ..convert import convert, split_convert_options
-from ..method import PEDConv2d
+from ..method import PEDConv2d  # noqa: F401  (the doctests use it)
 from ._registry import register_model
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SSDResNetFeatures"]

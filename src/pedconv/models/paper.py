@@ -3,9 +3,10 @@
 ``PAPER_NUMBERS[name]`` holds ``params``, ``macs`` (multiply-adds at 224x224, batch 1, unless
 the row gives its ``input_size``: 300 for SSD300, 512 for the ADE20K segmenters) and the
 ``source`` table; a row's ``num_classes`` (default 1000) is what the model is built with
-(81 for the paper's SSD: COCO's 80 classes and the background; 150 for ADE20K). "Table n" is the PEDConv paper; the ODConv rows are from the ODConv
-paper (Li et al., ICLR 2022), params only. ``pedconv profile`` sets its measurements beside
-these, and the tests hold every row to 2% / 3%.
+(81 for the paper's SSD: COCO's 80 classes and the background; 150 for ADE20K). "Table n" is
+the PEDConv paper; the ODConv rows are from the ODConv paper (Li et al., ICLR 2022), params
+only. ``pedconv profile`` sets its measurements beside these, and the tests hold every
+classification row to 2% / 3%; the Table 2/3 rows' gaps (segmentation heads) are in the README.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ UperNet and into PSPNet with a dilated ResNet-50 (output stride 8) on ADE20K (15
 mmsegmentation models the paper used:
 
 * UperNet with 512 decoder channels (smp's default is 256; mmseg's ``channels=512``), which
-  gives Table 3's 64.1M parameters;
+  gives Table 3's 64.1M parameters (the ResNet-18 versions, for CPU runs, use 128);
 * PSPNet on all five ResNet stages dilated to output stride 8 (smp's default uses only three
   stages, undilated), and the bottleneck after the pyramid pooling a 3x3 conv as in PSPNet and
   mmseg (smp's is 1x1).
@@ -35,18 +35,23 @@ __all__: list[str] = []
 _RESNET_POLICY = {"keep_shortcut": True}
 
 
+# Decoder width: mmseg's 512 for ResNet-50 (Table 3); 128 for the ResNet-18 CPU-sized models.
+_WIDTH = {"resnet50": 512, "resnet18": 128}
+
+
 def _upernet(encoder: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     return smp.UPerNet(encoder_name=encoder, encoder_weights=None, classes=num_classes,
-                       **{"decoder_channels": 512, **kwargs})
+                       **{"decoder_channels": _WIDTH[encoder], **kwargs})
 
 
 def _pspnet(encoder: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     model = smp.PSPNet(encoder_name=encoder, encoder_weights=None, classes=num_classes,
-                       **{"encoder_depth": 5, "output_stride": 8, "upsampling": 8, **kwargs})
+                       **{"encoder_depth": 5, "output_stride": 8, "upsampling": 8,
+                          "psp_out_channels": _WIDTH[encoder], **kwargs})
     old = model.decoder.conv[0]  # smp's 1x1 bottleneck -> the 3x3 of PSPNet / mmseg
     new = nn.Conv2d(old.in_channels, old.out_channels, 3, padding=1, bias=old.bias is not None)
     nn.init.kaiming_uniform_(new.weight, mode="fan_in", nonlinearity="relu")  # smp's decoder init
@@ -129,11 +134,12 @@ def pedconv_pspnet_resnet50(*, num_classes: int = 150, **kwargs: Any) -> nn.Modu
 
 @register_model
 def upernet_resnet18(*, num_classes: int = 150, **kwargs: Any) -> nn.Module:
-    """UperNet on ResNet-18 (small, for CPU runs); arguments as :func:`upernet_resnet50`.
+    """UperNet on ResNet-18 with 128 decoder channels (small, for CPU runs); arguments as
+    :func:`upernet_resnet50`.
 
     Example:
         >>> import torch
-        >>> upernet_resnet18(num_classes=4, decoder_channels=64)(torch.randn(2, 3, 32, 32)).shape
+        >>> upernet_resnet18(num_classes=4)(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 4, 32, 32])
     """
     return _upernet("resnet18", num_classes, kwargs)
@@ -145,7 +151,7 @@ def pedconv_upernet_resnet18(*, num_classes: int = 150, **kwargs: Any) -> nn.Mod
 
     Example:
         >>> import torch
-        >>> model = pedconv_upernet_resnet18(num_classes=4, decoder_channels=64).eval()
+        >>> model = pedconv_upernet_resnet18(num_classes=4).eval()
         >>> model(torch.randn(1, 3, 32, 32)).shape
         torch.Size([1, 4, 32, 32])
     """
@@ -154,7 +160,7 @@ def pedconv_upernet_resnet18(*, num_classes: int = 150, **kwargs: Any) -> nn.Mod
 
 @register_model
 def pspnet_resnet18(*, num_classes: int = 150, **kwargs: Any) -> nn.Module:
-    """PSPNet on a dilated ResNet-18 (output stride 8; small, for CPU runs).
+    """PSPNet on a dilated ResNet-18 (output stride 8) with a 128-channel head (small, for CPU runs).
 
     Example:
         >>> import torch

@@ -201,9 +201,10 @@ def compare_to_paper(
         prof = profile_model(create_model(name, num_classes=paper.get("num_classes", 1000)), shape)
         if layers is not None:
             layers.extend({"model": name, **r} for r in prof.layers)
-        row: dict[str, Any] = dict(model=name, input_size=shape[-1], params=prof.params, params_train=prof.params_train, macs=prof.macs,
-                   dynamic_macs=prof.dynamic_macs, paper_params=paper.get("params"),
-                   paper_macs=paper.get("macs"), source=paper.get("source", ""))
+        row: dict[str, Any] = dict(model=name, input_size=shape[-1], params=prof.params,
+                                   params_train=prof.params_train, macs=prof.macs, dynamic_macs=prof.dynamic_macs,
+                                   paper_params=paper.get("params"), paper_macs=paper.get("macs"),
+                                   source=paper.get("source", ""))
         for k in ("params", "macs"):
             ref = row[f"paper_{k}"]
             row[f"{k}_diff_pct"] = None if ref is None else 100.0 * (row[k] - ref) / ref
@@ -222,10 +223,11 @@ def _pct(v: Optional[float]) -> str:
 
 def paper_table(rows: list[dict]) -> str:
     """The :func:`compare_to_paper` rows as a markdown table (``pedconv profile``'s report)."""
-    header = ["model", "paper row", "input", "params", "paper", "diff", "FLOPs (MACs)", "paper", "diff", "dynamic overhead",
-              "params incl. decoder"]
+    header = ["model", "paper row", "input", "params", "paper", "diff", "FLOPs (MACs)", "paper", "diff",
+              "dynamic overhead", "params incl. decoder"]
     return markdown_table(header, [
-        [r["model"], r["source"], r.get("input_size", "—"), _fmt(r["params"], 1e6, "M"), _fmt(r["paper_params"], 1e6, "M"),
+        [r["model"], r["source"], r.get("input_size", "—"), _fmt(r["params"], 1e6, "M"),
+         _fmt(r["paper_params"], 1e6, "M"),
          _pct(r["params_diff_pct"]), _fmt(r["macs"], 1e9, "G"), _fmt(r["paper_macs"], 1e9, "G"),
          _pct(r["macs_diff_pct"]), _fmt(r["dynamic_macs"], 1e6, "M"), _fmt(r["params_train"], 1e6, "M")]
         for r in rows])

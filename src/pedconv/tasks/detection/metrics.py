@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import torch
 from torch import Tensor
@@ -32,7 +32,10 @@ _PRED_KEYS = ("boxes", "scores", "labels")
 _TARGET_KEYS = ("boxes", "labels", "iscrowd", "area")
 
 
-def _default_backend() -> str:
+_Backend = Literal["pycocotools", "faster_coco_eval"]
+
+
+def _default_backend() -> _Backend:
     return "faster_coco_eval" if importlib.util.find_spec("faster_coco_eval") else "pycocotools"
 
 
@@ -61,7 +64,7 @@ class DetectionMetric:
         (100.0, 100.0, nan, 100.0, nan)
     """
 
-    def __init__(self, backend: Optional[str] = None, device: Union[str, torch.device, None] = None) -> None:
+    def __init__(self, backend: Optional[_Backend] = None, device: Union[str, torch.device, None] = None) -> None:
         from torchmetrics.detection import MeanAveragePrecision
 
         self.backend = backend or _default_backend()
