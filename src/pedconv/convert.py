@@ -20,7 +20,8 @@ import torch.nn as nn
 
 from .method.pedconv2d import PEDConv2d
 
-__all__ = ["CONV_KINDS", "POLICY_OPTIONS", "conv_kind", "convert", "layer_options", "select_convs"]
+__all__ = ["CONV_KINDS", "POLICY_OPTIONS", "conv_kind", "convert", "layer_options", "select_convs",
+           "split_convert_options"]
 
 CONV_KINDS: tuple[str, ...] = ("pointwise", "depthwise", "dense", "grouped")
 """How :func:`conv_kind` classifies a convolution (Table 5c uses the first two)."""
@@ -206,6 +207,18 @@ def convert(
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, new)
     return model
+
+
+def split_convert_options(kwargs: dict[str, Any], layer: Any = PEDConv2d) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(convert's options, the rest)`` of a builder's keyword arguments: the policy keywords
+    (:data:`POLICY_OPTIONS`), ``layer``'s options and ``preserve_function`` go to :func:`convert`,
+    the rest to the architecture (a detector's ``score_thresh``, a segmenter's ``decoder_channels``).
+
+    >>> split_convert_options({"rank": 2, "keep_shortcut": True, "score_thresh": 0.1})
+    ({'rank': 2, 'keep_shortcut': True}, {'score_thresh': 0.1})
+    """
+    known = POLICY_OPTIONS | layer_options(layer) | {"preserve_function"}
+    return {k: v for k, v in kwargs.items() if k in known}, {k: v for k, v in kwargs.items() if k not in known}
 
 
 def _check_layer_options(layer: Any, options: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 * :mod:`._registry`     ``register_model`` / ``create_model`` / ``list_models``
 * :mod:`.zoo`           the registered builders (torchvision / timm architectures + ``convert``)
+* :mod:`.detection`     SSD300 and Faster R-CNN + FPN on (PEDConv-)ResNets (Table 2)
+* :mod:`.segmentation`  UperNet and dilated PSPNet on (PEDConv-)ResNets (Table 3; smp, imported lazily)
 * :mod:`.paper`         the published params / FLOPs of those builders (``PAPER_NUMBERS``)
 * :mod:`.cifar_resnet`  CIFAR-style ResNets for small images
 * :mod:`.authors`       loading the authors' released checkpoints
 """
 
-from . import zoo  # noqa: F401  (registers the builders)
+from . import detection, segmentation, zoo  # noqa: F401  (registers the builders)
 from ._registry import create_model, list_models, model_entrypoint, register_model
 from .authors import AUTHORS_ARCHS, load_authors_checkpoint
 from .cifar_resnet import CifarResNet, cifar_resnet

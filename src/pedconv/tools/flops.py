@@ -180,26 +180,31 @@ def _rows(
 
 
 def compare_to_paper(
-    names: Sequence[str], input_size: Sequence[int] = (1, 3, 224, 224), layers: Optional[list[dict]] = None
+    names: Sequence[str], input_size: Optional[Sequence[int]] = None, layers: Optional[list[dict]] = None
 ) -> list[dict]:
     """Profile registered models and set them beside :data:`PAPER_NUMBERS`.
 
     Args:
         names: registered model names.
-        input_size: the profiled input shape.
+        input_size: the profiled input shape; by default each row's published resolution
+            (``(1, 3, s, s)`` with the row's ``input_size``, 224 if it has none). Each model is
+            built with its row's ``num_classes`` (1000 if none).
         layers: if given, every model's per-layer rows are appended to it (with ``model``).
     """
     from ..models import create_model
 
     out = []
     for name in names:
-        prof = profile_model(create_model(name), input_size)
+        paper = PAPER_NUMBERS.get(name, {})
+        side = paper.get("input_size", 224)
+        shape = tuple(input_size) if input_size is not None else (1, 3, side, side)
+        prof = profile_model(create_model(name, num_classes=paper.get("num_classes", 1000)), shape)
         if layers is not None:
             layers.extend({"model": name, **r} for r in prof.layers)
-        paper = PAPER_NUMBERS.get(name, {})
-        row: dict[str, Any] = dict(model=name, params=prof.params, params_train=prof.params_train, macs=prof.macs,
-                   dynamic_macs=prof.dynamic_macs, paper_params=paper.get("params"),
-                   paper_macs=paper.get("macs"), source=paper.get("source", ""))
+        row: dict[str, Any] = dict(model=name, input_size=shape[-1], params=prof.params,
+                                   params_train=prof.params_train, macs=prof.macs, dynamic_macs=prof.dynamic_macs,
+                                   paper_params=paper.get("params"), paper_macs=paper.get("macs"),
+                                   source=paper.get("source", ""))
         for k in ("params", "macs"):
             ref = row[f"paper_{k}"]
             row[f"{k}_diff_pct"] = None if ref is None else 100.0 * (row[k] - ref) / ref
@@ -218,10 +223,11 @@ def _pct(v: Optional[float]) -> str:
 
 def paper_table(rows: list[dict]) -> str:
     """The :func:`compare_to_paper` rows as a markdown table (``pedconv profile``'s report)."""
-    header = ["model", "paper row", "params", "paper", "diff", "FLOPs (MACs)", "paper", "diff", "dynamic overhead",
-              "params incl. decoder"]
+    header = ["model", "paper row", "input", "params", "paper", "diff", "FLOPs (MACs)", "paper", "diff",
+              "dynamic overhead", "params incl. decoder"]
     return markdown_table(header, [
-        [r["model"], r["source"], _fmt(r["params"], 1e6, "M"), _fmt(r["paper_params"], 1e6, "M"),
+        [r["model"], r["source"], r.get("input_size", "—"), _fmt(r["params"], 1e6, "M"),
+         _fmt(r["paper_params"], 1e6, "M"),
          _pct(r["params_diff_pct"]), _fmt(r["macs"], 1e9, "G"), _fmt(r["paper_macs"], 1e9, "G"),
          _pct(r["macs_diff_pct"]), _fmt(r["dynamic_macs"], 1e6, "M"), _fmt(r["params_train"], 1e6, "M")]
         for r in rows])
@@ -230,14 +236,15 @@ def paper_table(rows: list[dict]) -> str:
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """The ``pedconv profile`` options, added to ``parser`` (the CLI's sub-command) or to a new parser.
 
-    >>> build_parser().parse_args(["--models", "pedconv_resnet18"]).input_size
-    224
+    >>> build_parser().parse_args(["--models", "pedconv_resnet18", "--input-size", "160"]).input_size
+    160
     """
     p = parser or argparse.ArgumentParser(prog="pedconv profile", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(PAPER_NUMBERS),
                    help="registered model names (default: every row of PAPER_NUMBERS)")
-    p.add_argument("--input-size", type=positive_int, default=224, help="image side in pixels")
+    p.add_argument("--input-size", type=positive_int, default=None,
+                   help="image side in pixels (default: each row's published resolution, 224 for ImageNet models)")
     p.add_argument("--out", type=Path, default=Path("results/profile"), help="output prefix (.md, .json, .csv)")
     p.add_argument("--layers", action="store_true", help="also write every layer's params/MACs to <out>.layers.csv")
     return p
@@ -246,7 +253,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
 def run(args: argparse.Namespace) -> int:
     """``pedconv profile`` on parsed options: print the table, write ``<out>.md/.json/.csv`` (and the layers)."""
     layer_rows: Optional[list[dict]] = [] if args.layers else None
-    rows = compare_to_paper(args.models, (1, 3, args.input_size, args.input_size), layer_rows)
+    size = None if args.input_size is None else (1, 3, args.input_size, args.input_size)
+    rows = compare_to_paper(args.models, size, layer_rows)
     md = paper_table(rows)
     print(md)
     atomic_write_text(args.out.with_suffix(".md"), md)

@@ -1,1 +1,2 @@
-"""Semantic segmentation: the ADE20K SceneParsing format (:mod:`.ade20k`) and what trains on it."""
+"""Semantic segmentation (``pedconv segment``, Table 3): the ADE20K SceneParsing format (:mod:`.ade20k`),
+mIoU (:mod:`.metrics`), the task on the training pipeline (:mod:`.task`) and its command (:mod:`.command`)."""
