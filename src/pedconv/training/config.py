@@ -160,12 +160,13 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: O
     p.add_argument("--config", default=None, metavar="YAML",
                    help="YAML file of option values (keys = option names with '_'); command-line flags override it")
     if task.presets:
+        # --quick first: a YAML file's `preset` key then converts with --preset's rules (the last action of a dest).
+        if "quick" in task.presets:
+            p.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                           help="same as --preset quick")
         p.add_argument("--preset", choices=sorted(task.presets), default=None,
                        help="a named set of option values (under --config and the flags): "
                             + "; ".join(f"{k}: {v.get('_help', '')}" for k, v in sorted(task.presets.items())))
-        if "quick" in task.presets:
-            p.add_argument("--quick", dest="preset", action="store_const", const="quick",
-                           help="same as --preset quick: " + str(task.presets["quick"].get("_help", "")))
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=task.default_model, help="a name from pedconv.list_models()")

@@ -155,12 +155,12 @@ class Reporter:
             text = "  ".join(f"{k} {v:.4g}" for k, v in values().items())
             self._emit(f"epoch {self._epoch + 1}/{self._epochs} step {step + 1}/{self._total}  {text}")
 
-    def end_epoch(self, record: Mapping[str, Any]) -> None:
-        """Close the bar and print the epoch summary."""
+    def end_epoch(self, record: Mapping[str, Any], metrics: Sequence[str] = ()) -> None:
+        """Close the bar and print the epoch summary (with the task's ``metrics``, when given)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        keys = ("train_loss", "infomax", "train_top1", "val_loss", "val_top1", "val_top5", "lr",
+        keys = ("train_loss", "infomax", "train_top1", "val_loss", "val_top1", "val_top5", *metrics, "lr",
                 "train_images_per_s", "epoch_time_s")
         parts = [f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), (int, float))]
         self._emit(f"epoch {record['epoch']}/{self._epochs}  " + "  ".join(parts))

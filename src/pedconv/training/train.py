@@ -251,6 +251,7 @@ def resolve_config(config: Union[str, os.PathLike, Mapping[str, Any], argparse.N
     elif isinstance(config, argparse.Namespace):
         values = dict(vars(config))
         values.pop("command", None)
+        values.pop("action", None)  # `pedconv <task> train`'s sub-command word
     else:
         values = dict(config or {})
     values.update(overrides)
@@ -298,7 +299,7 @@ def _lock_folder(out: Path, env: DistEnv, stack: contextlib.ExitStack) -> None:
 
 def _saved_config(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else copy.deepcopy(v)) for k, v in vars(args).items()
-            if k not in _NOT_SAVED and k != "command"}
+            if k not in _NOT_SAVED and k not in ("command", "action")}
 
 
 # ----------------------------------------------------------------------------- what a run is made of
@@ -560,7 +561,7 @@ def _train_epochs(parts: _Parts, trainer: Trainer, saver: CheckpointSaver, progr
             write_metrics(progress.history, out / "metrics.jsonl")
             plot_curves(progress.history, out / "curves.png", title=f"{args.model} on {parts.spec.name}",
                         metrics=parts.task.curve_metrics)
-        reporter.end_epoch(record)
+        reporter.end_epoch(record, parts.task.curve_metrics)
         if epoch + 1 < args.epochs and _stop_now(stop, env):
             raise _interrupted(stop, out, f"the end of epoch {epoch + 1}", command)
 
