@@ -10,7 +10,9 @@ and the mean train/eval images per second, with the machine they were measured o
 
     python experiments/task_compare.py --output results/tasks-cpu                 # 2-core CPU: ~1 h
     python experiments/task_compare.py --tasks adv --seeds 0 1 --output /tmp/adv  # one task
-    python experiments/task_compare.py --device cuda --output results/tasks-h100
+    python experiments/task_compare.py --device cuda --output results/tasks-h100 --set detect:epochs=12
+
+``--set TASK:KEY=VALUE`` changes one option of that task's runs (values parsed as YAML).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from pedconv.tools.flops import format_count, profile_model
 from pedconv.training.task import Task
@@ -52,8 +55,7 @@ def _run(task: Task, model: str, seed: int, folder: Path, device: str, extra: di
         return {"result": json.loads(done.read_text()), "history": history}
     r = train({"preset": "quick", "model": model, "seed": seed, "output": str(folder), "resume": "auto",
                "quiet": True, "device": device, **extra}, task)
-    return {"result": r["result"], "history": r["history"], "input_size": r["input_size"],
-            "model_args": r["model_args"]}
+    return {"result": r["result"], "history": r["history"]}
 
 
 def _mean_std(values: list[float]) -> str:
@@ -65,8 +67,10 @@ def _mean_std(values: list[float]) -> str:
 def _profile(task_name: str, model: str, size: int, num_classes: int, model_kwargs: dict[str, Any]) -> tuple[int, int]:
     from pedconv.models import create_model
 
-    net = create_model(model, num_classes=num_classes, **model_kwargs)
     in_chans = 1 if task_name == "adv" else 3
+    if task_name == "adv":
+        model_kwargs = {**model_kwargs, "in_chans": 1}
+    net = create_model(model, num_classes=num_classes, **model_kwargs)
     prof = profile_model(net, (1, in_chans, size, size))
     return prof.params, prof.macs
 
@@ -78,36 +82,46 @@ def main() -> None:
     p.add_argument("--output", type=Path, default=Path("runs/task-compare"))
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--set", nargs="*", default=[], metavar="TASK:KEY=VALUE",
+                   help="an option of one task's runs, e.g. detect:epochs=12")
     args = p.parse_args()
+    overrides: dict[str, dict[str, Any]] = {name: {} for name in PAIRS}
+    for item in args.set:
+        name, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        if name not in PAIRS or not key or not value:
+            p.error(f"--set {item}: expected TASK:KEY=VALUE with TASK one of {', '.join(PAIRS)}")
+        overrides[name][key.replace("-", "_")] = yaml.safe_load(value)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
-    report: dict[str, Any] = {"machine": machine_description(), "device": args.device, "seeds": args.seeds,
-                              "date": time.strftime("%Y-%m-%d"), "tasks": {}}
-    lines = [f"Machine: {report['machine']}, device {args.device}; `--quick` preset of each task, seeds {args.seeds}.",
-             ""]
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    report: dict[str, Any] = {"machine": machine_description(), "device": device, "seeds": args.seeds,
+                              "date": time.strftime("%Y-%m-%d"), "overrides": overrides, "tasks": {}}
+    changed = "; ".join(f"{t}: {o}" for t, o in overrides.items() if o) or "none"
+    lines = [f"Machine: {report['machine']}, device {device}; `--quick` preset of each task, seeds {args.seeds}; "
+             f"changed options: {changed}.", ""]
     for name in args.tasks:
         path, static, dynamic = PAIRS[name]
         task = _task(path)
         rows, table = [], []
         for model in (static, dynamic):
-            runs = [_run(task, model, seed, args.output / name / model / f"seed{seed}", args.device, {})
+            runs = [_run(task, model, seed, args.output / name / model / f"seed{seed}", args.device, overrides[name])
                     for seed in args.seeds]
             results = [r["result"] for r in runs]
-            first = runs[0]
-            saved = first.get("model_args") or {"num_classes": results[0].get("num_classes"), "kwargs": {}}
-            size = (first.get("input_size") or [0, 0, 0])[-1]
-            params, macs = _profile(name, model, size, saved["num_classes"], saved["kwargs"]) if size else (0, 0)
+            first = results[0]
+            kwargs = {k: v for k, v in first["model_kwargs"].items() if k != "in_chans"}
+            size = first["input_size"][-1]
+            params, macs = _profile(name, model, size, first["num_classes"], kwargs)
             train_ips = statistics.fmean(r["train_images_per_s"] for r in results)
             eval_ips = statistics.fmean(r["eval_images_per_s"] for r in results)
             metrics = {k: [r[k] for r in results] for k in task.result_metrics if k in results[0]}
             rows.append({"model": model, "params": params, "macs": macs, "input_size": size, "metrics": metrics,
                          "train_images_per_s": train_ips, "eval_images_per_s": eval_ips})
-            table.append([model, format_count(params), f"{macs / 1e9:.2f}G @{size}px",
+            table.append([model, format_count(params), f"{format_count(macs)} @{size}px",
                           *[_mean_std(v) for v in metrics.values()], f"{train_ips:.1f}", f"{eval_ips:.1f}"])
         report["tasks"][name] = rows
-        header = ["model", "params", "FLOPs (MACs)", *task.result_metrics[:len(rows[0]["metrics"])], "train img/s",
-                  "eval img/s"]
+        header = ["model", "params", "FLOPs (MACs)", *rows[0]["metrics"], "train img/s", "eval img/s"]
         lines += [f"### {task.train_command}", "", markdown_table(header, table)]
         report["wall_time_s"] = time.time() - start
         args.output.mkdir(parents=True, exist_ok=True)

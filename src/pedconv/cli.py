@@ -147,6 +147,16 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _chosen(sub: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser that took the options: ``sub``, or its chosen sub-command's (``pedconv detect train``)."""
+    for action in sub._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return chosen
+    return sub
+
+
 def _check_unknown(sub: argparse.ArgumentParser, extras: list[str]) -> None:
     if extras:
         options = [o for a in sub._actions for o in a.option_strings]
@@ -179,7 +189,8 @@ def parse_args(argv: Optional[Sequence[str]] = None, *, validate: bool = True) -
     sub.description = module.__doc__
     module.build_parser(sub)
     args, extras = parser.parse_known_args(argv)
-    _check_unknown(sub, extras)
+    target = _chosen(sub, args)
+    _check_unknown(target, extras)
     layer, check = _hook(module, "config_layer"), _hook(module, "validate_args")
     try:
         defaults = layer(args, sub) if layer is not None else None
@@ -190,7 +201,7 @@ def parse_args(argv: Optional[Sequence[str]] = None, *, validate: bool = True) -
         if check is not None and validate:
             check(args)
     except UsageError as e:
-        sub.error(_one_line(e))
+        target.error(_one_line(e))
     return args
 
 

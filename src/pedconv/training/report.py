@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
 from ..utils.atomic import atomic_write_text
-from ..utils.reporting import pyplot, save_figure
+from ..utils.reporting import json_ready, pyplot, save_figure
 
 __all__ = ["Reporter", "plot_curves", "write_metrics"]
 
@@ -25,14 +25,15 @@ def write_metrics(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Rewrite ``metrics.jsonl`` (one JSON object per epoch) from the run's history, atomically.
 
     Rewriting from the checkpointed history (instead of appending) keeps the file exactly in
-    step with ``last.pt`` after an interruption.
+    step with ``last.pt`` after an interruption. A metric that could not be computed (nan:
+    e.g. AP_L of a set without large objects) is written as ``null``.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
     >>> write_metrics([{"epoch": 1, "val_top1": 50.0}], p); p.read_text()
     '{"epoch": 1, "val_top1": 50.0}\\n'
     """
-    atomic_write_text(path, "".join(json.dumps(dict(r)) + "\n" for r in history))
+    atomic_write_text(path, "".join(json.dumps(json_ready(r)) + "\n" for r in history))
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "",

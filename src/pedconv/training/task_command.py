@@ -7,8 +7,9 @@ metrics by name); ``eval`` rebuilds the model of a checkpoint (or ``--model`` wi
 ``--weights``), evaluates it on the task's validation split and prints the metrics (``--json``:
 as JSON on stdout, ``--json PATH``: into a file as well).
 
-In ``eval``, the data and task options come from the checkpoint's saved options; the ones
-given on the command line (those that differ from their defaults) win.
+In ``eval``, the data and task options come from the checkpoint's saved options (or from
+``--preset``/``--quick``, for a ``--model``), and the ones given on the command line (those
+that differ from their defaults) win over both.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.nn as nn
 from ..errors import CheckpointError, EvalError, UsageError
 from ..utils.atomic import atomic_write_text
 from ..utils.options import check_output_folder, positive_int
+from ..utils.reporting import json_ready
 from .config import add_model_kwargs_argument, build_train_parser
 from .data import ShardBatchSampler, make_loader
 from .distributed import DistEnv, resolve_device
@@ -73,6 +75,12 @@ class TaskCommand:
         g.add_argument("--model", default=None, help="a registered model name (with --weights, or random init)")
         add_model_kwargs_argument(g, "builder options for --model, values parsed as YAML")
         g.add_argument("--weights", default=None, help="a state dict file for --model")
+        if self.task.presets:
+            p.add_argument("--preset", choices=sorted(self.task.presets), default=None,
+                           help="take the data and task options (and --model's builder options) of this train preset")
+            if "quick" in self.task.presets:
+                p.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                               help="same as --preset quick (the data of `train --quick`)")
         self.task.add_arguments(p)
         g = p.add_argument_group("run")
         g.add_argument("--batch-size", type=positive_int, default=16)
@@ -122,7 +130,7 @@ class TaskCommand:
         if args.json is None:
             print(_table(self.task, result))
         else:
-            text = json.dumps(result, indent=2)
+            text = json.dumps(json_ready(result), indent=2)
             print(text)
             if args.json != "-":
                 atomic_write_text(args.json, text + "\n")
@@ -131,7 +139,7 @@ class TaskCommand:
 
 def _table(task: Task, result: Mapping[str, Any]) -> str:
     source = result.get("checkpoint") or result.get("weights") or "random init"
-    metrics = "  ".join(f"{k} {result[k]:.2f}" for k in task.result_metrics if k in result)
+    metrics = "  ".join(f"{k} {result[k]:.2f}" for k in task.result_metrics if k in result)  # nan: "nan"
     return "\n".join([f"model    {result['model']} ({source})",
                       f"data     {result['data']}: {result['images']} validation images",
                       f"metrics  {metrics}",
@@ -143,8 +151,11 @@ def _options(task: Task, args: argparse.Namespace, eval_parser: argparse.Argumen
     """The task's training options as they apply to this evaluation: defaults < the checkpoint's
     saved options < the eval flags given (those that differ from their defaults)."""
     options = build_train_parser(None, task).parse_args([])
-    for k, v in saved.items():
-        if hasattr(options, k):
+    preset = dict(task.presets[args.preset]) if getattr(args, "preset", None) else {}
+    if preset.get("model") not in (None, args.model):  # builder options of another model do not apply
+        preset.pop("model_kwargs", None)
+    for k, v in {**preset, **saved}.items():
+        if hasattr(options, k) and not k.startswith("_"):
             setattr(options, k, v)
     defaults = eval_parser.parse_args([])
     for k, v in vars(args).items():
@@ -160,7 +171,7 @@ def _load_model(task: Task, args: argparse.Namespace, options: argparse.Namespac
 
         model, margs, ckpt = model_from_checkpoint(args.checkpoint)
         return model, margs, {"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"]}
-    options.model, options.model_kwargs = args.model, args.model_kwargs
+    options.model, options.model_kwargs = args.model, args.model_kwargs or options.model_kwargs
     try:
         model, margs = task.build_model(options, spec)
     except ValueError as e:

@@ -80,6 +80,7 @@ from ..tools.flops import count_parameters, parameter_summary
 from ..utils.atomic import atomic_write_text
 from ..utils.lock import FolderLock
 from ..utils.options import check_output_folder
+from ..utils.reporting import json_ready
 from .checkpoint import (
     CheckpointError,
     CheckpointSaver,
@@ -593,12 +594,13 @@ def _write_result(parts: _Parts, progress: RunProgress, out: Path, env: DistEnv)
         return None
     final = progress.history[-1]
     result = {**{k: final[k] for k in parts.task.result_metrics if k in final},
-              "model": parts.margs.name, "model_kwargs": parts.margs.kwargs, "data": parts.spec.name,
+              "model": parts.margs.name, "model_kwargs": parts.margs.kwargs, "num_classes": parts.margs.num_classes,
+              "input_size": [parts.margs.input_chans, *parts.input_hw], "data": parts.spec.name,
               "epochs": final["epoch"], "best_metric": progress.metric, "best_value": progress.best_value,
               "best_epoch": progress.best_epoch, "train_images_per_s": final["train_images_per_s"],
               "eval_images_per_s": final["eval_images_per_s"]}
     if env.is_main:
-        atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out / "result.json", json.dumps(json_ready(result), indent=2) + "\n")
     return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Optional
 
 from .atomic import PathLike, atomic_write
 
-__all__ = ["csv_table", "machine_description", "markdown_table", "pyplot", "save_figure"]
+__all__ = ["csv_table", "json_ready", "machine_description", "markdown_table", "pyplot", "save_figure"]
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -94,3 +95,13 @@ def machine_description() -> str:
 
     return (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
+
+
+def json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every nan/inf float replaced by None, so that ``json.dumps`` writes strict
+    JSON (``null``; Python would write ``NaN``, which JSON readers reject).
+
+    >>> json_ready({"AP": 12.5, "AP_L": float("nan")})
+    {'AP': 12.5, 'AP_L': None}
+    """
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}

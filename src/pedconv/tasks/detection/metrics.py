@@ -69,6 +69,9 @@ class DetectionMetric:
 
         self.backend = backend or _default_backend()
         self.metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=self.backend)
+        # COCO's AP keeps each image's 100 best-scored detections; detectors return more
+        # (SSD: 200), which is expected, not worth a warning per image.
+        self.metric.warn_on_many_detections = False
         if device is not None:
             self.metric = self.metric.to(device)
 

@@ -90,11 +90,12 @@ class Segmentation(Task):
         "paper": _PAPER,
         "pspnet": {**_PAPER, "_help": "the same schedule for the dilated PSPNet: pedconv_pspnet_resnet50",
                    "model": "pedconv_pspnet_resnet50"},
-        "quick": {"_help": "a few minutes on a CPU: pedconv_upernet_resnet18 at 128 px on the offline scene set",
-                  "model": "pedconv_upernet_resnet18", "img_size": 128, "offline_scenes": 384, "val_scenes": 96,
-                  "opt": "adamw", "lr": 2e-3, "lr_scale": "none", "weight_decay": 1e-4, "batch_size": 16,
-                  "sched": "cosine", "epochs": 6, "warmup_epochs": 0.5, "warmup_lr": 1e-5, "min_lr": 0.0,
-                  "val_batch_size": 32},
+        "quick": {"_help": "a few minutes on a CPU: pedconv_upernet_resnet18 (64 decoder channels) on the offline "
+                           "scene set resized to 96 px",
+                  "model": "pedconv_upernet_resnet18", "model_kwargs": {"decoder_channels": 64}, "img_size": 96,
+                  "offline_scenes": 384, "val_scenes": 96, "augment": False, "opt": "adamw", "lr": 1e-3,
+                  "lr_scale": "none", "weight_decay": 1e-4, "batch_size": 16, "sched": "cosine", "epochs": 10,
+                  "warmup_epochs": 0.2, "warmup_lr": 1e-5, "min_lr": 0.0, "val_batch_size": 32},
     }
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
