@@ -93,9 +93,9 @@ class Segmentation(Task):
         "quick": {"_help": "a few minutes on a CPU: pedconv_upernet_resnet18 (64 decoder channels) on the offline "
                            "scene set resized to 96 px",
                   "model": "pedconv_upernet_resnet18", "model_kwargs": {"decoder_channels": 64}, "img_size": 96,
-                  "offline_scenes": 384, "val_scenes": 96, "augment": False, "opt": "adamw", "lr": 1e-3,
-                  "lr_scale": "none", "weight_decay": 1e-4, "batch_size": 16, "sched": "cosine", "epochs": 10,
-                  "warmup_epochs": 0.2, "warmup_lr": 1e-5, "min_lr": 0.0, "val_batch_size": 32},
+                  "offline_scenes": 2048, "val_scenes": 128, "augment": False, "opt": "adamw", "lr": 1e-3,
+                  "lr_scale": "none", "weight_decay": 1e-4, "batch_size": 16, "sched": "cosine", "epochs": 2,
+                  "warmup_epochs": 0.1, "warmup_lr": 1e-5, "min_lr": 0.0, "val_batch_size": 32},
     }
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
