@@ -124,4 +124,6 @@ def test_quick_presets_beat_an_untrained_model(task: str, metric: str, tmp_path:
     trained = json.loads((out / "result.json").read_text())
     untrained = _json_out(capsys, [task, "eval", "--quick", "--model", trained["model"], *cache, "--json"])
     assert untrained["images"] == json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["val_images"]
-    assert trained[metric] > untrained[metric] + (0.5 if task == "detect" else 5), (untrained, trained)
+    # Margins (metric points) from the runs in the README: from scratch, minutes of CPU.
+    margin = {"detect": 0.4, "segment": 3.0, "adv": 20.0}[task]
+    assert trained[metric] > untrained[metric] + margin, (untrained, trained)
