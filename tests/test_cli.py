@@ -25,7 +25,8 @@ def _pedconv(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_every_command_row_has_a_parser_and_a_runner(capsys: pytest.CaptureFixture) -> None:
     """The contract a new command (pedconv detect, ...) fulfils: build_parser(parser) and run(args)."""
-    assert [c.name for c in pedconv.cli.COMMANDS] == ["bench", "profile", "train", "eval", "compare"]
+    names = [c.name for c in pedconv.cli.COMMANDS]
+    assert names == ["bench", "profile", "train", "eval", "compare", "detect", "segment", "adv"]
     for command in pedconv.cli.COMMANDS:
         module = command.load()
         assert callable(module.build_parser) and callable(module.run), command

@@ -214,7 +214,7 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
         return record
     result = train(_run_config(spec, seed, width, recipe, extra, folder, quiet))
     record = {
-        **(result["result"] or {}),
+        **(result.get("result") or {}),
         "identity": identity,
         "model": spec.label,
         "seed": seed,

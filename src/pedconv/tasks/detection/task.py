@@ -59,10 +59,10 @@ class DetectionStep:
 
     >>> from pedconv.models import create_model
     >>> model = create_model("ssd300_resnet18", num_classes=3, image_size=64)
-    >>> batch = ([torch.zeros(3, 64, 64, dtype=torch.uint8)],
-    ...          [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])}])
+    >>> target = {"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])}
+    >>> batch = ([torch.zeros(3, 64, 64, dtype=torch.uint8)] * 2, [target] * 2)  # BatchNorm needs 2 in training
     >>> DetectionStep(torch.device("cpu"))(model.train(), batch, seed=0).count
-    1
+    2
     """
 
     def __init__(self, device: torch.device) -> None:
