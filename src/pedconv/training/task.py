@@ -19,19 +19,22 @@ the checkpoints, DDP, the progress bar, ``metrics.jsonl`` and the curves all liv
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .distributed import DistEnv
+
 if TYPE_CHECKING:
     from .data import DataSpec
-    from .distributed import DistEnv
     from .model import ModelArgs
 
-__all__ = ["StepResult", "Task", "TrainStep"]
+__all__ = ["EvalPass", "StepResult", "Task", "TrainStep"]
 
 
 @dataclass
@@ -48,6 +51,42 @@ class StepResult:
     loss: Tensor
     count: int
     correct: Optional[Tensor] = None
+
+
+class EvalPass:
+    """One pass of a task's evaluation: the module in eval mode without gradients (its mode is
+    restored afterwards), timed; count the images with :attr:`images`, then :meth:`speed`
+    gives ``val_images`` and ``eval_images_per_s`` over every rank.
+
+    >>> net = nn.BatchNorm1d(2)
+    >>> with EvalPass(net) as p:
+    ...     p.images += 4
+    >>> net.training, p.speed(DistEnv())["val_images"]
+    (True, 4.0)
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module, self.images, self.seconds = module, 0, 0.0
+
+    def __enter__(self) -> EvalPass:
+        self.was_training = self.module.training
+        self.module.eval()
+        self._no_grad = torch.no_grad()
+        self._no_grad.__enter__()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self._start
+        self._no_grad.__exit__(*exc)
+        self.module.train(self.was_training)
+
+    def speed(self, env: DistEnv) -> dict[str, float]:
+        """``val_images`` and ``eval_images_per_s`` summed over the ranks (every rank calls it)."""
+        from .distributed import all_reduce_sum
+
+        total, seconds = all_reduce_sum([float(self.images), self.seconds], env)
+        return {"val_images": total, "eval_images_per_s": total / max(seconds / env.world_size, 1e-9)}
 
 
 class TrainStep(Protocol):

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,9 +29,9 @@ from torch.utils.data import Subset
 
 from ...errors import DataError
 from ...training.data import DataSpec
-from ...training.distributed import DistEnv, all_reduce_sum
+from ...training.distributed import DistEnv
 from ...training.model import ModelArgs, build_model
-from ...training.task import StepResult, Task, TrainStep
+from ...training.task import EvalPass, StepResult, Task, TrainStep
 from ...utils.options import positive_int
 from ..offline import add_offline_arguments, offline_root
 from .coco import CocoDetection, collate_detection
@@ -154,20 +153,12 @@ class Detection(Task):
     def evaluate(self, module: nn.Module, loader: Any, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs,
                  env: DistEnv, final: bool = False) -> dict[str, float]:
         """COCO box AP (%) over the validation split (every rank's shard; torchmetrics gathers them)."""
-        was_training = module.training
-        module.eval()
         metric = DetectionMetric().to(env.device)
-        images = 0
-        start = time.perf_counter()
-        with torch.no_grad():
+        with EvalPass(module) as run:
             for batch_images, targets in loader:
                 xs = [im.to(env.device).float().div_(255) for im in batch_images]
                 preds = module(xs)
                 metric.update([{k: v.detach() for k, v in p.items()} for p in preds],
                               [{k: v.to(env.device) for k, v in t.items()} for t in targets])
-                images += len(xs)
-        seconds = time.perf_counter() - start
-        module.train(was_training)
-        result = dict(metric.compute())
-        total, secs = all_reduce_sum([float(images), seconds], env)
-        return {**result, "val_images": total, "eval_images_per_s": total / max(secs / env.world_size, 1e-9)}
+                run.images += len(xs)
+        return {**metric.compute(), **run.speed(env)}

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -29,10 +28,10 @@ from torch import Tensor
 from torch.utils.data import Subset
 
 from ...training.data import BatchPreprocessor, DataSpec
-from ...training.distributed import DistEnv, all_reduce_sum
+from ...training.distributed import DistEnv
 from ...training.model import ModelArgs
 from ...training.recipe import autocast
-from ...training.task import StepResult, Task, TrainStep
+from ...training.task import EvalPass, StepResult, Task, TrainStep
 from ...utils.options import positive_int
 from ..offline import add_offline_arguments, offline_root
 from .ade20k import IGNORE_INDEX, NUM_CLASSES, ADE20KSegmentation, collate_segmentation
@@ -135,21 +134,13 @@ class Segmentation(Task):
     def evaluate(self, module: nn.Module, loader: Any, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs,
                  env: DistEnv, final: bool = False) -> dict[str, float]:
         """mIoU, aAcc, mAcc (%) over the validation split, the confusion matrix summed over processes."""
-        was_training = module.training
-        module.eval()
         pre = BatchPreprocessor(spec.mean, spec.std, channels_last=args.channels_last)
         metric = SegmentationMetric(spec.num_classes, ignore_index=IGNORE_INDEX, device=env.device)
-        images = 0
-        start = time.perf_counter()
-        with torch.no_grad():
+        with EvalPass(module) as run:
             for raw, masks in loader:
                 with autocast(env.device, args.amp, None):
                     logits = module(pre(raw.to(env.device)))
                 metric.update(logits.argmax(1), masks.to(env.device))
-                images += int(raw.shape[0])
-        seconds = time.perf_counter() - start
-        module.train(was_training)
+                run.images += int(raw.shape[0])
         result = metric.compute()
-        total, secs = all_reduce_sum([float(images), seconds], env)
-        return {**{k: float(result[k]) for k in self.result_metrics}, "val_images": total,
-                "eval_images_per_s": total / max(secs / env.world_size, 1e-9)}
+        return {**{k: float(result[k]) for k in self.result_metrics}, **run.speed(env)}
