@@ -58,7 +58,11 @@ def _run(task: Task, model: str, seed: int, folder: Path, device: str, extra: di
     return {"result": r["result"], "history": r["history"]}
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[Any]) -> str:
+    """``mean ± std`` over seeds; a metric a run could not compute (nan, or null once read back) is left out."""
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return "n/a"
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
