@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "add_data_arguments",
+    "add_eval_run_arguments",
     "add_image_data_arguments",
     "add_label_regularisation_arguments",
     "add_model_kwargs_argument",
@@ -115,6 +116,23 @@ def add_data_arguments(p: argparse.ArgumentParser, defaults_from_checkpoint: boo
                    help="ImageFolder validation: resize to img_size/crop_pct, then center-crop")
     g.add_argument("--workers", type=non_negative_int, default=None,
                    help="DataLoader worker processes (default: 0 for in-memory datasets, min(8, CPUs) for ImageFolder)")
+    return g
+
+
+def add_eval_run_arguments(p: argparse.ArgumentParser, batch_size: int) -> Any:
+    """The hardware options of an evaluation (``pedconv eval``, ``pedconv <task> eval``); returns the group.
+
+    >>> g = add_eval_run_arguments(argparse.ArgumentParser(), 16)
+    >>> sorted(a.dest for a in g._group_actions)
+    ['amp', 'amp_dtype', 'batch_size', 'channels_last', 'device', 'threads']
+    """
+    g = p.add_argument_group("run")
+    g.add_argument("--batch-size", type=positive_int, default=batch_size)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA by default)")
+    g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
+    g.add_argument("--channels-last", action="store_true")
     return g
 
 

@@ -31,9 +31,9 @@ from ..errors import CheckpointError, EvalError, UsageError
 from ..models.authors import AUTHORS_ARCHS, load_authors_checkpoint
 from ..tools.flops import parameter_summary, profile_model
 from ..utils.atomic import atomic_write_text
-from ..utils.options import check_output_folder, positive_int
+from ..utils.options import check_output_folder
 from .checkpoint import model_from_checkpoint
-from .config import add_data_arguments, add_model_kwargs_argument
+from .config import add_data_arguments, add_eval_run_arguments, add_model_kwargs_argument
 from .data import BatchPreprocessor, DataSpec, ShardBatchSampler, build_data, make_loader
 from .distributed import DistEnv, resolve_device
 from .loop import evaluate
@@ -66,13 +66,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="--weights is the authors' released checkpoint of pedconv_<arch>")
     g.add_argument("--reference-arch", dest="authors_arch", choices=AUTHORS_ARCHS, help=argparse.SUPPRESS)
     add_data_arguments(p, defaults_from_checkpoint=True)
-    g = p.add_argument_group("run")
-    g.add_argument("--batch-size", type=positive_int, default=256)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    g.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA by default)")
-    g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
-    g.add_argument("--channels-last", action="store_true")
+    g = add_eval_run_arguments(p, batch_size=256)
     g.add_argument("--no-profile", dest="profile", action="store_false", help="skip the params/FLOPs count")
     g.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     return p

@@ -27,9 +27,9 @@ import torch.nn as nn
 
 from ..errors import CheckpointError, EvalError, UsageError
 from ..utils.atomic import atomic_write_text
-from ..utils.options import check_output_folder, positive_int
+from ..utils.options import check_output_folder
 from ..utils.reporting import json_ready
-from .config import add_model_kwargs_argument, build_train_parser
+from .config import add_eval_run_arguments, add_model_kwargs_argument, build_train_parser
 from .data import ShardBatchSampler, make_loader
 from .distributed import DistEnv, resolve_device
 from .model import ModelArgs
@@ -82,13 +82,7 @@ class TaskCommand:
                 p.add_argument("--quick", dest="preset", action="store_const", const="quick",
                                help="same as --preset quick (the data of `train --quick`)")
         self.task.add_arguments(p)
-        g = p.add_argument_group("run")
-        g.add_argument("--batch-size", type=positive_int, default=16)
-        g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-        g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-        g.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA by default)")
-        g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
-        g.add_argument("--channels-last", action="store_true")
+        g = add_eval_run_arguments(p, batch_size=16)
         g.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                        help="print the results as JSON (no PATH: on stdout instead of the table; PATH: also "
                             "write them there)")
