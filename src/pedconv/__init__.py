@@ -2,7 +2,7 @@
 
 The package reads as the architecture:
 
-* :mod:`pedconv.method`      the method, Eq. (1)-(7): :class:`PEDConv2d`, :class:`SpatialPEDConv2d`
+* :mod:`pedconv.method`      the method, Eq. (1)-(7): :class:`PEDConv2d` (and 1-D/3-D), :class:`SpatialPEDConv2d`
 * :mod:`pedconv.execution`   how the per-sample convolution runs fast (exact strategies)
 * :mod:`pedconv.baselines`   CondConv, DY-Conv, ODConv
 * :mod:`pedconv.convert`     swapping the convolutions of any CNN
@@ -33,9 +33,11 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it (imported when the name is first used).
 _EXPORTS = {
     "CONV_KINDS": "convert", "conv_kind": "convert", "convert": "convert", "select_convs": "convert",
-    "STRATEGIES": "execution", "pedconv_conv2d": "execution",
+    "STRATEGIES": "execution", "pedconv_conv1d": "execution", "pedconv_conv2d": "execution",
+    "pedconv_conv3d": "execution",
     "ACTIVATIONS": "method", "COMPONENTS": "method", "INFOMAX_WEIGHT": "method", "ComponentGenerator": "method",
-    "CPFactors": "method", "PEDConv2d": "method", "SpatialPEDConv2d": "method", "compose_weight": "method",
+    "CPFactors": "method", "PEDConv1d": "method", "PEDConv2d": "method", "PEDConv3d": "method",
+    "SpatialPEDConv2d": "method", "compose_weight": "method",
     "infomax_loss": "method", "strip_infomax": "method",
     "create_model": "models", "list_models": "models", "load_authors_checkpoint": "models", "register_model": "models",
     "ModelProfile": "tools.flops", "profile_model": "tools.flops",
@@ -48,14 +50,16 @@ _SUBMODULES = ("baselines", "execution", "method", "models", "tools", "training"
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers
     from .convert import CONV_KINDS, conv_kind, convert, select_convs
-    from .execution import STRATEGIES, pedconv_conv2d
+    from .execution import STRATEGIES, pedconv_conv1d, pedconv_conv2d, pedconv_conv3d
     from .method import (
         ACTIVATIONS,
         COMPONENTS,
         INFOMAX_WEIGHT,
         ComponentGenerator,
         CPFactors,
+        PEDConv1d,
         PEDConv2d,
+        PEDConv3d,
         SpatialPEDConv2d,
         compose_weight,
         infomax_loss,
@@ -75,7 +79,9 @@ __all__ = [
     "CPFactors",
     "ComponentGenerator",
     "ModelProfile",
+    "PEDConv1d",
     "PEDConv2d",
+    "PEDConv3d",
     "SpatialPEDConv2d",
     "__version__",
     "compose_weight",
@@ -85,7 +91,9 @@ __all__ = [
     "infomax_loss",
     "list_models",
     "load_authors_checkpoint",
+    "pedconv_conv1d",
     "pedconv_conv2d",
+    "pedconv_conv3d",
     "profile_model",
     "register_model",
     "select_convs",

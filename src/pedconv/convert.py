@@ -1,4 +1,5 @@
-"""Swap the ``nn.Conv2d`` layers of any CNN for :class:`~pedconv.PEDConv2d`.
+"""Swap the ``nn.Conv2d`` layers of any CNN for :class:`~pedconv.PEDConv2d` (and ``nn.Conv1d`` /
+``nn.Conv3d`` for :class:`~pedconv.PEDConv1d` / :class:`~pedconv.PEDConv3d`).
 
 The policy options reproduce the paper's setting ("all standard convolution layers except
 the first layer", Sec. 4.1), the authors' ResNets (static downsample shortcuts) and the
@@ -18,10 +19,11 @@ from typing import Any, Callable, Optional, Union
 import torch
 import torch.nn as nn
 
-from .method.pedconv2d import PEDConv2d
+from .execution.geometry import CONV_MODULES
+from .method.pedconv_nd import PEDConv1d, PEDConv2d, PEDConv3d, PEDConvNd
 
-__all__ = ["CONV_KINDS", "POLICY_OPTIONS", "conv_kind", "convert", "layer_options", "select_convs",
-           "split_convert_options"]
+__all__ = ["CONV_KINDS", "POLICY_OPTIONS", "conv_kind", "convert", "layer_options", "replacement_layers",
+           "select_convs", "split_convert_options"]
 
 CONV_KINDS: tuple[str, ...] = ("pointwise", "depthwise", "dense", "grouped")
 """How :func:`conv_kind` classifies a convolution (Table 5c uses the first two)."""
@@ -41,12 +43,12 @@ def layer_options(layer: Any) -> frozenset[str]:
     return frozenset(names)
 
 
-def conv_kind(conv: nn.Conv2d) -> str:
+def conv_kind(conv: nn.Module) -> str:
     """``"depthwise"`` (groups == Cin > 1), ``"pointwise"`` (1x1), ``"dense"`` (kxk,
-    groups 1) or ``"grouped"`` (kxk, 1 < groups < Cin)."""
-    if conv.groups == conv.in_channels and conv.in_channels > 1:
+    groups 1) or ``"grouped"`` (kxk, 1 < groups < Cin), for a 1-, 2- or 3-D convolution."""
+    if conv.groups == conv.in_channels and conv.in_channels > 1:  # type: ignore[operator]
         return "depthwise"
-    if tuple(conv.kernel_size) == (1, 1):
+    if all(k == 1 for k in conv.kernel_size):  # type: ignore[union-attr]
         return "pointwise"
     return "dense" if conv.groups == 1 else "grouped"
 
@@ -82,9 +84,10 @@ def select_convs(
     depth: Union[str, Sequence[float], None] = None,
     include: Union[str, Iterable[str], None] = None,
     exclude: Union[str, Iterable[str], None] = None,
-    filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
+    filter: Optional[Callable[[str, nn.Module], bool]] = None,
+    dims: Iterable[int] = (1, 2, 3),
 ) -> list[str]:
-    """Names of the ``nn.Conv2d`` modules (exact type) that :func:`convert` replaces.
+    """Names of the ``nn.Conv1d/2d/3d`` modules (exact type) that :func:`convert` replaces.
 
     These are the conversion policy's options; :func:`convert` takes the same keywords.
 
@@ -100,6 +103,8 @@ def select_convs(
         include: fnmatch patterns on module names; if given, only matches are converted.
         exclude: fnmatch patterns on module names never to convert.
         filter: ``filter(name, conv) -> bool`` for any other policy.
+        dims: the convolutions' numbers of spatial dimensions to consider (1, 2, 3); the
+            "first convolution" of ``skip_first`` is the first among them.
 
     Example:
         >>> import torchvision
@@ -113,7 +118,11 @@ def select_convs(
     lo, hi = _depth_range(depth)
     include_p, exclude_p = _as_patterns("include", include), _as_patterns("exclude", exclude)
 
-    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]
+    dims_set = set(dims)
+    if not dims_set or not dims_set <= set(CONV_MODULES):
+        raise ValueError(f"dims must be a non-empty subset of (1, 2, 3), got {sorted(dims_set)}")
+    types = tuple(CONV_MODULES[d] for d in sorted(dims_set))
+    convs = [(n, m) for n, m in model.named_modules() if type(m) in types]
     chosen = []
     for i, (name, conv) in enumerate(convs):
         if skip_first and i == 0:
@@ -150,6 +159,9 @@ def convert(
 ) -> nn.Module:
     """Replace ``nn.Conv2d`` layers (exact type) by :class:`~pedconv.PEDConv2d` (or ``layer``).
 
+    With a PEDConv layer (the default), ``nn.Conv1d`` and ``nn.Conv3d`` become
+    :class:`~pedconv.PEDConv1d` and :class:`~pedconv.PEDConv3d` too; other layers (the spatial
+    variant, the baselines) replace ``nn.Conv2d`` only.
     Always use the returned module: it is a converted deep copy unless ``inplace``.
     Subclasses of ``nn.Conv2d`` (e.g. timm's ``Conv2dSame``) are left alone. Each new
     layer keeps the old one's weight, bias, device, dtype and training flag, and with
@@ -157,8 +169,8 @@ def convert(
     :meth:`PEDConv2d.from_conv`).
 
     Args:
-        model: any ``nn.Module`` (not a TorchScript module); if it is itself an
-            ``nn.Conv2d``, it is converted.
+        model: any ``nn.Module`` (not a TorchScript module); if it is itself a
+            convolution that ``layer`` replaces, it is converted.
         inplace: modify ``model`` itself instead of a deep copy.
         layer: the replacement layer class; anything with a ``from_conv(conv,
             preserve_function=..., **options)`` classmethod: :class:`~pedconv.PEDConv2d`
@@ -169,7 +181,7 @@ def convert(
             own default; see :meth:`PEDConv2d.from_conv`).
         **options: the conversion policy, i.e. the keywords of :func:`select_convs`
             (``skip_first``, ``keep_shortcut``, ``kinds``, ``depth``, ``include``,
-            ``exclude``, ``filter``), and ``layer``'s keyword options (for PEDConv2d ``rank``,
+            ``exclude``, ``filter``, ``dims``), and ``layer``'s keyword options (for PEDConv2d ``rank``,
             ``components``, ``variational``, ``sigma``, ``infomax``, ``activation``, ...).
 
     Returns:
@@ -190,23 +202,53 @@ def convert(
     layer_kwargs = _check_layer_options(layer, {k: v for k, v in options.items() if k not in POLICY_OPTIONS})
     if preserve_function is not None:
         layer_kwargs["preserve_function"] = preserve_function
-    if type(model) is nn.Conv2d:
-        return layer.from_conv(model, **layer_kwargs)
+    layers = _layers_for_dims(layer, policy)
+    for ndim, new_layer in layers.items():
+        if type(model) is CONV_MODULES[ndim]:
+            return new_layer.from_conv(model, **layer_kwargs)
     names = select_convs(model, **policy)
     if not names:
         warnings.warn(
-            f"convert: no nn.Conv2d in {type(model).__name__} matched the policy; nothing converted", stacklevel=2
+            f"convert: no convolution in {type(model).__name__} matched the policy; nothing converted", stacklevel=2
         )
     if not inplace:
         model = copy.deepcopy(model)
     # Build every replacement first, then assign: the tree is never changed while walked
     # and never walked into the new layers.
-    replacements = [(name, layer.from_conv(model.get_submodule(name), **layer_kwargs)) for name in names]
+    replacements = []
+    for name in names:
+        conv = model.get_submodule(name)
+        new_layer = layers[len(conv.kernel_size)]  # type: ignore[arg-type]
+        replacements.append((name, new_layer.from_conv(conv, **layer_kwargs)))
     for name, new in replacements:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, new)
     return model
+
+
+def replacement_layers(layer: Any) -> dict[int, Any]:
+    """The class that :func:`convert` puts in place of a convolution, by its number of spatial dims.
+
+    A PEDConv layer class stands for the whole family (1-, 2- and 3-D); any other layer
+    replaces the convolutions of its own ``ndim`` (2 unless it says otherwise).
+
+    >>> sorted(replacement_layers(PEDConv2d).items())[0]
+    (1, <class 'pedconv.method.pedconv_nd.PEDConv1d'>)
+    """
+    if isinstance(layer, type) and issubclass(layer, PEDConvNd):
+        return {1: PEDConv1d, 2: PEDConv2d, 3: PEDConv3d}
+    return {int(getattr(layer, "ndim", 2)): layer}
+
+
+def _layers_for_dims(layer: Any, policy: dict[str, Any]) -> dict[int, Any]:
+    """:func:`replacement_layers`, checked against (and setting the default of) ``policy["dims"]``."""
+    layers = replacement_layers(layer)
+    if set(policy.get("dims", ())) - set(layers):
+        raise ValueError(f"convert: {getattr(layer, '__name__', layer)} replaces {sorted(layers)}-D convolutions, "
+                         f"got dims={sorted(policy['dims'])}")
+    policy.setdefault("dims", tuple(layers))
+    return layers
 
 
 def split_convert_options(kwargs: dict[str, Any], layer: Any = PEDConv2d) -> tuple[dict[str, Any], dict[str, Any]]:

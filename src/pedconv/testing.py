@@ -14,16 +14,16 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from .execution.geometry import ConvGeometry
+from .execution.geometry import CONV_FUNCTIONS, CONV_MODULES, ConvGeometry
 from .method.base import PEDConvBase
 from .method.cp import CPFactors, compose_weight
-from .method.pedconv2d import PEDConv2d
+from .method.pedconv_nd import PEDConvNd
 
 __all__ = [
     "conv2d_per_sample",
+    "conv_per_sample",
     "randomize_generator",
     "reference_conv",
     "reference_forward",
@@ -31,21 +31,26 @@ __all__ = [
 ]
 
 
-def conv2d_per_sample(
+def conv_per_sample(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry
 ) -> Tensor:
-    """One ``F.conv2d`` per sample with the weight of Eq. (2) (:func:`compose_weight`).
+    """One ``F.conv1d/2d/3d`` per sample with the weight of Eq. (2) (:func:`compose_weight`).
 
     Example:
         >>> x, w = torch.randn(2, 4, 5, 5), torch.randn(6, 4, 3, 3)
         >>> f = CPFactors(torch.rand(2, 1, 6), None, torch.rand(2, 1, 9))
-        >>> conv2d_per_sample(x, w, None, f, ConvGeometry.make(padding=1)).shape
+        >>> conv_per_sample(x, w, None, f, ConvGeometry.make(padding=1)).shape
         torch.Size([2, 6, 5, 5])
     """
     w = compose_weight(weight, *factors)
     g = geometry
-    outs = [F.conv2d(x[b : b + 1], w[b], bias, g.stride, g.padding, g.dilation, g.groups) for b in range(x.shape[0])]
+    conv = CONV_FUNCTIONS[g.ndim]
+    outs = [conv(x[b : b + 1], w[b], bias, g.stride, g.padding, g.dilation, g.groups) for b in range(x.shape[0])]
     return torch.cat(outs, 0)
+
+
+conv2d_per_sample = conv_per_sample
+"""The former name of :func:`conv_per_sample` (it serves every dimension)."""
 
 
 def spatial_conv2d_per_pixel(
@@ -87,16 +92,16 @@ def randomize_generator(layer: PEDConvBase, scale: float = 0.5) -> None:
         layer.generator.head.bias.normal_(0.0, scale)
 
 
-def reference_conv(layer: PEDConvBase, dtype: torch.dtype) -> nn.Conv2d:
-    """The ``nn.Conv2d`` with ``layer``'s geometry (its own padding code included) and bias, whose
-    weight a reference loop sets to each sample's (or pixel's) weight of Eq. (2).
+def reference_conv(layer: PEDConvBase, dtype: torch.dtype) -> nn.Conv1d | nn.Conv2d | nn.Conv3d:
+    """The ``nn.Conv1d/2d/3d`` with ``layer``'s geometry (its own padding code included) and bias,
+    whose weight a reference loop sets to each sample's (or pixel's) weight of Eq. (2).
 
     Example:
         >>> import pedconv
         >>> reference_conv(pedconv.PEDConv2d(4, 6, 3, padding="same", padding_mode="reflect"), torch.float64)
         Conv2d(4, 6, kernel_size=(3, 3), stride=(1, 1), padding=same, padding_mode=reflect)
     """
-    conv = nn.Conv2d(
+    conv: nn.Conv1d | nn.Conv2d | nn.Conv3d = CONV_MODULES[layer.ndim](  # type: ignore[assignment]
         layer.in_channels,
         layer.out_channels,
         layer.kernel_size,
@@ -105,18 +110,18 @@ def reference_conv(layer: PEDConvBase, dtype: torch.dtype) -> nn.Conv2d:
         dilation=layer.dilation,
         groups=layer.groups,
         bias=layer.bias is not None,
-        padding_mode=layer.padding_mode,  # type: ignore[arg-type]  # validated by the layer
+        padding_mode=layer.padding_mode,
         dtype=dtype,
     )
-    if layer.bias is not None and conv.bias is not None:
+    if layer.bias is not None and isinstance(conv.bias, Tensor):
         with torch.no_grad():
             conv.bias.copy_(layer.bias)
     return conv
 
 
-def reference_forward(layer: PEDConv2d, x: Tensor) -> Tensor:
-    """A PEDConv2d's eval output computed by a per-sample ``nn.Conv2d`` with the weight of
-    Eq. (2) (``layer.dynamic_weight(x)``); padding is handled by ``nn.Conv2d`` itself.
+def reference_forward(layer: PEDConvNd, x: Tensor) -> Tensor:
+    """A PEDConv1d/2d/3d's eval output computed by a per-sample ``nn.ConvNd`` with the weight of
+    Eq. (2) (``layer.dynamic_weight(x)``); padding is handled by ``nn.ConvNd`` itself.
 
     Example:
         >>> import pedconv

@@ -21,6 +21,7 @@ kernel, say) is one more entry of :data:`STRATEGIES`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Callable, Optional, Union
 
@@ -29,12 +30,13 @@ from torch import Tensor
 from ..method.cp import CPFactors
 from ._torch_specific import cast_for_autocast, is_exporting
 from .factored import factored
-from .geometry import ConvGeometry
+from .geometry import ConvGeometry, spatial_numel
 from .hybrid import hybrid
 from .materialize import materialize
 from .simple import loop, naive
 
-__all__ = ["STRATEGIES", "Strategy", "pedconv_conv2d", "run_strategy", "select_strategy"]
+__all__ = ["STRATEGIES", "Strategy", "pedconv_conv1d", "pedconv_conv2d", "pedconv_conv3d", "run_strategy",
+           "select_strategy"]
 
 Strategy = Callable[[Tensor, Tensor, Optional[Tensor], CPFactors, ConvGeometry], Tensor]
 """``(x, weight, bias, factors, geometry) -> y``: one exact way to run Eq. (3)."""
@@ -61,22 +63,22 @@ def select_strategy(
     """
     if is_exporting() if exporting is None else exporting:
         return "factored"
-    batch, cin, height, width = x.shape
-    cout, cin_g, kh, kw = weight.shape
+    batch, cin = x.shape[:2]
+    cout, cin_g = weight.shape[:2]
+    taps, pixels = math.prod(weight.shape[2:]), spatial_numel(x.shape)
     rank = factors.rank
     if batch == 1 or cin_g == 1:
         # One weight, or a per-sample depthwise kernel: as cheap as the static conv.
         return "materialize"
-    stride = geometry.stride
-    out_pixels = ((height - 1) // stride[0] + 1) * ((width - 1) // stride[1] + 1)
-    weight_elems = batch * rank * cout * cin_g * kh * kw
-    if factors.psi is not None and kh * kw > 1:
+    out_pixels = math.prod([(n - 1) // s + 1 for n, s in zip(x.shape[2:], geometry.stride)])
+    weight_elems = batch * rank * cout * cin_g * taps
+    if factors.psi is not None and taps > 1:
         if cin_g == cin and geometry.unit_stride:
-            act_elems = batch * kh * kw * cout * height * width  # tap outputs
+            act_elems = batch * taps * cout * pixels  # tap outputs
         else:
-            act_elems = batch * cin * kh * kw * out_pixels  # im2col columns
+            act_elems = batch * cin * taps * out_pixels  # im2col columns
     else:
-        act_elems = batch * (cin * height * width + cout * out_pixels)  # scaled activations
+        act_elems = batch * (cin * pixels + cout * out_pixels)  # scaled activations
     # "factored" repeats its convolution per rank; "materialize" composes ranks into one
     # weight. The 1/4 factor is calibrated on the ResNet-50/MobileNetV2 sweep of
     # `pedconv bench` (2-core x86-64 CPU): batch-sized weights cost more per element.
@@ -122,12 +124,61 @@ def pedconv_conv2d(
         >>> pedconv_conv2d(x, w, None, g, p, s, padding=1).shape
         torch.Size([2, 6, 8, 8])
     """
-    if gamma is None and phi is None and psi is None:
-        raise ValueError("pedconv_conv2d: at least one of gamma, phi, psi must be given")
+    return _functional(2, x, weight, bias, CPFactors(gamma, phi, psi), stride, padding, dilation, groups, strategy)
+
+
+def pedconv_conv1d(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor], phi: Optional[Tensor],
+    psi: Optional[Tensor], stride: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int]] = 0,
+    dilation: Union[int, Sequence[int]] = 1, groups: int = 1, strategy: str = "auto",
+) -> Tensor:
+    """:func:`pedconv_conv2d` in 1-D: ``x`` ``(B, Cin, L)``, ``weight`` ``(Cout, Cin/groups, k)``,
+    ``psi`` ``(B, R, k)``; the functional form of :class:`~pedconv.PEDConv1d`.
+
+    Example:
+        >>> import torch
+        >>> x, w = torch.randn(2, 4, 16), torch.randn(6, 4, 5)
+        >>> pedconv_conv1d(x, w, None, torch.rand(2, 1, 6), None, torch.rand(2, 1, 5), padding=2).shape
+        torch.Size([2, 6, 16])
+    """
+    return _functional(1, x, weight, bias, CPFactors(gamma, phi, psi), stride, padding, dilation, groups, strategy)
+
+
+def pedconv_conv3d(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor], phi: Optional[Tensor],
+    psi: Optional[Tensor], stride: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int]] = 0,
+    dilation: Union[int, Sequence[int]] = 1, groups: int = 1, strategy: str = "auto",
+) -> Tensor:
+    """:func:`pedconv_conv2d` in 3-D: ``x`` ``(B, Cin, D, H, W)``, ``weight``
+    ``(Cout, Cin/groups, kd, kh, kw)``, ``psi`` ``(B, R, kd*kh*kw)``; the functional form of
+    :class:`~pedconv.PEDConv3d`.
+
+    Example:
+        >>> import torch
+        >>> x, w = torch.randn(2, 4, 3, 6, 6), torch.randn(6, 4, 3, 3, 3)
+        >>> pedconv_conv3d(x, w, None, None, torch.rand(2, 1, 4), torch.rand(2, 1, 27), padding=1).shape
+        torch.Size([2, 6, 3, 6, 6])
+    """
+    return _functional(3, x, weight, bias, CPFactors(gamma, phi, psi), stride, padding, dilation, groups, strategy)
+
+
+def _functional(
+    ndim: int, x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors,
+    stride: Union[int, Sequence[int]], padding: Union[int, Sequence[int]], dilation: Union[int, Sequence[int]],
+    groups: int, strategy: str,
+) -> Tensor:
+    """The checks and the call shared by ``pedconv_conv1d/2d/3d``."""
+    name = f"pedconv_conv{ndim}d"
+    if all(c is None for c in factors):
+        raise ValueError(f"{name}: at least one of gamma, phi, psi must be given")
     if strategy != "auto" and strategy not in STRATEGIES:
         raise ValueError(f"strategy must be 'auto' or one of {sorted(STRATEGIES)}, got {strategy!r}")
-    geometry = ConvGeometry.make(stride, padding, dilation, groups)
-    return run_strategy(x, weight, bias, CPFactors(gamma, phi, psi), geometry, strategy)
+    if x.dim() != ndim + 2 or weight.dim() != ndim + 2:
+        raise ValueError(
+            f"{name} expects x and weight with {ndim + 2} dimensions, got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    geometry = ConvGeometry.make(stride, padding, dilation, groups, ndim=ndim)
+    return run_strategy(x, weight, bias, factors, geometry, strategy)
 
 
 def run_strategy(
@@ -150,6 +201,11 @@ def run_strategy(
     # strategy reshape it freely.
     wc = wc.contiguous()
     factors = CPFactors(*cast)
+    if geometry.ndim == 1:
+        # A 1-D convolution is exactly a 2-D one over a single row with a one-row kernel
+        # (psi's k taps are then 1 x k): every 2-D strategy serves 1-D layers unchanged.
+        y = run_strategy(xc.unsqueeze(-2), wc.unsqueeze(-2), bias, factors, geometry.as_2d(), strategy, exporting)
+        return y.squeeze(-2)
     if strategy == "auto":
         strategy = select_strategy(xc, wc, factors, geometry, exporting)
     return STRATEGIES[strategy](xc, wc, bias, factors, geometry)

@@ -14,11 +14,12 @@ input channels, ``gamma`` output channels, and only ``psi`` changes the kernel.
 
 Extra work is proportional to the activations, nothing batch-sized is built from the
 weight, and the graph does not depend on the batch size (used for tracing and export).
-Rank ``R`` costs ``R`` convolutions.
+Rank ``R`` costs ``R`` convolutions. Every form serves 1-, 2- and 3-D convolutions.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -27,27 +28,54 @@ from torch import Tensor
 
 from ..method.cp import CPFactors
 from ._torch_specific import is_exporting
-from .geometry import ConvGeometry, add_bias, conv_output_size, tap_windows
+from .geometry import CONV_FUNCTIONS, ConvGeometry, add_bias, conv_output_size, per_channel, spatial_dims, tap_windows
 
-__all__ = ["factored", "scaled_columns_conv", "taps_conv"]
+__all__ = ["factored", "im2col", "scaled_columns_conv", "taps_conv"]
 
 
-def _unfold_gemm(x: Tensor, weight: Tensor, col_scale: Tensor, geometry: ConvGeometry) -> Tensor:
+def _pad(x: Tensor, padding: tuple[int, ...]) -> Tensor:
+    """Symmetric zero padding of every spatial dimension (``F.pad`` order: last dim first)."""
+    if not any(padding):
+        return x
+    return F.pad(x, [p for p in reversed(padding) for _ in range(2)])
+
+
+def im2col(x: Tensor, kernel: tuple[int, ...], geometry: ConvGeometry) -> Tensor:
+    """The im2col columns ``(B, Cin, taps, L)`` of a convolution with ``geometry``, in any dimension.
+
+    2-D uses ``F.unfold``; 1-D/3-D stack each tap's strided window of the padded input (torch
+    has no N-D unfold).
+
+    Example:
+        >>> im2col(torch.randn(2, 3, 5, 5), (3, 3), ConvGeometry.make(padding=1)).shape
+        torch.Size([2, 3, 9, 25])
+    """
+    batch, cin = x.shape[:2]
+    if geometry.ndim == 2:
+        cols = F.unfold(x, kernel, dilation=geometry.dilation, padding=geometry.padding, stride=geometry.stride)
+        return cols.view(batch, cin, math.prod(kernel), -1)
+    xp = _pad(x, geometry.padding)
+    out = geometry.output_size(x.shape[2:], kernel)
+    everything = (slice(None), slice(None))
+    windows = [xp[everything + tuple(w)] for _, *w in tap_windows(kernel, geometry.dilation, geometry.stride, out)]
+    return torch.stack(windows, 2).reshape(batch, cin, len(windows), -1)
+
+
+def _columns_gemm(x: Tensor, weight: Tensor, col_scale: Tensor, geometry: ConvGeometry) -> Tensor:
     """``conv(x, W_base * col_scale_b)`` as im2col then one GEMM with the shared weight.
 
-    ``col_scale`` is ``(B, Cin/groups, kh*kw)``: it scales the columns, not the weight,
+    ``col_scale`` is ``(B, Cin/groups, taps)``: it scales the columns, not the weight,
     so the weight stays shared across the batch.
     """
-    batch, _, height, width = x.shape
-    cout, cin_g, kh, kw = weight.shape
-    groups = geometry.groups
-    h_out, w_out = geometry.output_size((height, width), (kh, kw))
-    cols = F.unfold(x, (kh, kw), dilation=geometry.dilation, padding=geometry.padding, stride=geometry.stride)
-    cols = cols.view(batch, groups, cin_g, kh * kw, -1) * col_scale.view(batch, 1, cin_g, kh * kw, 1)
-    y = torch.matmul(
-        weight.view(groups, cout // groups, cin_g * kh * kw), cols.view(batch, groups, cin_g * kh * kw, -1)
-    )
-    return y.reshape(batch, cout, h_out, w_out)
+    batch = x.shape[0]
+    cout, cin_g = weight.shape[:2]
+    kernel = tuple(weight.shape[2:])
+    taps, groups = math.prod(kernel), geometry.groups
+    out = geometry.output_size(x.shape[2:], kernel)
+    cols = im2col(x, kernel, geometry)
+    cols = cols.view(batch, groups, cin_g, taps, -1) * col_scale.view(batch, 1, cin_g, taps, 1)
+    y = torch.matmul(weight.view(groups, cout // groups, cin_g * taps), cols.view(batch, groups, cin_g * taps, -1))
+    return y.reshape(batch, cout, *out)
 
 
 def scaled_columns_conv(x: Tensor, weight: Tensor, factors: CPFactors, r: int, geometry: ConvGeometry) -> Tensor:
@@ -58,8 +86,8 @@ def scaled_columns_conv(x: Tensor, weight: Tensor, factors: CPFactors, r: int, g
     scale = psi[:, r, None, :].expand(-1, cin_g, -1)
     if phi is not None:
         scale = phi[:, r, :, None] * scale
-    y = _unfold_gemm(x, weight, scale, geometry)
-    return y if gamma is None else y * gamma[:, r, :, None, None]
+    y = _columns_gemm(x, weight, scale, geometry)
+    return y if gamma is None else y * per_channel(gamma[:, r], geometry.ndim)
 
 
 class _TapSum(torch.autograd.Function):
@@ -71,9 +99,10 @@ class _TapSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, coef: Tensor, index: list[Any]) -> Tensor:
+        ndim = z.dim() - 3
         out: Optional[Tensor] = None
         for k, sl in enumerate(index):
-            c = coef[:, k, :, None, None]
+            c = per_channel(coef[:, k], ndim)
             out = z[sl] * c if out is None else out.addcmul_(z[sl], c)
         assert out is not None
         ctx.save_for_backward(z, coef)
@@ -83,39 +112,40 @@ class _TapSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None]:
         z, coef = ctx.saved_tensors
+        ndim = z.dim() - 3
         gz = torch.zeros_like(z) if ctx.needs_input_grad[0] else None
         gc = torch.empty_like(coef) if ctx.needs_input_grad[1] else None
         for k, sl in enumerate(ctx.index):
             if gz is not None:
-                gz[sl].addcmul_(grad, coef[:, k, :, None, None])
+                gz[sl].addcmul_(grad, per_channel(coef[:, k], ndim))
             if gc is not None:
-                gc[:, k] = (z[sl] * grad).sum((-2, -1))
+                gc[:, k] = (z[sl] * grad).sum(spatial_dims(grad))
         return gz, gc, None
 
 
 def taps_conv(x: Tensor, weight: Tensor, coef: Tensor, geometry: ConvGeometry) -> Tensor:
-    """Stride-1, ungrouped ``conv(x, W_base * coef_b)`` with ``coef`` ``(B, kh*kw, Cout)``.
+    """Stride-1, ungrouped ``conv(x, W_base * coef_b)`` with ``coef`` ``(B, taps, Cout)``.
 
     One 1x1 convolution with the *shared* weight produces every tap's output (the FLOPs of
     the kxk convolution), then a per-sample weighted, shifted sum applies ``psi`` (and
     ``gamma``). Nothing batch-sized is built from the weight, which is what deep layers need.
     """
     batch = x.shape[0]
-    cout, cin, kh, kw = weight.shape
-    (ph, pw), (dh, dw) = geometry.padding, geometry.dilation
-    z = F.conv2d(x, weight.permute(2, 3, 0, 1).reshape(kh * kw * cout, cin, 1, 1))
-    if ph or pw:
-        z = F.pad(z, (pw, pw, ph, ph))
-    hp, wp = z.shape[-2:]
-    out_size = conv_output_size((hp, wp), (kh, kw), (1, 1), (0, 0), (dh, dw))
+    cout, cin = weight.shape[:2]
+    kernel = tuple(weight.shape[2:])
+    taps, ndim = math.prod(kernel), geometry.ndim
+    pointwise = weight.permute(*range(2, 2 + ndim), 0, 1).reshape(taps * cout, cin, *([1] * ndim))
+    z = _pad(CONV_FUNCTIONS[ndim](x, pointwise), geometry.padding)
+    padded = tuple(z.shape[2:])
+    out_size = conv_output_size(padded, kernel, (1,) * ndim, (0,) * ndim, geometry.dilation)
     index = [
-        (slice(None), t, slice(None), rows, cols)
-        for t, rows, cols in tap_windows((kh, kw), (dh, dw), (1, 1), out_size)
+        (slice(None), t, slice(None), *tuple(windows))
+        for t, *windows in tap_windows(kernel, geometry.dilation, (1,) * ndim, out_size)
     ]
-    z = z.view(batch, kh * kw, cout, hp, wp)
+    z = z.view(batch, taps, cout, *padded)
     if is_exporting():
         # Traceable form (no custom Function, no in-place writes) for jit.trace and ONNX.
-        return torch.stack([z[sl] * coef[:, k, :, None, None] for k, sl in enumerate(index)], 0).sum(0)
+        return torch.stack([z[sl] * per_channel(coef[:, k], ndim) for k, sl in enumerate(index)], 0).sum(0)
     return _TapSum.apply(z, coef, index)
 
 
@@ -131,9 +161,10 @@ class _ScaledConv(torch.autograd.Function):
         ctx: Any, x: Tensor, weight: Tensor, in_scale: Optional[Tensor], out_scale: Optional[Tensor],
         geometry: ConvGeometry,
     ) -> Tensor:
-        xr = x if in_scale is None else x * in_scale[:, :, None, None]
-        yr = geometry.conv2d(xr, weight)
-        y = yr if out_scale is None else yr * out_scale[:, :, None, None]
+        n = geometry.ndim
+        xr = x if in_scale is None else x * per_channel(in_scale, n)
+        yr = geometry.conv(xr, weight)
+        y = yr if out_scale is None else yr * per_channel(out_scale, n)
         keep_yr = out_scale is not None and ctx.needs_input_grad[3]
         ctx.save_for_backward(x, weight, in_scale, out_scale, yr if keep_yr else None)
         ctx.geometry = geometry
@@ -143,36 +174,37 @@ class _ScaledConv(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
         x, weight, in_scale, out_scale, yr = ctx.saved_tensors
         g: ConvGeometry = ctx.geometry
+        n = g.ndim
         dt = grad.dtype  # the forward may have run under autocast
         x, weight = x.to(dt), weight.to(dt)
         need_x, need_w, need_in, need_out = ctx.needs_input_grad[:4]
         grad_out_scale = None
         if out_scale is not None:
             if need_out:
-                grad_out_scale = (grad * yr.to(dt)).sum((2, 3))
-            grad = grad * out_scale.to(dt)[:, :, None, None]
-        xr = x if in_scale is None else x * in_scale.to(dt)[:, :, None, None]
+                grad_out_scale = (grad * yr.to(dt)).sum(spatial_dims(grad))
+            grad = grad * per_channel(out_scale.to(dt), n)
+        xr = x if in_scale is None else x * per_channel(in_scale.to(dt), n)
         grad_xr, grad_w, _ = torch.ops.aten.convolution_backward(
             grad.contiguous(), xr, weight, None, list(g.stride), list(g.padding), list(g.dilation),
-            False, [0, 0], g.groups, [need_x or need_in, need_w, False],
+            False, [0] * n, g.groups, [need_x or need_in, need_w, False],
         )
         grad_x = grad_in_scale = None
         if grad_xr is not None:
             if in_scale is None:
                 grad_x = grad_xr
             else:
-                grad_x = grad_xr * in_scale.to(dt)[:, :, None, None] if need_x else None
-                grad_in_scale = (grad_xr * x).sum((2, 3)) if need_in else None
+                grad_x = grad_xr * per_channel(in_scale.to(dt), n) if need_x else None
+                grad_in_scale = (grad_xr * x).sum(spatial_dims(x)) if need_in else None
         return grad_x, grad_w, grad_in_scale, grad_out_scale, None
 
 
 def _rank_term(x: Tensor, weight: Tensor, factors: CPFactors, r: int, geometry: ConvGeometry) -> Tensor:
     gamma, phi, psi = factors
-    cout, _, kh, kw = weight.shape
-    if psi is not None and kh * kw > 1:
+    cout = weight.shape[0]
+    if psi is not None and math.prod(weight.shape[2:]) > 1:
         if geometry.groups == 1 and geometry.unit_stride:
             # psi (and gamma) weight the taps; phi scales the input.
-            xr = x if phi is None else x * phi[:, r, :, None, None]
+            xr = x if phi is None else x * per_channel(phi[:, r], geometry.ndim)
             coef = psi[:, r, :, None].expand(-1, -1, cout)
             if gamma is not None:
                 coef = coef * gamma[:, r, None, :]

@@ -1,7 +1,7 @@
 """The ``"materialize"`` strategy: build each sample's weight of Eq. (2) once, then convolve.
 
 Cost proportional to the weight: a plain convolution for a batch of one, a batched matrix
-product for 1x1 kernels, otherwise the batch folded into the groups. Rank ``R`` is free
+product for 1x1 kernels, otherwise the batch folded into the groups (in 1, 2 or 3 dimensions). Rank ``R`` is free
 beyond the weight composition, and depthwise layers stay depthwise. The custom backward
 keeps no batch-sized tensor, and large batches are processed in chunks of at most
 :data:`MAX_WEIGHT_ELEMENTS` weight elements.
@@ -9,6 +9,7 @@ keeps no batch-sized tensor, and large batches are processed in chunks of at mos
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from ..method.cp import CPFactors, compose_weight, cp_tensor
 from .factored import scaled_columns_conv
-from .geometry import ConvGeometry, add_bias, batch_as_groups_conv
+from .geometry import ConvGeometry, add_bias, batch_as_groups_conv, per_channel, spatial_numel
 
 __all__ = ["MAX_WEIGHT_ELEMENTS", "materialize"]
 
@@ -28,11 +29,16 @@ batches are processed in chunks, so memory stays bounded whatever the batch size
 
 def _is_gemm(weight_shape: Sequence[int], geometry: ConvGeometry) -> bool:
     """A 1x1, ungrouped, unpadded convolution: a matrix product on NCHW memory."""
-    return tuple(weight_shape[-2:]) == (1, 1) and geometry.groups == 1 and geometry.no_padding
+    return math.prod(weight_shape[-geometry.ndim :]) == 1 and geometry.groups == 1 and geometry.no_padding
+
+
+def _stride_index(geometry: ConvGeometry) -> tuple[slice, ...]:
+    """The positions a strided 1x1 convolution reads: every ``stride``-th along each spatial dim."""
+    return (slice(None), slice(None), *tuple(slice(None, None, s) for s in geometry.stride))
 
 
 def _strided(x: Tensor, geometry: ConvGeometry) -> Tensor:
-    return x if geometry.unit_stride else x[:, :, :: geometry.stride[0], :: geometry.stride[1]]
+    return x if geometry.unit_stride else x[_stride_index(geometry)]
 
 
 def _per_sample_conv(x: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
@@ -41,16 +47,15 @@ def _per_sample_conv(x: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
     if _is_gemm(w.shape, geometry):
         # One GEMM per sample straight on NCHW memory, no im2col and no layout reorder.
         x = _strided(x, geometry)
-        h, wd = x.shape[-2:]
-        y = torch.bmm(w.reshape(batch, cout, cin_g), x.reshape(batch, cin_g, h * wd))
-        return y.reshape(batch, cout, h, wd)
+        y = torch.bmm(w.reshape(batch, cout, cin_g), x.reshape(batch, cin_g, spatial_numel(x.shape)))
+        return y.reshape(batch, cout, *x.shape[2:])
     return batch_as_groups_conv(x, w, geometry)
 
 
 def _cp_grads(
     grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequence[bool]
 ) -> tuple[Optional[Tensor], ...]:
-    """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, kk)``.
+    """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, taps)``.
 
     Each component gradient is a contraction of ``dL/dW_b * W`` with the other two
     components; they are written as batched matrix products (one pass over the
@@ -80,27 +85,27 @@ def _weight_grad(
     x: Tensor, w: Tensor, grad: Tensor, geometry: ConvGeometry, need_x: bool
 ) -> tuple[Optional[Tensor], Tensor]:
     """``(dL/dx, dL/dW_b)`` of :func:`_per_sample_conv`."""
-    batch, cout, cin_g, kh, kw = w.shape
+    batch, cout, cin_g = w.shape[:3]
     if _is_gemm(w.shape, geometry):
         xs = _strided(x, geometry)
-        h, wd = xs.shape[-2:]
-        g2 = grad.reshape(batch, cout, h * wd)
-        grad_w = torch.bmm(g2, xs.reshape(batch, cin_g, h * wd).transpose(1, 2))
+        positions = spatial_numel(xs.shape)
+        g2 = grad.reshape(batch, cout, positions)
+        grad_w = torch.bmm(g2, xs.reshape(batch, cin_g, positions).transpose(1, 2))
         grad_x = None
         if need_x:
-            gxs = torch.bmm(w.reshape(batch, cout, cin_g).transpose(1, 2), g2).view(batch, cin_g, h, wd)
+            gxs = torch.bmm(w.reshape(batch, cout, cin_g).transpose(1, 2), g2).view(xs.shape)
             if geometry.unit_stride:
                 grad_x = gxs
             else:
                 grad_x = x.new_zeros(x.shape)
-                grad_x[:, :, :: geometry.stride[0], :: geometry.stride[1]] = gxs
+                grad_x[_stride_index(geometry)] = gxs
         return grad_x, grad_w
-    _, cin, height, width = x.shape
+    cin = x.shape[1]
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-        grad.reshape(1, batch * cout, grad.shape[-2], grad.shape[-1]),
-        x.reshape(1, batch * cin, height, width),
-        w.reshape(batch * cout, cin_g, kh, kw),
-        None, list(geometry.stride), list(geometry.padding), list(geometry.dilation), False, [0, 0],
+        grad.reshape(1, batch * cout, *grad.shape[2:]),
+        x.reshape(1, batch * cin, *x.shape[2:]),
+        w.reshape(batch * cout, cin_g, *w.shape[3:]),
+        None, list(geometry.stride), list(geometry.padding), list(geometry.dilation), False, [0] * geometry.ndim,
         batch * geometry.groups, [need_x, True, False],
     )
     return (None if grad_x is None else grad_x.view(x.shape)), grad_w
@@ -147,37 +152,39 @@ def _single_sample(
     kernel or the output, by element count. Deep layers thus touch their (large) weight once.
     """
     gamma, phi, psi = factors
-    cout, cin_g, kh, kw = weight.shape
-    out_pixels = ((x.shape[-2] - 1) // geometry.stride[0] + 1) * ((x.shape[-1] - 1) // geometry.stride[1] + 1)
-    if psi is not None and kh * kw > 1 and weight.numel() > 4 * x.shape[1] * kh * kw * out_pixels:
+    cout, cin_g = weight.shape[:2]
+    kernel = tuple(weight.shape[2:])
+    taps, ndim = math.prod(kernel), geometry.ndim
+    out_pixels = math.prod([(n - 1) // s + 1 for n, s in zip(x.shape[2:], geometry.stride)])
+    if psi is not None and taps > 1 and weight.numel() > 4 * x.shape[1] * taps * out_pixels:
         # Deep layers: the kernel is far larger than the im2col columns, so scale the
         # columns instead and read the weight once, as the static conv does.
         return add_bias(scaled_columns_conv(x, weight, factors, 0, geometry), bias)
     w = weight
     out_scale = gamma[0, 0] if gamma is not None else None
     if psi is not None:
-        if kh * kw > 1:
-            w = w * psi[0, 0].view(1, 1, kh, kw)
+        if taps > 1:
+            w = w * psi[0, 0].view(1, 1, *kernel)
         else:
             out_scale = psi[0, 0] if out_scale is None else out_scale * psi[0, 0]
     if phi is not None:
         if x.numel() < w.numel():
-            x = x * phi[0, 0].repeat(geometry.groups).view(1, -1, 1, 1)
+            x = x * per_channel(phi[0, 0].repeat(geometry.groups)[None], ndim)
         else:
-            w = w * phi[0, 0].view(1, cin_g, 1, 1)
+            w = w * phi[0, 0].view(1, cin_g, *([1] * ndim))
     if out_scale is not None and cout * out_pixels >= w.numel():
-        w = w * out_scale.reshape(-1, 1, 1, 1).expand(cout, 1, 1, 1)
+        w = w * out_scale.reshape(-1, *([1] * (ndim + 1))).expand(cout, *([1] * (ndim + 1)))
         out_scale = None
     if _is_gemm(weight.shape, geometry):
         # A plain GEMM: mkldnn would re-pack the fresh weight on every call.
         xs = _strided(x, geometry)
-        y = torch.mm(w.view(cout, cin_g), xs.reshape(cin_g, -1)).view(1, cout, *xs.shape[-2:])
+        y = torch.mm(w.view(cout, cin_g), xs.reshape(cin_g, -1)).view(1, cout, *xs.shape[2:])
     elif out_scale is None:
-        return geometry.conv2d(x, w, bias)
+        return geometry.conv(x, w, bias)
     else:
-        y = geometry.conv2d(x, w)
+        y = geometry.conv(x, w)
     if out_scale is not None:
-        y = y * out_scale.reshape(1, -1, 1, 1).expand(1, cout, 1, 1)
+        y = y * per_channel(out_scale[None], ndim)
     return add_bias(y, bias)
 
 
@@ -188,7 +195,7 @@ def materialize(
     if x.shape[0] == 1:
         if factors.rank == 1:
             return _single_sample(x, weight, bias, factors, geometry)
-        return geometry.conv2d(x, compose_weight(weight, *factors)[0], bias)
+        return geometry.conv(x, compose_weight(weight, *factors)[0], bias)
     chunk = max(1, MAX_WEIGHT_ELEMENTS // weight.numel())
     # Bound the transient per-sample weight: at most MAX_WEIGHT_ELEMENTS at a time.
     parts = [

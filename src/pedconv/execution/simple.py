@@ -25,4 +25,4 @@ def naive(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors,
 def loop(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry) -> Tensor:
     """One ``F.conv2d`` per sample with the weight of Eq. (2)."""
     w = compose_weight(weight, *factors)
-    return torch.cat([geometry.conv2d(x[b : b + 1], w[b], bias) for b in range(x.shape[0])], 0)
+    return torch.cat([geometry.conv(x[b : b + 1], w[b], bias) for b in range(x.shape[0])], 0)

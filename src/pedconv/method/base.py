@@ -1,9 +1,10 @@
-"""What every PEDConv layer shares: ``nn.Conv2d``'s signature, the method's options, the
+"""What every PEDConv layer shares: ``nn.ConvNd``'s signature, the method's options, the
 base weight, the generator of Eq. (7), the sampling of Eq. (5) and the decoder of Eq. (6).
 
 :class:`PEDConvBase` leaves two things to its subclasses: what the generator reads (the
-globally pooled input for :class:`~pedconv.PEDConv2d`, each pixel's channel vector for
-:class:`~pedconv.SpatialPEDConv2d`) and how the convolution is executed.
+globally pooled input for :class:`~pedconv.PEDConv2d` and its 1-D/3-D siblings, each pixel's
+channel vector for :class:`~pedconv.SpatialPEDConv2d`) and how the convolution is executed.
+The number of spatial dimensions is the class attribute ``ndim`` (2 unless a subclass says so).
 """
 
 from __future__ import annotations
@@ -12,25 +13,27 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, ClassVar, Optional, TypeVar, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.common_types import _size_2_t
 
 from ..execution._torch_specific import is_exporting
-from ..execution.geometry import conv_output_size
+from ..execution.geometry import CONV_FUNCTIONS, conv_output_size
 from .cp import COMPONENTS
 from .generator import ACTIVATIONS, ComponentGenerator, sample_g
 from .infomax import InfomaxDecoder
 
-__all__ = ["PADDING_MODES", "PEDConvBase", "PEDConvOptions", "SigmaT"]
+__all__ = ["PADDING_MODES", "PEDConvBase", "PEDConvOptions", "SigmaT", "SizeT"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 SigmaT = Union[float, str]
 """``sigma``: a fixed std (float >= 0) or ``"learned"``."""
+SizeT = Union[int, tuple[int, ...]]
+"""A size argument: one int for every spatial dimension, or one int per dimension."""
+_SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
 
 _COMPONENT_ALIASES = {
     "gamma": "gamma",
@@ -46,13 +49,15 @@ _COMPONENT_ALIASES = {
 _Layer = TypeVar("_Layer", bound="PEDConvBase")
 
 
-def _pair_of_ints(name: str, value: _size_2_t, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in pair):
+def _ints(name: str, value: SizeT, minimum: int, n: int) -> tuple[int, ...]:
+    """``value`` as ``n`` ints >= ``minimum`` (an int repeats), as ``nn.Conv{n}d`` accepts it."""
+    items = (value,) * n if isinstance(value, int) else tuple(value)
+    if len(items) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        what = "a pair of ints" if n == 2 else f"a tuple of {n} ints"
+        raise TypeError(f"{name} must be an int or {what}, got {value!r}")
+    if any(v < minimum for v in items):
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return pair[0], pair[1]
+    return items
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -130,19 +135,21 @@ class PEDConvOptions:
 class PEDConvBase(nn.Module):
     """Shared construction and Eq. (5)-(7) of the PEDConv layers (not used directly).
 
-    Takes ``nn.Conv2d``'s arguments and the method's :class:`PEDConvOptions`; the layers
-    expose both as a drop-in ``nn.Conv2d`` signature (see :class:`~pedconv.PEDConv2d`).
+    Takes ``nn.ConvNd``'s arguments and the method's :class:`PEDConvOptions`; the layers
+    expose both as a drop-in ``nn.Conv1d/2d/3d`` signature (see :class:`~pedconv.PEDConv2d`).
     """
 
+    ndim: ClassVar[int] = 2
+    """The number of spatial dimensions (1, 2 or 3)."""
     weight: nn.Parameter
     bias: Optional[nn.Parameter]
     decoder: Optional[InfomaxDecoder]
-    padding: Union[str, tuple[int, int]]
+    padding: Union[str, tuple[int, ...]]
     sigma: SigmaT
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: _size_2_t, stride: _size_2_t,
-        padding: Union[str, _size_2_t], dilation: _size_2_t, groups: int, bias: bool, padding_mode: str,
+        self, in_channels: int, out_channels: int, kernel_size: SizeT, stride: SizeT,
+        padding: Union[str, SizeT], dilation: SizeT, groups: int, bias: bool, padding_mode: str,
         options: PEDConvOptions, device: Optional[Union[torch.device, str]] = None, dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
@@ -154,9 +161,10 @@ class PEDConvBase(nn.Module):
 
     # ------------------------------------------------------------------ construction
     def _set_geometry(
-        self, in_channels: int, out_channels: int, kernel_size: _size_2_t, stride: _size_2_t,
-        padding: Union[str, _size_2_t], dilation: _size_2_t, groups: int, padding_mode: str,
+        self, in_channels: int, out_channels: int, kernel_size: SizeT, stride: SizeT,
+        padding: Union[str, SizeT], dilation: SizeT, groups: int, padding_mode: str,
     ) -> None:
+        n = self.ndim
         self.in_channels = _positive_int("in_channels", in_channels)
         self.out_channels = _positive_int("out_channels", out_channels)
         self.groups = _positive_int("groups", groups)
@@ -164,20 +172,20 @@ class PEDConvBase(nn.Module):
             raise ValueError(
                 f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
             )
-        self.kernel_size = _pair_of_ints("kernel_size", kernel_size, 1)
-        self.stride = _pair_of_ints("stride", stride, 1)
-        self.dilation = _pair_of_ints("dilation", dilation, 1)
+        self.kernel_size = _ints("kernel_size", kernel_size, 1, n)
+        self.stride = _ints("stride", stride, 1, n)
+        self.dilation = _ints("dilation", dilation, 1, n)
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self.padding_mode = padding_mode
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"padding must be 'same', 'valid' or ints, got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
+            if padding == "same" and any(s != 1 for s in self.stride):
                 raise ValueError("padding='same' is not supported for strided convolutions")
             self.padding = padding
         else:
-            self.padding = _pair_of_ints("padding", padding, 0)
+            self.padding = _ints("padding", padding, 0, n)
         self._explicit_pad, self._conv_padding = self._resolve_padding()
 
     def _set_options(self, options: PEDConvOptions) -> None:
@@ -195,11 +203,12 @@ class PEDConvBase(nn.Module):
 
     def _build(self, bias: bool, device: Optional[Union[torch.device, str]], dtype: Optional[torch.dtype]) -> None:
         dd: dict[str, Any] = {"device": device, "dtype": dtype}
-        kh, kw = self.kernel_size
-        self.factor_sizes = {"gamma": self.out_channels, "phi": self.in_channels // self.groups, "psi": kh * kw}
+        taps = math.prod(self.kernel_size)
+        self.factor_sizes = {"gamma": self.out_channels, "phi": self.in_channels // self.groups, "psi": taps}
         self.hidden = max(self.min_hidden, self.in_channels // self.reduction)
         g_features = self.rank * sum(self.factor_sizes[c] for c in self.components)
-        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels // self.groups, kh, kw, **dd))
+        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels // self.groups, *self.kernel_size,
+                                               **dd))
         if bias:
             self.bias = nn.Parameter(torch.empty(self.out_channels, **dd))
         else:
@@ -221,14 +230,15 @@ class PEDConvBase(nn.Module):
         if self.decoder is not None:
             self.decoder.reset_parameters()
 
-    def _resolve_padding(self) -> tuple[Optional[tuple[int, int, int, int]], tuple[int, int]]:
+    def _resolve_padding(self) -> tuple[Optional[tuple[int, ...]], tuple[int, ...]]:
         """Split padding into an explicit ``F.pad`` (or None) and the conv's own padding.
 
-        Mirrors ``nn.Conv2d``: ``'same'`` puts ``total // 2`` before and the rest after,
-        and non-zero modes pad explicitly before a zero-padding convolution.
+        Mirrors ``nn.ConvNd``: ``'same'`` puts ``total // 2`` before and the rest after,
+        and non-zero modes pad explicitly before a zero-padding convolution. The explicit
+        padding is in ``F.pad``'s order (last dimension first).
         """
         if self.padding == "valid":
-            before_after = [(0, 0), (0, 0)]
+            before_after = [(0, 0)] * self.ndim
         elif self.padding == "same":
             before_after = []
             for d, k in zip(self.dilation, self.kernel_size):
@@ -236,10 +246,9 @@ class PEDConvBase(nn.Module):
                 before_after.append((total // 2, total - total // 2))
         else:
             before_after = [(p, p) for p in self.padding if isinstance(p, int)]
-        (top, bottom), (left, right) = before_after
-        if self.padding_mode == "zeros" and top == bottom and left == right:
-            return None, (top, left)
-        return (left, right, top, bottom), (0, 0)
+        if self.padding_mode == "zeros" and all(a == b for a, b in before_after):
+            return None, tuple(a for a, _ in before_after)
+        return tuple(v for pair in reversed(before_after) for v in pair), (0,) * self.ndim
 
     def pad_input(self, x: Tensor) -> Tensor:
         """``x`` with the padding that the convolution itself does not apply (non-zero
@@ -249,14 +258,15 @@ class PEDConvBase(nn.Module):
         mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
         return F.pad(x, self._explicit_pad, mode=mode)
 
-    def _load_conv(self: _Layer, conv: nn.Conv2d, preserve_function: bool, copy_weight: bool = True) -> _Layer:
+    def _load_conv(self: _Layer, conv: nn.Module, preserve_function: bool, copy_weight: bool = True) -> _Layer:
         """Copy ``conv``'s weight (divided by the initial CP value when preserving its
         function) and bias; take its training flag."""
+        assert isinstance(conv.weight, Tensor)
         with torch.no_grad():
             if copy_weight:
                 scale = self.initial_cp_value() if preserve_function else 1.0
                 self.weight.copy_(conv.weight / scale)
-            if conv.bias is not None:
+            if isinstance(conv.bias, Tensor):
                 assert self.bias is not None
                 self.bias.copy_(conv.bias)
         self.train(conv.training)
@@ -275,35 +285,41 @@ class PEDConvBase(nn.Module):
 
     # ------------------------------------------------------------------ the method
     def _batched(self, x: Tensor) -> tuple[Tensor, bool, bool]:
-        """``x`` as ``(B, C, H, W)`` after checking it as ``nn.Conv2d`` would, whether it came
+        """``x`` as ``(B, C, *spatial)`` after checking it as ``nn.ConvNd`` would, whether it came
         unbatched, and whether a trace/export is running (looked up once per forward). Shape
         values are not checked while tracing/exporting (the graph must not bake them in)."""
-        name = type(self).__name__
+        name, n = type(self).__name__, self.ndim
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} expects a Tensor input, got {type(x).__name__}")
-        if x.dim() not in (3, 4):
-            raise ValueError(f"{name} expects input of shape (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+        if x.dim() not in (n + 1, n + 2):
+            raise ValueError(
+                f"{name} expects input of shape (B, C, {_SPATIAL_NAMES[n]}) or (C, {_SPATIAL_NAMES[n]}), "
+                f"got {tuple(x.shape)}"
+            )
         exporting = is_exporting()
         if not exporting:
-            if x.shape[-3] != self.in_channels:
+            if x.shape[-n - 1] != self.in_channels:
                 raise ValueError(
                     f"{name} expects input with in_channels={self.in_channels} channels, "
-                    f"got {x.shape[-3]} (input shape {tuple(x.shape)})"
+                    f"got {x.shape[-n - 1]} (input shape {tuple(x.shape)})"
                 )
             if min(self.output_size(x)) < 1:
                 raise ValueError(
-                    f"{name}: input of spatial size {tuple(x.shape[-2:])} with padding {self.padding} is smaller "
-                    f"than the kernel {self.kernel_size} at dilation {self.dilation} (nn.Conv2d refuses it too)"
+                    f"{name}: input of spatial size {tuple(x.shape[-n:])} with padding {self.padding} is smaller "
+                    f"than the kernel {self.kernel_size} at dilation {self.dilation} (nn.Conv{n}d refuses it too)"
                 )
-        return (x.unsqueeze(0), True, exporting) if x.dim() == 3 else (x, False, exporting)
+        return (x.unsqueeze(0), True, exporting) if x.dim() == n + 1 else (x, False, exporting)
 
-    def output_size(self, x: Tensor) -> tuple[int, int]:
-        """The spatial output size for input ``x``, as ``nn.Conv2d`` computes it."""
-        left, right, top, bottom = self._explicit_pad or (0, 0, 0, 0)
-        (ph, pw), (h, w) = self._conv_padding, x.shape[-2:]
-        size = (h + top + bottom + 2 * ph, w + left + right + 2 * pw)
-        oh, ow = conv_output_size(size, self.kernel_size, self.stride, (0, 0), self.dilation)
-        return oh, ow
+    def output_size(self, x: Tensor) -> tuple[int, ...]:
+        """The spatial output size for input ``x``, as ``nn.ConvNd`` computes it."""
+        n = self.ndim
+        explicit = self._explicit_pad or (0,) * (2 * n)
+        # F.pad's order is last dimension first: dimension i's pair sits at 2 * (n - 1 - i).
+        size = [
+            s + explicit[2 * (n - 1 - i)] + explicit[2 * (n - 1 - i) + 1] + 2 * p
+            for i, (s, p) in enumerate(zip(x.shape[-n:], self._conv_padding))
+        ]
+        return conv_output_size(size, self.kernel_size, self.stride, (0,) * n, self.dilation)
 
     def _empty_batch_output(self, x: Tensor, exporting: bool) -> Optional[Tensor]:
         """For an empty batch, what ``nn.Conv2d`` returns (an empty output; a zero info-max
@@ -312,8 +328,8 @@ class PEDConvBase(nn.Module):
             return None
         recording = self.training and self.decoder is not None
         self.last_infomax_loss = x.new_zeros((), dtype=torch.float32) if recording else None
-        return F.conv2d(self.pad_input(x), self.weight, self.bias, self.stride, self._conv_padding, self.dilation,
-                        self.groups)
+        return CONV_FUNCTIONS[self.ndim](self.pad_input(x), self.weight, self.bias, self.stride, self._conv_padding,
+                                         self.dilation, self.groups)
 
     def _sample(self, features: Tensor, sample: bool) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. (7) on ``features`` (last dim Cin), then Eq. (5): the pre-activation ``g``
@@ -353,15 +369,15 @@ class PEDConvBase(nn.Module):
 
     def static_macs(self, output_shape: Sequence[int]) -> int:
         """Multiply-adds of a static convolution with this layer's base weight."""
-        batch = output_shape[0] if len(output_shape) == 4 else 1
-        return batch * output_shape[-2] * output_shape[-1] * self._weight_elements()
+        batch = output_shape[0] if len(output_shape) == self.ndim + 2 else 1
+        return batch * math.prod(output_shape[-self.ndim :]) * self._weight_elements()
 
     # ------------------------------------------------------------------ repr / pickling
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
+        if self.padding != (0,) * self.ndim:
             s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
+        if self.dilation != (1,) * self.ndim:
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"

@@ -2,7 +2,7 @@
 
 ``A(x) = sum_r gamma_r(x) (x) phi_r(x) (x) psi_r(x)`` is a CP tensor over (output channels,
 input channels of a filter, kernel taps), and ``W(x) = W_base * A(x)`` (Hadamard product).
-The layers (:mod:`pedconv.method.pedconv2d`) produce the factors; the execution strategies
+The layers (:mod:`pedconv.method.pedconv_nd`) produce the factors; the execution strategies
 (:mod:`pedconv.execution`) apply them without forming ``W(x)`` where they can, and use
 :func:`compose_weight` where they do.
 """

@@ -90,7 +90,7 @@ class SpatialPEDConv2d(PEDConvBase):
             device, dtype,
         )
 
-    def _resolve_padding(self) -> tuple[Optional[tuple[int, int, int, int]], tuple[int, int]]:
+    def _resolve_padding(self) -> tuple[Optional[tuple[int, ...]], tuple[int, ...]]:
         # The tap loop always reads an explicitly padded input.
         explicit, (top, left) = super()._resolve_padding()
         return (explicit or (left, left, top, top)), (0, 0)
@@ -122,7 +122,8 @@ class SpatialPEDConv2d(PEDConvBase):
 
     def _generate(self, x: Tensor, sample: bool) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Per-pixel components ``(B, R, n, Ho, Wo)``, sampled ``g`` and generator input (NHWC)."""
-        out_hw = self.output_size(x)
+        ho, wo = self.output_size(x)
+        out_hw = (ho, wo)
         # Eq. (7) without pooling: the channel vector at each output location.
         feats = F.adaptive_avg_pool2d(x, out_hw).permute(0, 2, 3, 1)
         g, parts = self._sample(feats, sample)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..method.pedconv2d import PEDConv2d
+from ..method.pedconv_nd import PEDConv2d
 from ._registry import create_model
 
 __all__ = ["AUTHORS_ARCHS", "load_authors_checkpoint"]

@@ -14,8 +14,10 @@ The method, equation by equation, in this package:
 * Eq. (6): :mod:`pedconv.method.infomax` -- the decoder reconstructs the (detached)
   pooled input from ``g``.
 
-This file puts them together as a drop-in ``nn.Conv2d``; how the per-sample convolution
-of Eq. (3) is executed fast lives in :mod:`pedconv.execution`.
+This file puts them together as drop-in ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Conv3d``: one
+implementation (:class:`PEDConvNd`) for every number of spatial dimensions, ``psi`` running
+over the kernel taps of any dimension. How the per-sample convolution of Eq. (3) is executed
+fast lives in :mod:`pedconv.execution`.
 """
 
 from __future__ import annotations
@@ -26,22 +28,26 @@ from typing import Callable, Optional, Union
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.nn.common_types import _size_2_t
 
 from ..execution.dispatch import STRATEGIES, run_strategy
 from ..execution.geometry import ConvGeometry, conv_arguments
-from .base import PEDConvBase, PEDConvOptions, SigmaT
+from .base import PEDConvBase, PEDConvOptions, SigmaT, SizeT
 from .cp import COMPONENTS, CPFactors, compose_weight
 
-__all__ = ["PEDConv2d"]
+__all__ = ["PEDConv1d", "PEDConv2d", "PEDConv3d", "PEDConvNd"]
 
 
-class PEDConv2d(PEDConvBase):
-    r"""Drop-in replacement for :class:`torch.nn.Conv2d` with an input-dependent weight.
+class PEDConvNd(PEDConvBase):
+    r"""PEDConv over ``ndim`` spatial dimensions: the one implementation behind :class:`PEDConv1d`,
+    :class:`PEDConv2d` and :class:`PEDConv3d` (use those; they only set ``ndim``).
+
+    Drop-in replacement for :class:`torch.nn.Conv2d` (``nn.Conv1d``, ``nn.Conv3d``) with an
+    input-dependent weight.
 
     For each sample, ``W(x) = W_base * sum_r gamma_r(x) (x) phi_r(x) (x) psi_r(x)``
     (Eq. 2), with ``gamma`` over output channels, ``phi`` over the ``Cin/groups`` input
-    channels of a filter and ``psi`` over the ``kh*kw`` kernel taps. The components come
+    channels of a filter and ``psi`` over the kernel taps (``kh*kw`` in 2-D, ``k`` in 1-D,
+    ``kd*kh*kw`` in 3-D). The components come
     from a small generator on the globally pooled input (Eq. 7). In training they are
     sampled from a Gaussian (Eq. 5) and an info-max decoder reconstructs the pooled input
     from them (Eq. 6); read that loss with :func:`pedconv.infomax_loss`.
@@ -76,10 +82,10 @@ class PEDConv2d(PEDConvBase):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: _size_2_t,
-        stride: _size_2_t = 1,
-        padding: Union[str, _size_2_t] = 0,
-        dilation: _size_2_t = 1,
+        kernel_size: SizeT,
+        stride: SizeT = 1,
+        padding: Union[str, SizeT] = 0,
+        dilation: SizeT = 1,
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
@@ -108,8 +114,8 @@ class PEDConv2d(PEDConvBase):
         self._geometry = ConvGeometry(self.stride, self._conv_padding, self.dilation, self.groups)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object) -> PEDConv2d:
-        """Build a PEDConv2d that starts from ``conv``'s weight and bias.
+    def from_conv(cls, conv: nn.Module, *, preserve_function: bool = True, **options: object) -> PEDConvNd:
+        """Build a layer that starts from ``conv``'s weight and bias (``nn.Conv{ndim}d``).
 
         With ``preserve_function`` (default), ``W_base`` is ``conv.weight`` divided by
         the value of the CP tensor at initialisation (``R * activation(0) ** n_components``,
@@ -118,7 +124,8 @@ class PEDConv2d(PEDConvBase):
         ``W_base`` is a plain copy (the authors' from-scratch setting).
 
         Args:
-            conv: an ``nn.Conv2d`` (exact type; subclasses may change the forward pass).
+            conv: an ``nn.Conv2d`` for :class:`PEDConv2d` (``nn.Conv1d``/``nn.Conv3d`` for the
+                1-D/3-D layers; exact type: subclasses may change the forward pass).
             preserve_function: fold the initial CP value into ``W_base``.
             **options: keyword options of :class:`PEDConv2d` (``rank``, ``components``...).
 
@@ -130,13 +137,13 @@ class PEDConv2d(PEDConvBase):
             >>> torch.allclose(ped(x), conv(x), atol=1e-6)
             True
         """
-        layer = cls(**conv_arguments(conv, cls.__name__), **options)  # type: ignore[arg-type]
+        layer = cls(**conv_arguments(conv, cls.__name__, ndim=cls.ndim), **options)  # type: ignore[arg-type]
         return layer._load_conv(conv, preserve_function)
 
     # ------------------------------------------------------------------ the method
     def _generate(self, x: Tensor, sample: bool) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Components ``(B, R, size)`` after activation, the sampled ``g``, and the GAP input."""
-        pooled = x.mean(dim=(2, 3))  # Eq. (7): global average pooling
+        pooled = x.mean(dim=tuple(range(2, x.dim())))  # Eq. (7): global average pooling
         g, parts = self._sample(pooled, sample)
         comps = {c: p.reshape(g.shape[0], self.rank, self.factor_sizes[c]) for c, p in parts.items()}
         return comps, g, pooled
@@ -157,7 +164,8 @@ class PEDConv2d(PEDConvBase):
     def cp_factors(self, x: Tensor) -> CPFactors:
         """The eval-mode factors ``(gamma, phi, psi)`` of Eq. (2) for input ``x``.
 
-        Shapes ``(B, R, Cout)``, ``(B, R, Cin/groups)`` and ``(B, R, kh*kw)``; a disabled
+        Shapes ``(B, R, Cout)``, ``(B, R, Cin/groups)`` and ``(B, R, taps)`` (``taps`` = the
+        kernel's element count, ``kh*kw`` in 2-D); a disabled
         component is all ones. These are the values the convolution uses in eval mode
         (the Gaussian mean, no sampling), whatever the module's training flag.
 
@@ -172,15 +180,75 @@ class PEDConv2d(PEDConvBase):
 
     @torch.no_grad()
     def dynamic_weight(self, x: Tensor) -> Tensor:
-        """The per-sample weights of Eq. (2), ``(B, Cout, Cin/groups, kh, kw)``, in eval mode."""
+        """The per-sample weights of Eq. (2), ``(B, Cout, Cin/groups, *kernel_size)``, in eval mode."""
         return compose_weight(self.weight, *self.cp_factors(x))
 
     def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int:
         """Generator (as measured) + static conv + ``2 * R * Cout * Cin/groups * k^2`` per
         sample for forming and applying the CP tensor (Sec. 3, complexity analysis)."""
-        batch = output_shape[0] if len(output_shape) == 4 else 1
+        batch = output_shape[0] if len(output_shape) == self.ndim + 2 else 1
         return measured(self.generator) + self.static_macs(output_shape) + batch * 2 * self.rank * self.weight.numel()
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s if self.strategy == "auto" else s + f", strategy={self.strategy}"
+
+
+
+class PEDConv2d(PEDConvNd):
+    r"""Drop-in replacement for :class:`torch.nn.Conv2d` with an input-dependent weight.
+
+    :class:`PEDConvNd` in two spatial dimensions: the same arguments as ``nn.Conv2d`` (ints or
+    pairs) and the method's keyword-only options (``rank``, ``components``, ``reduction``,
+    ``min_hidden``, ``variational``, ``sigma``, ``infomax``, ``activation``, ``strategy``),
+    documented on :class:`PEDConvNd`.
+
+    Example:
+        >>> import torch
+        >>> conv = PEDConv2d(16, 32, 3, padding=1)
+        >>> conv(torch.randn(2, 16, 8, 8)).shape
+        torch.Size([2, 32, 8, 8])
+    """
+
+    ndim = 2
+
+
+class PEDConv1d(PEDConvNd):
+    r"""Drop-in replacement for :class:`torch.nn.Conv1d` (audio, time series) with an
+    input-dependent weight.
+
+    :class:`PEDConvNd` in one spatial dimension: ``nn.Conv1d``'s arguments (ints or 1-tuples),
+    the same options, ``cp_factors(x)`` / ``dynamic_weight(x)``, info-max and export; ``psi``
+    runs over the ``k`` kernel taps. It runs on the 2-D execution strategies (a 1-D convolution
+    is a 2-D one over a single row), so every strategy serves it.
+
+    Example:
+        >>> import torch
+        >>> conv = PEDConv1d(16, 32, 5, padding=2)
+        >>> conv(torch.randn(2, 16, 100)).shape
+        torch.Size([2, 32, 100])
+        >>> [tuple(f.shape) for f in conv.cp_factors(torch.randn(2, 16, 100))]
+        [(2, 1, 32), (2, 1, 16), (2, 1, 5)]
+    """
+
+    ndim = 1
+
+
+class PEDConv3d(PEDConvNd):
+    r"""Drop-in replacement for :class:`torch.nn.Conv3d` (video, volumes) with an
+    input-dependent weight.
+
+    :class:`PEDConvNd` in three spatial dimensions: ``nn.Conv3d``'s arguments (ints or
+    triples), the same options, ``cp_factors(x)`` / ``dynamic_weight(x)``, info-max and export;
+    ``psi`` runs over the ``kd*kh*kw`` kernel taps.
+
+    Example:
+        >>> import torch
+        >>> conv = PEDConv3d(8, 16, 3, padding=1)
+        >>> conv(torch.randn(2, 8, 4, 10, 10)).shape
+        torch.Size([2, 16, 4, 10, 10])
+        >>> conv.dynamic_weight(torch.randn(2, 8, 4, 10, 10)).shape
+        torch.Size([2, 16, 8, 3, 3, 3])
+    """
+
+    ndim = 3
