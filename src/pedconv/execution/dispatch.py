@@ -10,7 +10,7 @@ strategy            module                                    ``auto`` picks it 
 ==================  ========================================  =============================
 ``"factored"``      :mod:`pedconv.execution.factored`         deep layers; tracing/export
 ``"materialize"``   :mod:`pedconv.execution.materialize`      early layers, depthwise, B=1
-``"hybrid"``        :mod:`pedconv.execution.hybrid`           (manual override)
+``"hybrid"``        :mod:`pedconv.execution.hybrid`           small deep layers (kxk psi)
 ``"naive"``         :mod:`pedconv.execution.simple`           (benchmark baseline)
 ``"loop"``          :mod:`pedconv.execution.simple`           (reference; slow)
 ==================  ========================================  =============================
@@ -35,8 +35,8 @@ from .hybrid import hybrid
 from .materialize import materialize
 from .simple import loop, naive
 
-__all__ = ["STRATEGIES", "Strategy", "pedconv_conv1d", "pedconv_conv2d", "pedconv_conv3d", "run_strategy",
-           "select_strategy"]
+__all__ = ["SMALL_WEIGHT_ELEMENTS", "STRATEGIES", "Strategy", "pedconv_conv1d", "pedconv_conv2d", "pedconv_conv3d",
+           "run_strategy", "select_strategy"]
 
 Strategy = Callable[[Tensor, Tensor, Optional[Tensor], CPFactors, ConvGeometry], Tensor]
 """``(x, weight, bias, factors, geometry) -> y``: one exact way to run Eq. (3)."""
@@ -49,6 +49,10 @@ STRATEGIES: dict[str, Strategy] = {
     "loop": loop,
 }
 """Exact execution strategies by name; ``"auto"`` chooses among them."""
+
+
+SMALL_WEIGHT_ELEMENTS = 1 << 23
+"""Per-sample weights up to this many elements (all samples, all ranks) never take ``"factored"``."""
 
 
 def select_strategy(
@@ -82,7 +86,12 @@ def select_strategy(
     # "factored" repeats its convolution per rank; "materialize" composes ranks into one
     # weight. The 1/4 factor is calibrated on the ResNet-50/MobileNetV2 sweep of
     # `pedconv bench` (2-core x86-64 CPU): batch-sized weights cost more per element.
-    return "materialize" if 4 * weight_elems <= rank * rank * act_elems else "factored"
+    if 4 * weight_elems <= rank * rank * act_elems:
+        return "materialize"
+    # Up to SMALL_WEIGHT_ELEMENTS, a per-sample kernel holding psi alone (phi and gamma on the
+    # activations) beats factored's tap passes, which cost several times the static conv on
+    # small layers (CIFAR-style ResNet-20 at batch 128: `pedconv bench --small`).
+    return "hybrid" if weight_elems <= SMALL_WEIGHT_ELEMENTS and factors.psi is not None and taps > 1 else "factored"
 
 
 def pedconv_conv2d(

@@ -197,10 +197,12 @@ def materialize(
             return _single_sample(x, weight, bias, factors, geometry)
         return geometry.conv(x, compose_weight(weight, *factors)[0], bias)
     chunk = max(1, MAX_WEIGHT_ELEMENTS // weight.numel())
+    if x.shape[0] <= chunk:
+        # One block: no slicing (a slice's backward would write a zero-filled copy of x).
+        return add_bias(_MaterializedConv.apply(x, weight, *factors, geometry), bias)
     # Bound the transient per-sample weight: at most MAX_WEIGHT_ELEMENTS at a time.
     parts = [
         _MaterializedConv.apply(x[i : i + chunk], weight, *factors.narrow(i, chunk), geometry)
         for i in range(0, x.shape[0], chunk)
     ]
-    y = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
-    return add_bias(y, bias)
+    return add_bias(torch.cat(parts, 0), bias)

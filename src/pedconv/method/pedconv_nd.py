@@ -22,6 +22,7 @@ fast lives in :mod:`pedconv.execution`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Callable, Optional, Union
 
@@ -143,7 +144,10 @@ class PEDConvNd(PEDConvBase):
     # ------------------------------------------------------------------ the method
     def _generate(self, x: Tensor, sample: bool) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Components ``(B, R, size)`` after activation, the sampled ``g``, and the GAP input."""
-        pooled = x.mean(dim=tuple(range(2, x.dim())))  # Eq. (7): global average pooling
+        # Eq. (7): global average pooling, as a sum then a scale: the sum's backward is a
+        # broadcast view, where the mean's would write an input-sized tensor per layer.
+        dims = tuple(range(2, x.dim()))
+        pooled = x.sum(dim=dims) * (1.0 / math.prod(x.shape[2:]))
         g, parts = self._sample(pooled, sample)
         comps = {c: p.reshape(g.shape[0], self.rank, self.factor_sizes[c]) for c, p in parts.items()}
         return comps, g, pooled
