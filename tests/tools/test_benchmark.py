@@ -31,6 +31,22 @@ def test_layer_and_model_benches_tiny():
 
 
 @pytest.mark.slow
+def test_small_network_and_nd_sections_tiny():
+    rows = benchmark.bench_small(widths=(4,), batch=4, reps=1, repeats=2, log=lambda s: None)
+    (row,) = rows
+    assert set(row["train"]) == set(benchmark.SMALL_MODELS)
+    for mode in ("train", "eval"):
+        assert row[mode]["static"] == {"median": 1.0, "min": 1.0, "max": 1.0}
+        assert all(0 < v["min"] <= v["median"] <= v["max"] for v in row[mode].values())
+    cases = {
+        "1d": dict(benchmark.ND_CASES["1d"], cin=4, cout=4, input=(2, 4, 50)),
+        "3d": dict(benchmark.ND_CASES["3d"], cin=4, cout=4, input=(2, 4, 3, 6, 6)),
+    }
+    nd = benchmark.bench_nd(reps=1, cases=cases, log=lambda s: None)
+    assert [r["case"] for r in nd] == ["1d", "3d"]
+    assert all(r[m]["pedconv"] > 0 and r[m]["static"] == 1.0 for r in nd for m in ("train", "eval", "eval_b1"))
+
+
 def test_cli_quick_writes_markdown_json_png(tmp_path):
     out = tmp_path / "bench"
     assert cli_main(["bench", "--quick", "--out", str(out)]) == 0

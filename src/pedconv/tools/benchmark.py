@@ -11,6 +11,13 @@ interleaved round by round, so machine load drifts affect all contestants alike.
   (``strategy="naive"``).
 * Model level: PEDConv-ResNet-18/50 converted from torchvision (downsample shortcuts
   static, as in the authors' models) against the static model.
+* Small networks: the CIFAR-style ResNet-20 of ``pedconv compare`` (widths 8 and 16, batch 128,
+  1x28x28): static, PEDConv, CondConv and DY-Conv, training step and eval, repeated
+  ``--repeats`` times for the spread.
+* 1-D and 3-D: one audio-like ``PEDConv1d`` and one video-like ``PEDConv3d`` layer against
+  ``nn.Conv1d`` / ``nn.Conv3d``.
+* ``--compile``: the model-level sections again with both models under ``torch.compile``
+  (compile time reported).
 
 Memory is the bytes autograd saves for backward (the activations that dominate training
 memory), de-duplicated by storage, as a ratio to the static layer/model.
@@ -35,13 +42,14 @@ import torchvision
 from ..baselines import CondConv2d, DyConv2d
 from ..convert import convert
 from ..execution import STRATEGIES
-from ..method import PEDConv2d
+from ..method import PEDConv1d, PEDConv2d, PEDConv3d
 from ..method.infomax import infomax_loss
 from ..utils.atomic import atomic_write_text
 from ..utils.options import positive_int
 from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
 
-__all__ = ["ConvShape", "bench_layers", "bench_models", "build_parser", "conv_shapes", "main", "run", "run_benchmark"]
+__all__ = ["ConvShape", "bench_layers", "bench_models", "bench_nd", "bench_small", "build_parser", "conv_shapes",
+           "main", "run", "run_benchmark"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,42 @@ def _sgd_step(m: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, target:
     return step
 
 
+def _spread(fns: dict[str, Callable[[], object]], reps: int, repeats: int) -> dict[str, list[float]]:
+    """``repeats`` independent interleaved measurements: each contestant's time ratio to
+    ``"static"`` per repeat (the spread that one figure hides)."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        times = _time_interleaved(fns, reps)
+        for k, v in times.items():
+            out[k].append(v / times["static"])
+    return out
+
+
+def _summary(ratios: list[float]) -> dict[str, float]:
+    """Median, min and max of repeated ratios."""
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def _compiled(models: dict[str, nn.Module], enabled: bool) -> tuple[dict[str, nn.Module], float]:
+    """``models`` under ``torch.compile`` when ``enabled`` (compilation happens at the first call,
+    inside the warm-up), and the seconds that ``torch.compile`` itself took (0 if not enabled)."""
+    if not enabled:
+        return models, 0.0
+    t0 = time.perf_counter()
+    out = {k: torch.compile(m) for k, m in models.items()}
+    return out, time.perf_counter() - t0  # type: ignore[return-value]
+
+
+def _first_calls(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Run each function once (the warm-up, where ``torch.compile`` compiles); seconds each."""
+    out = {}
+    for k, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        out[k] = time.perf_counter() - t0
+    return out
+
+
 def _time_interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
     for fn in fns.values():
         for _ in range(warmup):
@@ -225,22 +269,28 @@ def bench_models(
     image_size: int = 224,
     eval_batch: int = 32,
     include_naive: bool = True,
+    compile: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Model-level ratios: training step (fwd + bwd + SGD), eval at ``eval_batch`` and at 1."""
+    """Model-level ratios: training step (fwd + bwd + SGD), eval at ``eval_batch`` and at 1
+    (``compile``: both models under ``torch.compile``; the authors' formulation is left out)."""
     rows = []
     for arch, train_batch in specs:
         torch.manual_seed(0)
         static = getattr(torchvision.models, arch)()
         models = {"static": static, "pedconv": convert(static, keep_shortcut=True)}
-        if include_naive:
+        if include_naive and not compile:
             models["ped_naive"] = convert(static, keep_shortcut=True, strategy="naive")
         opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
-        row: dict = dict(arch=arch, train_batch=train_batch, eval_batch=eval_batch)
+        runners, compile_s = _compiled(models, compile)
+        row: dict = dict(arch=arch, train_batch=train_batch, eval_batch=eval_batch, compile=compile)
         x = torch.randn(train_batch, 3, image_size, image_size)
         target = torch.randint(0, 1000, (train_batch,))
 
-        times = _time_interleaved({k: _sgd_step(m, opts[k], x, target) for k, m in models.items()}, reps)
+        fns = {k: _sgd_step(m, opts[k], x, target) for k, m in runners.items()}
+        if compile:
+            row["train_first_call_s"] = _first_calls(fns)
+        times = _time_interleaved(fns, reps)
         row["train"] = {k: v / times["static"] for k, v in times.items()}
         row["train_static_s"] = times["static"]
         mem = {k: _saved_bytes(_call(m.train(), x)) for k, m in models.items()}
@@ -248,17 +298,124 @@ def bench_models(
         row["mem_static_mb"] = mem["static"] / 2**20
         for mode, b in (("eval", eval_batch), ("eval_b1", 1)):
             xe = torch.randn(b, 3, image_size, image_size)
-            times = _time_interleaved({k: _inference(m, xe, set_eval=True) for k, m in models.items()}, reps)
+            fns = {k: _inference(m, xe, set_eval=True) for k, m in runners.items()}
+            if compile:
+                row[f"{mode}_first_call_s"] = _first_calls(fns)
+            times = _time_interleaved(fns, reps)
             row[mode] = {k: v / times["static"] for k, v in times.items()}
             row[f"{mode}_static_s"] = times["static"]
+        row["compile_s"] = compile_s
         rows.append(row)
         log(f"{arch}: train {row['train']['pedconv']:.2f}x  eval {row['eval']['pedconv']:.2f}x  "
             f"eval_b1 {row['eval_b1']['pedconv']:.2f}x  mem {row['mem']['pedconv']:.2f}x"
-            + (f"  (naive train {row['train']['ped_naive']:.2f}x)" if include_naive else ""))
+            + (f"  (naive train {row['train']['ped_naive']:.2f}x)" if "ped_naive" in row["train"] else ""))
+    return rows
+
+
+SMALL_MODELS = {
+    "static": "cifar_resnet20",
+    "pedconv": "pedconv_cifar_resnet20",
+    "condconv4": "condconv_cifar_resnet20",
+    "dyconv4": "dyconv_cifar_resnet20",
+}
+"""The contestants of the small-network benchmark (``pedconv compare``'s models)."""
+
+
+def bench_small(
+    widths: Sequence[int] = (8, 16),
+    batch: int = 128,
+    reps: int = 5,
+    repeats: int = 3,
+    compile: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Throughput of the CIFAR-style ResNet-20s as a share of static's (``static time / time``;
+    > 1 is faster than static), train step and eval, median and range over ``repeats``."""
+    from ..models import create_model
+
+    rows = []
+    x, target = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    for width in widths:
+        models = {}
+        for k, name in SMALL_MODELS.items():
+            torch.manual_seed(0)
+            models[k] = create_model(name, num_classes=10, in_chans=1, width=width)
+        opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
+        runners, compile_s = _compiled(models, compile)
+        row: dict = dict(width=width, batch=batch, compile=compile)
+        for mode in ("train", "eval"):
+            if mode == "train":
+                fns = {k: _sgd_step(m, opts[k], x, target) for k, m in runners.items()}
+            else:
+                fns = {k: _inference(m, x, set_eval=True) for k, m in runners.items()}
+            if compile:
+                row[f"{mode}_first_call_s"] = _first_calls(fns)
+            ratios = _spread(fns, reps, repeats)
+            row[mode] = {k: _summary([1.0 / r for r in v]) for k, v in ratios.items()}
+        row["compile_s"] = compile_s
+        rows.append(row)
+        log(f"ResNet-20 w{width}{' (compiled)' if compile else ''}: "
+            + "  ".join(f"{k} train {row['train'][k]['median']:.2f}x eval {row['eval'][k]['median']:.2f}x"
+                        for k in models if k != "static"))
+    return rows
+
+
+ND_CASES: dict[str, dict[str, Any]] = {
+    "1d": dict(layer=PEDConv1d, conv=nn.Conv1d, cin=64, cout=64, kernel=3, input=(32, 64, 4000)),
+    "3d": dict(layer=PEDConv3d, conv=nn.Conv3d, cin=32, cout=32, kernel=3, input=(8, 32, 8, 28, 28)),
+}
+"""An audio-like 1-D layer (64 channels, 4000 steps) and a video-like 3-D layer (8 frames of 28x28)."""
+
+
+def bench_nd(reps: int = 5, cases: Optional[dict[str, dict]] = None, log: Callable[[str], None] = print) -> list[dict]:
+    """``PEDConv1d`` / ``PEDConv3d`` against ``nn.Conv1d`` / ``nn.Conv3d``: train, eval, eval B=1
+    (``cases``: :data:`ND_CASES` by default)."""
+    rows = []
+    for name, case in (ND_CASES if cases is None else cases).items():
+        torch.manual_seed(0)
+        static = case["conv"](case["cin"], case["cout"], case["kernel"], padding=1, bias=False)
+        mods = {"static": static, "pedconv": case["layer"].from_conv(static)}
+        row: dict = dict(case=name, input=list(case["input"]))
+        for mode in ("train", "eval", "eval_b1"):
+            shape = list(case["input"])
+            if mode == "eval_b1":
+                shape[0] = 1
+            x = torch.randn(*shape)
+            if mode == "train":
+                xg = x.requires_grad_(True)
+                fns: dict[str, Callable[[], object]] = {k: _train_step(m.train(), xg) for k, m in mods.items()}
+            else:
+                fns = {k: _inference(m.eval(), x) for k, m in mods.items()}
+            times = _time_interleaved(fns, reps)
+            row[mode] = {k: v / times["static"] for k, v in times.items()}
+            row[f"{mode}_static_ms"] = 1e3 * times["static"]
+        rows.append(row)
+        log(f"{name} {tuple(case['input'])}: " + "  ".join(f"{m} {row[m]['pedconv']:.2f}x"
+                                                           for m in ("train", "eval", "eval_b1")))
     return rows
 
 
 # ----------------------------------------------------------------------------- ``pedconv bench``
+def _markdown_small(small_rows: list[dict], nd_rows: list[dict]) -> str:
+    parts = []
+    if small_rows:
+        names = [k for k in small_rows[0]["train"] if k != "static"]
+        header = ["ResNet-20 (B, 1x28x28)", "contestant", "train throughput / static", "eval throughput / static"]
+        parts.append("\n### Small networks (throughput as a share of static; median and range over repeats)\n\n"
+                     + markdown_table(header, [
+                         [f"width {r['width']} (B={r['batch']}{', compiled' if r['compile'] else ''})", n,
+                          *(f"{r[m][n]['median']:.2f} ({r[m][n]['min']:.2f}-{r[m][n]['max']:.2f})"
+                            for m in ("train", "eval"))]
+                         for r in small_rows for n in names]))
+    if nd_rows:
+        header = ["case", "input", "train", "eval", "eval B=1", "static train (ms)"]
+        parts.append("\n### 1-D and 3-D (time ratio of PEDConv1d/3d to nn.Conv1d/3d)\n\n" + markdown_table(header, [
+            [r["case"], "x".join(map(str, r["input"])),
+             *(f"{r[m]['pedconv']:.2f}" for m in ("train", "eval", "eval_b1")), f"{r['train_static_ms']:.1f}"]
+            for r in nd_rows]))
+    return "".join(parts)
+
+
 def _markdown(layer_rows: list[dict], model_rows: list[dict]) -> str:
     parts = []
     if layer_rows:
@@ -272,8 +429,9 @@ def _markdown(layer_rows: list[dict], model_rows: list[dict]) -> str:
         names = [k for k in model_rows[0]["train"] if k != "static"]
         header = ["model", "contestant", "train step", "eval", "eval B=1", "saved-activation memory",
                   "static train step (s)"]
-        parts.append("\n### Models (ratio to the static torchvision model)\n\n" + markdown_table(header, [
-            [f"{r['arch']} (train B={r['train_batch']}, eval B={r['eval_batch']})", n, f"{r['train'][n]:.2f}",
+        parts.append("\n### Models (time ratio to the static torchvision model)\n\n" + markdown_table(header, [
+            [f"{r['arch']} (train B={r['train_batch']}, eval B={r['eval_batch']}"
+             f"{', compiled' if r.get('compile') else ''})", n, f"{r['train'][n]:.2f}",
              f"{r['eval'][n]:.2f}", f"{r['eval_b1'][n]:.2f}", f"{r['mem'][n]:.2f}", f"{r['train_static_s']:.2f}"]
             for r in model_rows for n in names]))
     return "".join(parts) or "\n"
@@ -315,6 +473,12 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--archs", nargs="+", default=["resnet50", "mobilenet_v2"])
     p.add_argument("--skip-layers", action="store_true")
     p.add_argument("--skip-models", action="store_true")
+    p.add_argument("--skip-small", action="store_true", help="leave out the CIFAR-style ResNet-20 section")
+    p.add_argument("--skip-nd", action="store_true", help="leave out the 1-D and 3-D layer section")
+    p.add_argument("--repeats", type=positive_int, default=3,
+                   help="independent repeats of the small-network section (median and range)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the model and small-network sections with both models under torch.compile")
     p.add_argument("--no-naive", action="store_true", help="leave out the authors' (slow) formulation")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output prefix (.md, .json, .png)")
     return p
@@ -325,28 +489,39 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     layer_kw: dict[str, Any]
     model_kw: dict[str, Any]
+    small_kw: dict[str, Any]
     if args.quick:
         layer_kw = dict(batch=4, reps=2, image_size=112, max_shapes=3)
         model_kw = dict(specs=(("resnet18", 4),), reps=1, image_size=112, eval_batch=4)
+        small_kw = dict(widths=(8,), batch=16, reps=1, repeats=1)
     else:
         layer_kw = dict(batch=args.batch, reps=args.reps)
         model_kw = dict(reps=max(2, args.reps // 2))
+        small_kw = dict(reps=args.reps, repeats=args.repeats)
     started = time.time()
-    layers = [] if args.skip_layers else bench_layers(args.archs, include_naive=not args.no_naive, **layer_kw)
-    models = [] if args.skip_models else bench_models(include_naive=not args.no_naive, **model_kw)
+    layers = [] if args.skip_layers or args.compile else bench_layers(
+        args.archs, include_naive=not args.no_naive, **layer_kw)
+    models = [] if args.skip_models else bench_models(include_naive=not args.no_naive, compile=args.compile,
+                                                       **model_kw)
+    small = [] if args.skip_small else bench_small(compile=args.compile, **small_kw)
+    quick_nd = {k: dict(c, input=(2, *c["input"][1:2], *(min(n, 8) for n in c["input"][2:])))
+                for k, c in ND_CASES.items()}
+    nd = [] if args.skip_nd or args.compile else bench_nd(
+        reps=1 if args.quick else args.reps, cases=quick_nd if args.quick else None)
     meta = dict(
         machine=machine_description(), threads=args.threads, torch=torch.__version__, date=time.strftime("%Y-%m-%d"),
         quick=args.quick, seconds=round(time.time() - started),
         layer_settings={k: str(v) for k, v in layer_kw.items()},
         model_settings={k: str(v) for k, v in model_kw.items()},
+        small_settings={k: str(v) for k, v in small_kw.items()}, compile=args.compile,
     )
-    return dict(meta=meta, layers=layers, models=models)
+    return dict(meta=meta, layers=layers, models=models, small=small, nd=nd)
 
 
 def run(args: argparse.Namespace) -> int:
     """``pedconv bench`` on parsed options: benchmark, print the tables, write ``<out>.json/.md/.png``."""
     result = run_benchmark(args)
-    md = _markdown(result["layers"], result["models"])
+    md = _markdown(result["layers"], result["models"]) + _markdown_small(result["small"], result["nd"])
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(result, indent=1))
     atomic_write_text(args.out.with_suffix(".md"), md)
     plotted = _plot(result["layers"], args.out.with_suffix(".png"))
