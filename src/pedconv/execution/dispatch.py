@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..method.cp import CPFactors
 from ._torch_specific import cast_for_autocast, is_exporting
+from .export import export_conv2d
 from .factored import factored
 from .geometry import ConvGeometry
 from .hybrid import hybrid
@@ -150,6 +151,9 @@ def run_strategy(
     # strategy reshape it freely.
     wc = wc.contiguous()
     factors = CPFactors(*cast)
+    if strategy in ("auto", "factored") and (is_exporting() if exporting is None else exporting):
+        # Tracing/export: the factored strategy's export form (constant conv weights, lean graph).
+        return export_conv2d(xc, wc, bias, factors, geometry)
     if strategy == "auto":
         strategy = select_strategy(xc, wc, factors, geometry, exporting)
     return STRATEGIES[strategy](xc, wc, bias, factors, geometry)
