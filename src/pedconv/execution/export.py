@@ -15,15 +15,16 @@ computes exactly what :mod:`pedconv.execution.factored` computes, with three aim
 The forms, for one rank term (ranks add up):
 
 * ``psi`` off or a 1x1 kernel: ``gamma * psi * conv(phi * x, W_base)``.
-* kxk ``psi``, stride 1, ungrouped (**taps**): one 1x1 convolution with ``W_base``
-  reordered to ``(Cout * kh*kw, Cin, 1, 1)`` gives every tap's output (the FLOPs of the kxk
-  convolution); one ``Mul`` by ``gamma (x) psi`` weights them per sample; one grouped
-  convolution (``groups=Cout``) with a constant one-hot kernel does the shifted sum over
-  the taps (and adds the bias).
-* kxk ``psi``, strided or grouped (**columns**): im2col as a depthwise convolution with a
-  constant one-hot kernel (``(Cin * kh*kw, 1, kh, kw)``, ``groups=Cin``: every tap's window
-  of every input channel), one ``Mul`` by ``phi (x) psi``, then a 1x1 convolution with
-  ``W_base`` reshaped to ``(Cout, Cin/groups * kh*kw, 1, 1)`` and ``groups`` as the layer's.
+* kxk ``psi`` (**columns**, any stride, dilation and groups): im2col as a depthwise
+  convolution with a constant one-hot kernel (``(Cin * kh*kw, 1, kh, kw)``, ``groups=Cin``:
+  every tap's window of every input channel), one ``Mul`` by ``phi (x) psi``, then a 1x1
+  convolution with ``W_base`` reshaped to ``(Cout, Cin/groups * kh*kw, 1, 1)`` and the
+  layer's ``groups`` (the FLOPs of the kxk convolution), then ``gamma``.
+* kxk ``psi``, stride 1, ungrouped, on request (**taps**, ``taps=True``): one 1x1
+  convolution with ``W_base`` reordered to ``(Cout * kh*kw, Cin, 1, 1)`` gives every tap's
+  output; one ``Mul`` by ``gamma (x) psi``; one grouped convolution (``groups=Cout``) with a
+  constant one-hot kernel does the shifted sum over the taps (and adds the bias). Exact too,
+  but slower in ONNX Runtime (see :func:`export_conv2d`).
 
 The one-hot convolutions multiply by exactly 1 and add exact zeros, so the results equal
 the eager strategies' up to the order of float32 additions.
@@ -160,27 +161,32 @@ def _columns(x: Tensor, weight: Tensor, factors: CPFactors, geometry: ConvGeomet
 
 
 def export_conv2d(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry,
+    *, taps: bool = False,
 ) -> Tensor:
     """The ``"factored"`` strategy in its export form (see the module docstring).
 
     Same arguments and result as :func:`pedconv.execution.factored.factored`; every
-    convolution weight is ``W_base`` (reshaped) or a constant one-hot kernel.
+    convolution weight is ``W_base`` (reshaped) or a constant one-hot kernel. ``taps``
+    runs stride-1 ungrouped kxk layers in the taps form instead of the columns form; both
+    are exact, but ONNX Runtime's CPU grouped convolution makes the taps form's shifted sum
+    slow (ResNet-18, 2 threads: about 1.5x the columns form at batch 1, 1.7x at batch 8), so
+    the dispatcher uses the columns form.
 
     Example:
         >>> from pedconv.execution.factored import factored
         >>> x, w = torch.randn(2, 4, 7, 7), torch.randn(6, 4, 3, 3)
         >>> f = CPFactors(torch.rand(2, 1, 6), torch.rand(2, 1, 4), torch.rand(2, 1, 9))
-        >>> for g in (ConvGeometry.make(padding=1), ConvGeometry.make(stride=2, padding=1, groups=2)):
-        ...     wg = w[:, : 4 // g.groups]
-        ...     fg = CPFactors(f.gamma, f.phi[:, :, : 4 // g.groups], f.psi)
-        ...     print(torch.allclose(export_conv2d(x, wg, None, fg, g), factored(x, wg, None, fg, g), atol=1e-5))
+        >>> g = ConvGeometry.make(padding=1)
+        >>> ref = factored(x, w, None, f, g)
+        >>> torch.allclose(export_conv2d(x, w, None, f, g), ref, atol=1e-5)
         True
+        >>> torch.allclose(export_conv2d(x, w, None, f, g, taps=True), ref, atol=1e-5)
         True
     """
     _, _, kh, kw = weight.shape
     if factors.psi is not None and kh * kw > 1:
-        if geometry.groups == 1 and geometry.unit_stride:
+        if taps and geometry.groups == 1 and geometry.unit_stride:
             return _taps(x, weight, bias, factors, geometry)
         return add_bias(_columns(x, weight, factors, geometry), bias)
     return add_bias(_pointwise(x, weight, factors, geometry), bias)
