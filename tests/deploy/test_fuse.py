@@ -40,7 +40,7 @@ def _check_exact(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 def _bn_after_conv(model: nn.Module) -> list[str]:
     """BNs that directly follow a conv (fx graph of the fused model)."""
-    from pedconv.deploy.fuse import _ConvLeafTracer, _conv_like
+    from pedconv.deploy.fuse import _conv_like, _ConvLeafTracer
 
     graph = _ConvLeafTracer().trace(model)
     return [
@@ -144,7 +144,7 @@ def test_bad_input_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"fuse_bn needs a model in eval mode \(call model.eval\(\) first\)") as err:
         pedconv.fuse_bn(torchvision.models.resnet18())
     assert "\n" not in str(err.value)
-    with pytest.raises(TypeError, match="fuse_bn expects an nn.Module, got dict"):
+    with pytest.raises(TypeError, match=r"fuse_bn expects an nn\.Module, got dict"):
         pedconv.fuse_bn({})  # type: ignore[arg-type]
 
 
