@@ -63,10 +63,15 @@ def data_dependent_conv_weights(model: ModelLike) -> list[str]:
     ]
 
 
-def optimize_onnx(model: ModelLike) -> onnx.ModelProto:
+def optimize_onnx(model: ModelLike, size_limit: int = 1 << 24) -> onnx.ModelProto:
     """The ``onnxscript`` optimiser (constant folding, dead-code and redundant-op removal)
-    on ``model``; an optional pass after ``torch.onnx.export`` (the dynamo exporter runs it
-    already). Needs ``onnxscript``."""
+    on ``model``: an optional pass after ``torch.onnx.export``. Needs ``onnxscript``.
+
+    ``size_limit`` is the largest tensor (in elements) that constant folding may read or
+    write. The optimiser's default (8192 in, 262144 out) leaves the reshapes of large conv
+    weights in the graph, which is what the dynamo exporter's own pass does; the default
+    here folds them, so every ``Conv`` weight becomes an initializer.
+    """
     import onnxscript.optimizer
 
-    return onnxscript.optimizer.optimize(_load(model))
+    return onnxscript.optimizer.optimize(_load(model), input_size_limit=size_limit, output_size_limit=size_limit)

@@ -2,6 +2,7 @@
 
 * :mod:`.dispatch`   the entry point :func:`pedconv_conv2d`, :data:`STRATEGIES`, ``auto``
 * :mod:`.factored`, :mod:`.materialize`, :mod:`.hybrid`, :mod:`.simple`   one strategy each
+* :mod:`.export`     the factored strategy's export form (tracing/ONNX): constant conv weights, lean graph
 * :mod:`.spatial`    the spatial-dynamic (per-pixel) depthwise convolution
 * :mod:`.geometry`   conv geometry shared by every layer and strategy
 * :mod:`._torch_specific`   export detection and autocast handling

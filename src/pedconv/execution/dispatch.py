@@ -9,6 +9,7 @@ cost, and :func:`select_strategy` picks the cheapest for the shapes at hand.
 strategy            module                                    ``auto`` picks it for
 ==================  ========================================  =============================
 ``"factored"``      :mod:`pedconv.execution.factored`         deep layers; tracing/export
+                    (its export form: :mod:`pedconv.execution.export`)
 ``"materialize"``   :mod:`pedconv.execution.materialize`      early layers, depthwise, B=1
 ``"hybrid"``        :mod:`pedconv.execution.hybrid`           (manual override)
 ``"naive"``         :mod:`pedconv.execution.simple`           (benchmark baseline)
