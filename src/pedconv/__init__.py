@@ -6,6 +6,7 @@ The package reads as the architecture:
 * :mod:`pedconv.execution`   how the per-sample convolution runs fast (exact strategies)
 * :mod:`pedconv.baselines`   CondConv, DY-Conv, ODConv
 * :mod:`pedconv.convert`     swapping the convolutions of any CNN
+* :mod:`pedconv.deploy`      :func:`fuse_bn` (BatchNorm folding) and ONNX graph checks
 * :mod:`pedconv.models`      registry, builders, published numbers, the authors' weights
 * :mod:`pedconv.training`    ``pedconv train / eval / compare``: data, loop, checkpoints, DDP
 * :mod:`pedconv.tasks`       downstream tasks built on :mod:`pedconv.training`
@@ -35,6 +36,7 @@ _EXPORTS = {
     "CONV_KINDS": "convert", "conv_kind": "convert", "convert": "convert", "select_convs": "convert",
     "STRATEGIES": "execution", "pedconv_conv1d": "execution", "pedconv_conv2d": "execution",
     "pedconv_conv3d": "execution",
+    "fuse_bn": "deploy",
     "ACTIVATIONS": "method", "COMPONENTS": "method", "INFOMAX_WEIGHT": "method", "ComponentGenerator": "method",
     "CPFactors": "method", "PEDConv1d": "method", "PEDConv2d": "method", "PEDConv3d": "method",
     "SpatialPEDConv2d": "method", "compose_weight": "method",
@@ -46,10 +48,11 @@ _EXPORTS = {
 # oracles in :mod:`pedconv.testing` only.
 _ALIASES = {"load_reference_checkpoint": "load_authors_checkpoint"}
 # Subpackages that ``import pedconv`` used to import, reachable as attributes as before.
-_SUBMODULES = ("baselines", "execution", "method", "models", "tools", "training")
+_SUBMODULES = ("baselines", "deploy", "execution", "method", "models", "tools", "training")
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers
     from .convert import CONV_KINDS, conv_kind, convert, select_convs
+    from .deploy import fuse_bn
     from .execution import STRATEGIES, pedconv_conv1d, pedconv_conv2d, pedconv_conv3d
     from .method import (
         ACTIVATIONS,
@@ -88,6 +91,7 @@ __all__ = [
     "conv_kind",
     "convert",
     "create_model",
+    "fuse_bn",
     "infomax_loss",
     "list_models",
     "load_authors_checkpoint",

@@ -2,6 +2,7 @@
 
 * :mod:`.dispatch`   the entry points :func:`pedconv_conv2d` (and ``1d``/``3d``), :data:`STRATEGIES`, ``auto``
 * :mod:`.factored`, :mod:`.materialize`, :mod:`.hybrid`, :mod:`.simple`   one strategy each
+* :mod:`.export`     the factored strategy's export form (tracing/ONNX): constant conv weights, lean graph
 * :mod:`.spatial`    the spatial-dynamic (per-pixel) depthwise convolution
 * :mod:`.geometry`   conv geometry (1-, 2- and 3-D) shared by every layer and strategy
 * :mod:`._torch_specific`   export detection and autocast handling

@@ -9,6 +9,7 @@ cost, and :func:`select_strategy` picks the cheapest for the shapes at hand.
 strategy            module                                    ``auto`` picks it for
 ==================  ========================================  =============================
 ``"factored"``      :mod:`pedconv.execution.factored`         deep layers; tracing/export
+                    (its export form: :mod:`pedconv.execution.export`)
 ``"materialize"``   :mod:`pedconv.execution.materialize`      early layers, depthwise, B=1
 ``"hybrid"``        :mod:`pedconv.execution.hybrid`           small deep layers (kxk psi)
 ``"naive"``         :mod:`pedconv.execution.simple`           (benchmark baseline)
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from ..method.cp import CPFactors
 from ._torch_specific import cast_for_autocast, is_exporting
+from .export import export_conv2d
 from .factored import factored
 from .geometry import ConvGeometry, spatial_numel
 from .hybrid import hybrid
@@ -215,6 +217,11 @@ def run_strategy(
         # (psi's k taps are then 1 x k): every 2-D strategy serves 1-D layers unchanged.
         y = run_strategy(xc.unsqueeze(-2), wc.unsqueeze(-2), bias, factors, geometry.as_2d(), strategy, exporting)
         return y.squeeze(-2)
+    exporting = is_exporting() if exporting is None else exporting
+    if geometry.ndim == 2 and strategy in ("auto", "factored") and exporting:
+        # Tracing/export: the factored strategy's export form (constant conv weights, lean graph);
+        # 3-D layers export through factored's own traceable form.
+        return export_conv2d(xc, wc, bias, factors, geometry)
     if strategy == "auto":
         strategy = select_strategy(xc, wc, factors, geometry, exporting)
     return STRATEGIES[strategy](xc, wc, bias, factors, geometry)

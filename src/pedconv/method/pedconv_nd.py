@@ -142,14 +142,17 @@ class PEDConvNd(PEDConvBase):
         return layer._load_conv(conv, preserve_function)
 
     # ------------------------------------------------------------------ the method
-    def _generate(self, x: Tensor, sample: bool) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    def _generate(self, x: Tensor, sample: bool, exporting: bool = False) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Components ``(B, R, size)`` after activation, the sampled ``g``, and the GAP input."""
         # Eq. (7): global average pooling, as a sum then a scale: the sum's backward is a
         # broadcast view, where the mean's would write an input-sized tensor per layer.
+        # Traced graphs keep the mean (one node, no shape arithmetic).
         dims = tuple(range(2, x.dim()))
-        pooled = x.sum(dim=dims) * (1.0 / math.prod(x.shape[2:]))
+        pooled = x.mean(dim=dims) if exporting else x.sum(dim=dims) * (1.0 / math.prod(x.shape[2:]))
         g, parts = self._sample(pooled, sample)
-        comps = {c: p.reshape(g.shape[0], self.rank, self.factor_sizes[c]) for c, p in parts.items()}
+        # Exporting: -1 for the batch, so that the graph does not read the input's shape.
+        batch = -1 if exporting else g.shape[0]
+        comps = {c: p.reshape(batch, self.rank, self.factor_sizes[c]) for c, p in parts.items()}
         return comps, g, pooled
 
     def forward(self, x: Tensor) -> Tensor:
@@ -157,7 +160,7 @@ class PEDConvNd(PEDConvBase):
         empty = self._empty_batch_output(x, exporting)
         if empty is not None:
             return empty
-        comps, g, pooled = self._generate(x, sample=self.training)
+        comps, g, pooled = self._generate(x, sample=self.training, exporting=exporting)
         self._record_infomax(g, pooled)
         factors = CPFactors(comps.get("gamma"), comps.get("phi"), comps.get("psi"))
         y = run_strategy(self.pad_input(x), self.weight, self.bias, factors, self._geometry, self.strategy, exporting)
