@@ -53,20 +53,22 @@ def _per_sample_conv(x: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
 
 
 def _cp_grads(
-    grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequence[bool]
+    grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequence[bool], cp: Optional[Tensor] = None
 ) -> tuple[Optional[Tensor], ...]:
     """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, taps)``.
 
     Each component gradient is a contraction of ``dL/dW_b * W`` with the other two
     components; they are written as batched matrix products (one pass over the
-    batch-sized tensor each) rather than generic einsums.
+    batch-sized tensor each) rather than generic einsums. ``cp``: the CP tensor of ``factors``
+    when the caller has it already.
     """
     batch, cout, cin_g, kk = grad_w.shape
     rank = factors.rank
     g, p, s = factors.dense(cout, cin_g, kk)
     grad_weight = grad_gamma = grad_phi = grad_psi = None
     if needs[0]:
-        grad_weight = (grad_w * cp_tensor(factors, weight.shape)).sum(0).view_as(weight)
+        cp = cp_tensor(factors, weight.shape) if cp is None else cp
+        grad_weight = (grad_w * cp.view_as(grad_w)).sum(0).view_as(weight)
     if any(needs[1:]):
         gw = (grad_w * weight.view(1, cout, cin_g, kk)).view(batch, cout * cin_g, kk)
         # v[b, r, t, s] = sum_k gw[b, t, s, k] s[b, r, k]
@@ -134,12 +136,16 @@ class _MaterializedConv(torch.autograd.Function):
         x, weight, gamma, phi, psi = ctx.saved_tensors
         # Under autocast the forward ran in lower precision: do the backward in grad's dtype.
         dt = grad.dtype
-        x, weight = x.to(dt), weight.to(dt)
-        factors = CPFactors(*(t.to(dt) if t is not None else None for t in (gamma, phi, psi)))
-        w = compose_weight(weight, *factors)
+        if x.dtype != dt:
+            x, weight = x.to(dt), weight.to(dt)
+            gamma, phi, psi = (t.to(dt) if t is not None else None for t in (gamma, phi, psi))
+        factors = CPFactors(gamma, phi, psi)
+        cp = cp_tensor(factors, weight.shape)  # once, for the weight and for W_base's gradient
+        batch = cp.shape[0]
+        w = weight.unsqueeze(0) * cp.view(batch, *weight.shape)
         grad_x, grad_w = _weight_grad(x, w, grad.contiguous(), ctx.geometry, ctx.needs_input_grad[0])
-        batch, cout, cin_g = w.shape[:3]
-        grads = _cp_grads(grad_w.reshape(batch, cout, cin_g, -1), weight, factors, ctx.needs_input_grad[1:5])
+        cout, cin_g = w.shape[1:3]
+        grads = _cp_grads(grad_w.reshape(batch, cout, cin_g, -1), weight, factors, ctx.needs_input_grad[1:5], cp)
         return (grad_x, *grads, None)
 
 
