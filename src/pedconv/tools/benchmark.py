@@ -49,7 +49,7 @@ from ..utils.options import positive_int
 from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
 
 __all__ = ["ConvShape", "bench_layers", "bench_models", "bench_nd", "bench_small", "build_parser", "conv_shapes",
-           "main", "run", "run_benchmark"]
+           "main", "run", "run_benchmark", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _spread(fns: dict[str, Callable[[], object]], reps: int, repeats: int) -> di
     ``"static"`` per repeat (the spread that one figure hides)."""
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        times = _time_interleaved(fns, reps)
+        times = time_interleaved(fns, reps)
         for k, v in times.items():
             out[k].append(v / times["static"])
     return out
@@ -159,6 +159,19 @@ def _spread(fns: dict[str, Callable[[], object]], reps: int, repeats: int) -> di
 def _summary(ratios: list[float]) -> dict[str, float]:
     """Median, min and max of repeated ratios."""
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def _record(row: dict, mode: str, fns: dict[str, Callable[[], object]], reps: int, repeats: int) -> float:
+    """Time ``fns`` ``repeats`` times into ``row[mode]`` (median ratio to static) and
+    ``row[mode + "_range"]`` (min, max); returns static's median seconds of the last repeat."""
+    ratios: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        times = time_interleaved(fns, reps)
+        for k, v in times.items():
+            ratios[k].append(v / times["static"])
+    row[mode] = {k: statistics.median(v) for k, v in ratios.items()}
+    row[f"{mode}_range"] = {k: [min(v), max(v)] for k, v in ratios.items()}
+    return times["static"]
 
 
 def _compiled(models: dict[str, nn.Module], enabled: bool) -> tuple[dict[str, nn.Module], float]:
@@ -181,7 +194,9 @@ def _first_calls(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
     return out
 
 
-def _time_interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
+def time_interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each function over ``reps`` rounds, each round calling every function
+    once in turn (so that load drifts hit all contestants alike), after ``warmup`` calls each."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -253,7 +268,7 @@ def bench_layers(
                     for m in mods.values():
                         m.eval()
                     fns = {k: _inference(m, x) for k, m in mods.items()}
-                times = _time_interleaved(fns, reps)
+                times = time_interleaved(fns, reps)
                 row[mode] = {k: v / times["static"] for k, v in times.items()}
                 row[f"{mode}_static_ms"] = 1e3 * times["static"]
             rows.append(row)
@@ -270,10 +285,13 @@ def bench_models(
     eval_batch: int = 32,
     include_naive: bool = True,
     compile: bool = False,
+    repeats: int = 1,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Model-level ratios: training step (fwd + bwd + SGD), eval at ``eval_batch`` and at 1
-    (``compile``: both models under ``torch.compile``; the authors' formulation is left out)."""
+    (``compile``: both models under ``torch.compile``; the authors' formulation is left out).
+    Each time ratio is the median over ``repeats`` interleaved measurements, with the range in
+    ``<mode>_range``."""
     rows = []
     for arch, train_batch in specs:
         torch.manual_seed(0)
@@ -290,9 +308,7 @@ def bench_models(
         fns = {k: _sgd_step(m, opts[k], x, target) for k, m in runners.items()}
         if compile:
             row["train_first_call_s"] = _first_calls(fns)
-        times = _time_interleaved(fns, reps)
-        row["train"] = {k: v / times["static"] for k, v in times.items()}
-        row["train_static_s"] = times["static"]
+        row["train_static_s"] = _record(row, "train", fns, reps, repeats)
         mem = {k: _saved_bytes(_call(m.train(), x)) for k, m in models.items()}
         row["mem"] = {k: v / mem["static"] for k, v in mem.items()}
         row["mem_static_mb"] = mem["static"] / 2**20
@@ -301,9 +317,7 @@ def bench_models(
             fns = {k: _inference(m, xe, set_eval=True) for k, m in runners.items()}
             if compile:
                 row[f"{mode}_first_call_s"] = _first_calls(fns)
-            times = _time_interleaved(fns, reps)
-            row[mode] = {k: v / times["static"] for k, v in times.items()}
-            row[f"{mode}_static_s"] = times["static"]
+            row[f"{mode}_static_s"] = _record(row, mode, fns, reps, repeats)
         row["compile_s"] = compile_s
         rows.append(row)
         log(f"{arch}: train {row['train']['pedconv']:.2f}x  eval {row['eval']['pedconv']:.2f}x  "
@@ -386,7 +400,7 @@ def bench_nd(reps: int = 5, cases: Optional[dict[str, dict]] = None, log: Callab
                 fns: dict[str, Callable[[], object]] = {k: _train_step(m.train(), xg) for k, m in mods.items()}
             else:
                 fns = {k: _inference(m.eval(), x) for k, m in mods.items()}
-            times = _time_interleaved(fns, reps)
+            times = time_interleaved(fns, reps)
             row[mode] = {k: v / times["static"] for k, v in times.items()}
             row[f"{mode}_static_ms"] = 1e3 * times["static"]
         rows.append(row)
@@ -396,6 +410,11 @@ def bench_nd(reps: int = 5, cases: Optional[dict[str, dict]] = None, log: Callab
 
 
 # ----------------------------------------------------------------------------- ``pedconv bench``
+def _with_range(row: dict, mode: str, name: str) -> str:
+    lo, hi = row.get(f"{mode}_range", {}).get(name, (None, None))
+    return f"{row[mode][name]:.2f}" + ("" if lo is None or lo == hi else f" ({lo:.2f}-{hi:.2f})")
+
+
 def _markdown_small(small_rows: list[dict], nd_rows: list[dict]) -> str:
     parts = []
     if small_rows:
@@ -431,8 +450,9 @@ def _markdown(layer_rows: list[dict], model_rows: list[dict]) -> str:
                   "static train step (s)"]
         parts.append("\n### Models (time ratio to the static torchvision model)\n\n" + markdown_table(header, [
             [f"{r['arch']} (train B={r['train_batch']}, eval B={r['eval_batch']}"
-             f"{', compiled' if r.get('compile') else ''})", n, f"{r['train'][n]:.2f}",
-             f"{r['eval'][n]:.2f}", f"{r['eval_b1'][n]:.2f}", f"{r['mem'][n]:.2f}", f"{r['train_static_s']:.2f}"]
+             f"{', compiled' if r.get('compile') else ''})", n,
+             *(_with_range(r, m, n) for m in ("train", "eval", "eval_b1")), f"{r['mem'][n]:.2f}",
+             f"{r['train_static_s']:.2f}"]
             for r in model_rows for n in names]))
     return "".join(parts) or "\n"
 
@@ -476,7 +496,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--skip-small", action="store_true", help="leave out the CIFAR-style ResNet-20 section")
     p.add_argument("--skip-nd", action="store_true", help="leave out the 1-D and 3-D layer section")
     p.add_argument("--repeats", type=positive_int, default=3,
-                   help="independent repeats of the small-network section (median and range)")
+                   help="independent repeats of the model and small-network sections (median and range)")
     p.add_argument("--compile", action="store_true",
                    help="run the model and small-network sections with both models under torch.compile")
     p.add_argument("--no-naive", action="store_true", help="leave out the authors' (slow) formulation")
@@ -496,7 +516,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         small_kw = dict(widths=(8,), batch=16, reps=1, repeats=1)
     else:
         layer_kw = dict(batch=args.batch, reps=args.reps)
-        model_kw = dict(reps=max(2, args.reps // 2))
+        model_kw = dict(reps=max(2, args.reps // 2), repeats=args.repeats)
         small_kw = dict(reps=args.reps, repeats=args.repeats)
     started = time.time()
     layers = [] if args.skip_layers or args.compile else bench_layers(
