@@ -221,6 +221,12 @@ def _rank_term(x: Tensor, weight: Tensor, factors: CPFactors, r: int, geometry: 
 
 def factored(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors, geometry: ConvGeometry) -> Tensor:
     """The ``"factored"`` strategy (see the module docstring)."""
+    if math.prod(weight.shape[2:]) == 1 and geometry.no_padding and not geometry.unit_stride:
+        # A strided 1x1 convolution reads every stride-th position only: subsample first, so
+        # that the phi scaling and the convolution touch 1/stride^n of the input.
+        every = (slice(None), slice(None), *(slice(None, None, s) for s in geometry.stride))
+        x = x[every]
+        geometry = ConvGeometry((1,) * geometry.ndim, geometry.padding, geometry.dilation, geometry.groups)
     out: Optional[Tensor] = None
     for r in range(factors.rank):
         yr = _rank_term(x, weight, factors, r, geometry)
