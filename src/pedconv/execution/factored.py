@@ -28,7 +28,16 @@ from torch import Tensor
 
 from ..method.cp import CPFactors
 from ._torch_specific import is_exporting
-from .geometry import CONV_FUNCTIONS, ConvGeometry, add_bias, conv_output_size, per_channel, spatial_dims, tap_windows
+from .geometry import (
+    CONV_FUNCTIONS,
+    ConvGeometry,
+    add_bias,
+    conv_output_size,
+    per_channel,
+    spatial_dims,
+    stride_index,
+    tap_windows,
+)
 
 __all__ = ["factored", "im2col", "scaled_columns_conv", "taps_conv"]
 
@@ -224,8 +233,7 @@ def factored(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFacto
     if math.prod(weight.shape[2:]) == 1 and geometry.no_padding and not geometry.unit_stride:
         # A strided 1x1 convolution reads every stride-th position only: subsample first, so
         # that the phi scaling and the convolution touch 1/stride^n of the input.
-        every = (slice(None), slice(None), *(slice(None, None, s) for s in geometry.stride))
-        x = x[every]
+        x = x[stride_index(geometry)]
         geometry = ConvGeometry((1,) * geometry.ndim, geometry.padding, geometry.dilation, geometry.groups)
     out: Optional[Tensor] = None
     for r in range(factors.rank):

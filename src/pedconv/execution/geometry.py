@@ -33,6 +33,7 @@ __all__ = [
     "per_channel",
     "spatial_dims",
     "spatial_numel",
+    "stride_index",
     "tap_windows",
 ]
 
@@ -248,3 +249,13 @@ def spatial_dims(t: Tensor) -> tuple[int, ...]:
     (2, 3)
     """
     return tuple(range(2, t.dim()))
+
+
+def stride_index(geometry: ConvGeometry) -> tuple[slice, ...]:
+    """The index of the positions a strided 1x1 convolution reads: every ``stride``-th along
+    each spatial dim of an ``(N, C, *spatial)`` tensor.
+
+    >>> stride_index(ConvGeometry.make(stride=2))[2:]
+    (slice(None, None, 2), slice(None, None, 2))
+    """
+    return (slice(None), slice(None), *(slice(None, None, s) for s in geometry.stride))

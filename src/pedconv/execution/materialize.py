@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..method.cp import CPFactors, compose_weight, cp_tensor
 from .factored import scaled_columns_conv
-from .geometry import ConvGeometry, add_bias, batch_as_groups_conv, per_channel, spatial_numel
+from .geometry import ConvGeometry, add_bias, batch_as_groups_conv, per_channel, spatial_numel, stride_index
 
 __all__ = ["MAX_WEIGHT_ELEMENTS", "materialize"]
 
@@ -32,13 +32,8 @@ def _is_gemm(weight_shape: Sequence[int], geometry: ConvGeometry) -> bool:
     return math.prod(weight_shape[-geometry.ndim :]) == 1 and geometry.groups == 1 and geometry.no_padding
 
 
-def _stride_index(geometry: ConvGeometry) -> tuple[slice, ...]:
-    """The positions a strided 1x1 convolution reads: every ``stride``-th along each spatial dim."""
-    return (slice(None), slice(None), *tuple(slice(None, None, s) for s in geometry.stride))
-
-
 def _strided(x: Tensor, geometry: ConvGeometry) -> Tensor:
-    return x if geometry.unit_stride else x[_stride_index(geometry)]
+    return x if geometry.unit_stride else x[stride_index(geometry)]
 
 
 def _per_sample_conv(x: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
@@ -100,7 +95,7 @@ def _weight_grad(
                 grad_x = gxs
             else:
                 grad_x = x.new_zeros(x.shape)
-                grad_x[_stride_index(geometry)] = gxs
+                grad_x[stride_index(geometry)] = gxs
         return grad_x, grad_w
     cin = x.shape[1]
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
