@@ -27,13 +27,17 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     assert compare.main(["--preset", "quick", "--output", str(out), *TINY]) == 0
     shown = capsys.readouterr().out
     table = (out / "compare.md").read_text()
-    assert "| cifar_resnet20 |" in table and "| pedconv_cifar_resnet20 |" in table
+    assert "| cifar_resnet20 (static baseline) |" in table and "| pedconv_cifar_resnet20 |" in table
     data = json.loads((out / "compare.json").read_text())
     rows = {r["model"]: r for r in data["rows"]}
     assert rows["pedconv_cifar_resnet20"]["params"] > rows["cifar_resnet20"]["params"]
     # One seed: the mean alone (its spread is unknown, not 0.00).
     assert "±" not in table.split("\n", 2)[2] and rows["cifar_resnet20"]["top1_std"] is None
-    assert f"| {rows['cifar_resnet20']['top1_mean']:.2f} | 1 |" in table
+    assert f"| {rows['cifar_resnet20']['top1_mean']:.2f} | — | 1 |" in table
+    # The dynamic model's top-1 minus the static baseline's, paired by seed.
+    ped, static = rows["pedconv_cifar_resnet20"], rows["cifar_resnet20"]
+    assert ped["delta_vs_reference"] == [pytest.approx(ped["top1_mean"] - static["top1_mean"])]
+    assert (ped["role"], static["role"]) == ("", "static baseline") and ped["train_time_s"] > 0
     # Progress while it runs (not a terminal: a line per epoch, with the runs done and the time left).
     assert "compare: run 1/2 cifar_resnet20 seed 0: epoch 1/1, val top-1 " in shown
     assert "compare: run 2/2 pedconv_cifar_resnet20 seed 0: epoch 1/1" in shown and "; 1/2 runs done, " in shown
@@ -54,6 +58,40 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     changed = [a if a != "256" else "512" for a in TINY]
     assert compare.main(["--preset", "quick", "--output", str(out), *changed]) == 1
     assert "different recipe" in capsys.readouterr().err
+
+
+def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys):
+    """--init-from: the static arm loads the pretrained weights, the PEDConv arm is converted from
+    them with its function kept; a comparison without that seed's run is refused."""
+    base, ft = tmp_path / "base", tmp_path / "ft"
+    assert compare.main(["--preset", "quick", "--output", str(base), *TINY[:2], *TINY[3:]]) == 0
+    assert compare.main(["--preset", "quick", "--output", str(ft), "--init-from", str(base), *TINY]) == 0
+    capsys.readouterr()
+    import torch
+
+    from pedconv.training.checkpoint import model_from_checkpoint
+
+    pre, _, _ = model_from_checkpoint(base / "runs" / "cifar_resnet20" / "seed0" / "last.pt")
+    args = yaml_args(ft / "runs" / "pedconv_cifar_resnet20" / "seed0")
+    assert args["init_from"] == str(base / "runs" / "cifar_resnet20" / "seed0")
+    record = json.loads((ft / "runs" / "pedconv_cifar_resnet20" / "seed0" / "result.json").read_text())
+    assert record["identity"]["init_from"] == str(base)
+    # The converted model built from the pretrained weights computes what they compute.
+    from pedconv.training.model import ModelArgs, start_from_run
+
+    margs = ModelArgs(**record["model_args"])
+    x = torch.randn(2, 1, 28, 28)
+    started = start_from_run(margs.build(), margs, str(base / "runs" / "cifar_resnet20" / "seed0")).eval()
+    torch.testing.assert_close(started(x), pre.eval()(x))
+    assert compare.main(["--preset", "quick", "--output", str(tmp_path / "ft2"), "--init-from", str(base),
+                         *TINY[:4], "1", *TINY[5:]]) == 2
+    assert "no finished seed 1 run" in capsys.readouterr().err
+
+
+def yaml_args(run):
+    import yaml
+
+    return yaml.safe_load((run / "args.yaml").read_text())
 
 
 def test_model_specs():

@@ -68,7 +68,9 @@ def test_paper_recipes_in_configs() -> None:
     assert (m["lr"], m["epochs"], m["weight_decay"], m["sched"]) == (0.1, 250, 4e-5, "cosine")
     a = load("resnet18_authors.yaml")
     assert (a["epochs"], a["mixup"], a["smoothing"], a["momentum"], a["weight_decay"], a["warmup_epochs"], a["lr"],
-            a["lr_base_batch"]) == (250, 0.2, 0.1, 0.875, 3.0517578125e-05, 8, 0.256, 256)
+            a["lr_base_batch"]) == (250, 0.2, 0.1, 0.875, 3.0517578125e-05, 8, 0.512, 512)
+    # The authors' README: -b 64 per GPU on 8 GPUs = 512, lr 0.512; their wd rule and init.
+    assert (a["batch_size"], a["wd_skip"], a["model_kwargs"]) == (64, ["bn"], {"init": "authors"})
 
 
 @pytest.mark.parametrize("options, message", [

@@ -39,17 +39,25 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}{hint} (see pedconv.list_models())") from None
 
 
-def create_model(name: str, *, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, num_classes: int = 1000, init: str = "default", **kwargs: Any) -> nn.Module:
     """Build a registered model.
 
     Args:
         name: a name from :func:`list_models`.
         num_classes: classifier outputs.
+        init: ``"default"`` (each layer's own initialisation) or ``"authors"``: the PEDConv
+            authors' network-level one (:func:`pedconv.models.authors.authors_init`).
         **kwargs: passed to the builder (for PEDConv models, any :class:`~pedconv.PEDConv2d`
             option such as ``rank`` or ``components``, and conversion policies).
 
     Example:
         >>> import pedconv
         >>> model = pedconv.create_model("pedconv_resnet18", num_classes=10)
+        >>> float(pedconv.create_model("resnet18", num_classes=10, init="authors").bn1.weight[0])
+        0.5
     """
-    return model_entrypoint(name)(num_classes=num_classes, **kwargs)
+    from .authors import apply_init, check_init  # authors.py builds models with create_model
+
+    builder = model_entrypoint(name)
+    check_init(init)
+    return apply_init(builder(num_classes=num_classes, **kwargs), init)

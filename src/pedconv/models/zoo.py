@@ -6,6 +6,11 @@ the conversion policy of the paper / the authors' code. Keyword arguments of a
 ``pedconv_*`` builder go to :func:`pedconv.convert`, so every layer option and policy
 (``rank``, ``components``, ``kinds``, ``depth``, ...) is available, and the caller's
 values win over the builder's defaults.
+
+Every converting builder also takes ``static_weights``: a state dict of its static
+architecture (e.g. a trained ``cifar_resnet20``), loaded before the conversion, which then
+preserves the network's function, so fine-tuning starts from the pretrained static network
+(``pedconv train --init-from RUN``).
 """
 
 from __future__ import annotations
@@ -30,13 +35,31 @@ _RESNET_POLICY = {"keep_shortcut": True}
 _EFFICIENTNET_POLICY = {"exclude": ["*.se.*"]}
 
 
+def _start_from_static(model: nn.Module, kwargs: dict) -> dict:
+    """Load ``kwargs["static_weights"]`` (a state dict of the static architecture, e.g. a trained
+    run's) into ``model`` before it is converted; the conversion then keeps its function. Returns
+    the remaining keyword arguments."""
+    weights = kwargs.pop("static_weights", None)
+    if weights is None:
+        return kwargs
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ValueError(f"static_weights do not fit the static {type(model).__name__}: {first}") from None
+    return {**kwargs, "preserve_function": True}
+
+
 def _ped(model: nn.Module, policy: dict, kwargs: dict, layer: Any = PEDConv2d) -> nn.Module:
+    kwargs = _start_from_static(model, dict(kwargs))
     return convert(model, inplace=True, layer=layer, **{**policy, **kwargs})
 
 
 def _baseline(model: nn.Module, layer: Any, policy: dict, kwargs: dict) -> nn.Module:
-    # Trained from scratch: fresh experts/kernels, not copies of the static weights.
-    return convert(model, inplace=True, layer=layer, preserve_function=False, **{**policy, **kwargs})
+    # From scratch: fresh experts/kernels, not copies of the static weights; from static_weights:
+    # the layer's function-preserving conversion (CondConv refuses it, with its reason).
+    kwargs = _start_from_static(model, {"preserve_function": False, **kwargs})
+    return convert(model, inplace=True, layer=layer, **{**policy, **kwargs})
 
 
 def _variant(name: str, base: Callable[..., nn.Module], doc: str, **defaults: Any) -> None:

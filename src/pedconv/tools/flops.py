@@ -35,8 +35,8 @@ from ..utils.atomic import atomic_write_text
 from ..utils.options import positive_int
 from ..utils.reporting import csv_table, markdown_table
 
-__all__ = ["CountsMacs", "ModelProfile", "build_parser", "compare_to_paper", "count_parameters", "format_count", "main",
-           "paper_table", "parameter_summary", "profile_model", "run"]
+__all__ = ["CountsMacs", "ModelProfile", "build_parser", "compare_to_paper", "count_parameters", "dynamic_layers",
+           "format_count", "main", "paper_table", "parameter_summary", "profile_model", "run"]
 
 
 @dataclass
@@ -68,6 +68,18 @@ class CountsMacs(Protocol):
     def macs(self, output_shape: Sequence[int], measured: Callable[[nn.Module], int]) -> int: ...
 
     def static_macs(self, output_shape: Sequence[int]) -> int: ...
+
+
+def dynamic_layers(model: nn.Module) -> list[nn.Module]:
+    """The dynamic layers of ``model``: those that count their own multiply-adds
+    (:class:`CountsMacs`: PEDConv, the spatial variant and every baseline layer).
+
+    >>> import pedconv
+    >>> len(dynamic_layers(pedconv.create_model("pedconv_cifar_resnet20", width=8))), len(dynamic_layers(
+    ...     pedconv.create_model("cifar_resnet20", width=8)))
+    (18, 0)
+    """
+    return [m for m in model.modules() if isinstance(m, CountsMacs)]
 
 
 def profile_model(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> ModelProfile:

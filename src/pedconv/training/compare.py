@@ -82,6 +82,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The converged comparison: 3 seeds, 12 epochs on 10k images (about 30 min per seed here).
     "study": {"models": _SMALL, "seeds": [0, 1, 2], "width": 8,
               "train": {**_RECIPE, "epochs": 12, "train_subset": 10000, "warmup_epochs": 1.0}},
+    # Fine-tuning from pretrained static networks (README, "Fine-tuning"): first the static
+    # width-16 ResNet-20s, trained until top-1 is flat (20 epochs on the main job's 12k images)...
+    "finetune-base": {"models": ["cifar_resnet20"], "seeds": [0, 1, 2], "width": 16,
+                      "train": {**_RECIPE, "epochs": 20, "train_subset": 12000, "warmup_epochs": 1.0}},
+    # ...then, from each seed's network, N = 5 more epochs at a tenth of the lr with the same data
+    # order: kept static (the reference) or converted with its function kept. CondConv is not in
+    # it: its from_conv cannot keep a conv's function (sigmoid routing).
+    "finetune": {"models": ["cifar_resnet20", "pedconv_cifar_resnet20", "odconv_cifar_resnet20",
+                            "dyconv_cifar_resnet20"], "seeds": [0, 1, 2], "width": 16,
+                 "init_from": "runs/compare-finetune-base",
+                 "train": {**_RECIPE, "lr": 0.02, "epochs": 5, "train_subset": 12000, "warmup_epochs": 0.0}},
     # The paper's ablations (Table 5a/5b, Sec. 4.5 info-max) with the study's recipe; their
     # reference rows (static, default PEDConv) are the study's runs with the same seeds.
     "ablations": {"models": _ABLATIONS, "seeds": [0, 1, 2], "width": 8,
@@ -185,24 +196,44 @@ def _saved_input_size(folder: Path, record: dict[str, Any], data: str) -> list[i
 
 
 def _run_config(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
-                folder: Path, quiet: bool) -> dict[str, Any]:
+                folder: Path, quiet: bool, init_from: Optional[Path] = None) -> dict[str, Any]:
     """The `pedconv train` options of one (model, seed) run."""
     kwargs = dict(spec.kwargs)
     if width is not None:
         kwargs.setdefault("width", width)
+    start = {"init_from": str(init_source(init_from, seed))} if init_from is not None else {}
     # Precedence: train defaults < the recipe < options after `--` < this run's identity.
     return {**recipe, **_train_options(spec, extra), "model": spec.name, "model_kwargs": kwargs, "seed": seed,
-            "output": str(folder), "resume": "auto", "quiet": quiet}
+            "output": str(folder), "resume": "auto", "quiet": quiet, **start}
+
+
+def init_source(comparison: Path, seed: int) -> Path:
+    """Seed ``seed``'s run folder in ``comparison`` (a `pedconv compare` folder holding one model,
+    or one model's folder of ``seed<k>`` runs): where a fine-tuning run of that seed starts.
+
+    Raises:
+        UsageError: ``comparison`` holds no finished run of that seed, or several models.
+    """
+    direct = comparison / f"seed{seed}"
+    found = [direct] if direct.is_dir() else sorted(comparison.glob(f"runs/*/seed{seed}"))
+    if len(found) > 1:
+        raise UsageError(f"--init-from {comparison}: several models have a seed {seed} run "
+                         f"({', '.join(p.parent.name for p in found)}); name one model's folder")
+    if not found or not (found[0] / "result.json").is_file():
+        raise UsageError(f"--init-from {comparison}: no finished seed {seed} run there (run that comparison first)")
+    return found[0]
 
 
 def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
-             folder: Path, quiet: bool) -> dict[str, Any]:
+             folder: Path, quiet: bool, init_from: Optional[Path] = None) -> dict[str, Any]:
     """Train one (model, seed) unless already finished; returns its result record."""
     from .train import train
 
     done = folder / "result.json"
     remove_leftover_temps(folder, [done.name])  # of a write that was interrupted (train cleans up its own)
     identity = {"model": spec.label, "seed": seed, "width": width, "recipe": recipe, "extra": extra}
+    if init_from is not None:
+        identity["init_from"] = str(init_from)
     # `pedconv train` ends by writing its own result.json (no "identity"): then the run is
     # trained but not yet recorded here, and resuming it just returns its history.
     record = json.loads(done.read_text()) if done.is_file() else {}
@@ -212,7 +243,7 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
                                "use another --output or delete that folder")
         record.setdefault("input_size", _saved_input_size(folder, record, recipe["data"]))
         return record
-    result = train(_run_config(spec, seed, width, recipe, extra, folder, quiet))
+    result = train(_run_config(spec, seed, width, recipe, extra, folder, quiet, init_from))
     record = {
         **(result.get("result") or {}),
         "identity": identity,
@@ -239,28 +270,56 @@ def _profile(record: dict[str, Any]) -> tuple[int, int]:
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model: params, MACs (at the runs' input size), top-1 mean/std over seeds, images per second."""
+    """One row per model: params, MACs (at the runs' input size), top-1 mean/std over seeds, images
+    per second, training time, and top-1 minus the first model's (the reference) paired by seed."""
     rows = []
-    for label in dict.fromkeys(r["model"] for r in records):
+    labels = list(dict.fromkeys(r["model"] for r in records))
+    reference = {r["seed"]: r["final"]["val_top1"] for r in records if r["model"] == labels[0]}
+    for label in labels:
         runs = [r for r in records if r["model"] == label]
         top1 = [r["final"]["val_top1"] for r in runs]
         train_ips = [statistics.fmean(h["train_images_per_s"] for h in r["history"]) for r in runs]
         eval_ips = [statistics.fmean(h["eval_images_per_s"] for h in r["history"]) for r in runs]
+        train_s = [sum(h["train_images"] / h["train_images_per_s"] for h in r["history"]) for r in runs]
+        deltas = [r["final"]["val_top1"] - reference[r["seed"]] for r in runs if r["seed"] in reference]
         params, macs = _profile(runs[0])
         m, s = _mean_std(top1)
-        rows.append({"model": label, "params": params, "macs": macs, "top1_mean": m, "top1_std": s,
-                     "top1_runs": top1, "seeds": [r["seed"] for r in runs],
-                     "train_images_per_s": statistics.fmean(train_ips),
-                     "eval_images_per_s": statistics.fmean(eval_ips)})
+        rows.append({"model": label, "role": _role(runs[0], label == labels[0]), "params": params, "macs": macs,
+                     "top1_mean": m, "top1_std": s, "top1_runs": top1, "seeds": [r["seed"] for r in runs],
+                     "delta_vs_reference": deltas, "train_images_per_s": statistics.fmean(train_ips),
+                     "eval_images_per_s": statistics.fmean(eval_ips), "train_time_s": statistics.fmean(train_s),
+                     "train_time_s_std": _mean_std(train_s)[1]})
     return rows
 
 
+def _role(record: dict[str, Any], first: bool) -> str:
+    """``"static baseline"`` for a model without dynamic layers, ``"reference"`` for another first
+    model (the deltas are against it), else ``""``."""
+    if not first:
+        return ""
+    from ..models import create_model
+    from ..tools.flops import dynamic_layers
+
+    margs = record["model_args"]
+    model = create_model(margs["name"], num_classes=margs["num_classes"], **margs["kwargs"])
+    return "reference" if dynamic_layers(model) else "static baseline"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The comparison table in markdown."""
-    header = ["model", "params", "FLOPs (MACs)", "top-1 (%) mean ± std", "seeds", "train img/s", "eval img/s"]
+    """The comparison table in markdown: the first row is the reference of the paired deltas."""
+    header = ["model", "params", "FLOPs (MACs)", "top-1 (%) mean ± std", "Δ top-1 vs first row, per seed", "seeds",
+              "train time (s)", "train img/s", "eval img/s"]
     return markdown_table(header, [
-        [r["model"], format_count(r["params"]), f"{r['macs'] / 1e6:.2f}M", _top1(r), len(r["seeds"]),
-         f"{r['train_images_per_s']:.0f}", f"{r['eval_images_per_s']:.0f}"] for r in rows])
+        [f"{r['model']} ({r['role']})" if r.get("role") else r["model"], format_count(r["params"]),
+         f"{r['macs'] / 1e6:.2f}M", _top1(r), _deltas(r, i == 0), len(r["seeds"]), f"{r['train_time_s']:.0f}",
+         f"{r['train_images_per_s']:.0f}", f"{r['eval_images_per_s']:.0f}"] for i, r in enumerate(rows)])
+
+
+def _deltas(row: dict[str, Any], reference: bool) -> str:
+    deltas = row.get("delta_vs_reference") or []
+    if reference or not deltas:
+        return "—"
+    return f"{statistics.fmean(deltas):+.2f} (" + ", ".join(f"{d:+.2f}" for d in deltas) + ")"
 
 
 def _top1(row: dict[str, Any]) -> str:
@@ -270,21 +329,28 @@ def _top1(row: dict[str, Any]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
-    """Top-1 (mean ± std) and training throughput per model, side by side; None without matplotlib."""
+    """Top-1 (mean, seed std as error bars) against parameters and against training time, one
+    point per model, the static baseline as a dashed line; None without matplotlib."""
     plt = pyplot()
     if plt is None:  # plotting is optional
         return None
-    labels = [r["model"].replace("_cifar_resnet20", "").replace(":", "\n") for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(rows) + 4), 4))
-    stds = [r.get("top1_std") or 0.0 for r in rows]
-    a1.bar(labels, [r["top1_mean"] for r in rows], yerr=stds, capsize=4, color="tab:blue")
-    lo = min(r["top1_mean"] - std for r, std in zip(rows, stds))
-    a1.set_ylim(max(0.0, lo - 2.0), 100.0)
-    a1.set_ylabel("val top-1 (%)")
-    a2.bar(labels, [r["train_images_per_s"] for r in rows], color="tab:orange")
-    a2.set_ylabel("train images / s")
-    for ax in (a1, a2):
-        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    markers = "osD^v<>pPX*h"
+    for ax, key, xlabel in ((axes[0], "params", "parameters"), (axes[1], "train_time_s", "training time (s)")):
+        for i, r in enumerate(rows):
+            short = r["model"].replace("_cifar_resnet20", "").replace("cifar_resnet20", "static")
+            ax.errorbar(r[key], r["top1_mean"], yerr=r.get("top1_std") or 0.0, fmt=markers[i % len(markers)],
+                        capsize=4, label=short + (f" ({r['role']})" if r.get("role") else ""))
+            ax.annotate(short, (r[key], r["top1_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        if rows and rows[0].get("role") == "static baseline":
+            ax.axhline(rows[0]["top1_mean"], color="gray", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel + " (log scale)")
+        ax.set_ylabel("val top-1 (%)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_title("accuracy vs parameters")
+    axes[1].set_title("accuracy vs training time (this machine)")
+    axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     save_figure(fig, path)
     return path
@@ -311,6 +377,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--val-subset", type=positive_int, default=None, help="default: preset's")
     p.add_argument("--batch-size", type=positive_int, default=None, help="default: preset's")
     p.add_argument("--lr", type=positive, default=None, help="lr per 256 images (default: preset's)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="COMPARISON",
+                   help="start every run of seed k from seed k's trained run in this comparison folder (which "
+                        "holds one model): fine-tuning (default: the preset's; finetune: runs/compare-finetune-base)")
     p.add_argument("--data", choices=DATASETS, default="fashion_mnist", help="dataset (fashion_mnist: offline)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output", type=Path, default=None,
@@ -332,6 +401,7 @@ class _Plan:
     recipe: dict[str, Any]
     extra: list[str]
     out: Path
+    init_from: Optional[Path] = None
 
     @property
     def runs(self) -> list[tuple[ModelSpec, int, Path]]:
@@ -348,7 +418,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     return _Plan(args.preset, specs, args.seeds if args.seeds is not None else preset["seeds"],
                  args.width if args.width is not None else preset["width"], _recipe(args, preset),
                  [a for a in (args.train_options or []) if a != "--"],
-                 args.output or Path("runs") / f"compare-{args.preset}")
+                 args.output or Path("runs") / f"compare-{args.preset}",
+                 args.init_from or (Path(preset["init_from"]) if "init_from" in preset else None))
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -422,7 +493,7 @@ def _run_all(plan: _Plan, progress: CompareProgress, quiet: bool) -> list[dict[s
         t0 = time.time()
         cached = (folder / "result.json").is_file()
         with contextlib.nullcontext() if cached else progress.watch(index):
-            record = _run_one(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet)
+            record = _run_one(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet, plan.init_from)
         records.append(record)
         progress.run_done(f"  {spec.label:<48} seed {seed}: top-1 {record['final']['val_top1']:.2f}%  "
                           + ("(finished earlier)" if cached else f"({time.time() - t0:.0f} s)"))

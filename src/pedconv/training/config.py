@@ -189,6 +189,10 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: O
     g = p.add_argument_group("model")
     g.add_argument("--model", default=task.default_model, help="a name from pedconv.list_models()")
     add_model_kwargs_argument(g, "builder options, values parsed as YAML (e.g. width=8 rank=2 components=[gamma])")
+    g.add_argument("--init-from", default=None, metavar="RUN|CHECKPOINT",
+                   help="start from a trained run's weights (its folder or a .pt): the same architecture loads "
+                        "them; a converting model (pedconv_*, odconv_*, ...) is built from that static network "
+                        "with its function kept (fine-tuning a pretrained static network)")
 
     task.add_arguments(p)
 
@@ -208,6 +212,9 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: O
     g.add_argument("--weight-decay", type=non_negative, default=5e-4)
     g.add_argument("--wd-norm-bias", action=argparse.BooleanOptionalAction, default=False,
                    help="also decay biases and normalisation parameters (default: they get no weight decay)")
+    g.add_argument("--wd-skip", nargs="+", default=None, metavar="SUBSTRING",
+                   help="instead of the bias/norm rule: no weight decay exactly for the parameters whose names "
+                        "contain one of these (the authors' code: --wd-skip bn)")
     g.add_argument("--sched", choices=SCHEDULES, default="cosine", help="timm lr schedule, updated every step")
     g.add_argument("--warmup-epochs", type=non_negative, default=0.0,
                    help="linear warm-up length (may be fractional)")

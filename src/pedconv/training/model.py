@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
@@ -17,7 +18,7 @@ import torch.nn as nn
 from ..baselines.dyconv import DyConv2d, dyconv_temperature
 from ..models import create_model, model_entrypoint
 
-__all__ = ["ModelArgs", "build_model", "dynamic_temperature_modules", "set_dyconv_temperature"]
+__all__ = ["ModelArgs", "build_model", "dynamic_temperature_modules", "set_dyconv_temperature", "start_from_run"]
 
 
 @dataclass
@@ -91,6 +92,39 @@ def build_model(name: str, num_classes: int, in_chans: int, model_kwargs: dict[s
             raise ValueError(f"model {name!r} expects {input_chans} input channels but the dataset has {in_chans}")
         return model, ModelArgs(name, num_classes, kw, in_chans, input_chans)
     raise ValueError(f"model {name!r} rejected its options {kwargs}: {error}") from error
+
+
+def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module:
+    """``model`` (built from ``margs``) started from the weights of the trained run ``source``
+    (a run folder, whose ``best.pt`` or else ``last.pt`` is read, or a checkpoint file).
+
+    The same architecture loads the weights as they are. Otherwise ``source`` must hold the
+    static network that ``margs.name``'s builder converts: the model is rebuilt from those
+    weights (``static_weights``), every converted layer keeping its conv's function.
+
+    Raises:
+        FileNotFoundError, CheckpointError: no readable checkpoint at ``source``;
+        ValueError: the weights fit neither the model nor its static architecture.
+    """
+    from .checkpoint import load_training_checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        path = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), path / "last.pt")
+    weights = load_training_checkpoint(path)["model"]
+    own = model.state_dict()
+    if own.keys() == weights.keys() and all(own[k].shape == v.shape for k, v in weights.items()):
+        model.load_state_dict(weights)
+        return model
+    try:
+        return create_model(margs.name, num_classes=margs.num_classes, static_weights=weights, **margs.kwargs)
+    except TypeError as e:
+        if "static_weights" not in str(e):
+            raise
+        raise ValueError(f"--init-from {source}: its weights do not fit {margs.name}, and {margs.name} is not a "
+                         "converting builder that can start from a static network") from None
+    except ValueError as e:
+        raise ValueError(f"--init-from {source}: {e}") from None
 
 
 def dynamic_temperature_modules(model: nn.Module) -> Iterator[DyConv2d]:

@@ -75,6 +75,11 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace, lr: float) -> to
     >>> opt = build_optimizer(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)), ns, 0.1)
     >>> [g["weight_decay"] for g in opt.param_groups]
     [0.0, 0.0001]
+    >>> ns.wd_skip = ["bn"]  # the authors' rule: only names containing "bn" are exempt
+    >>> m = nn.Sequential()
+    >>> m.add_module("conv", nn.Conv2d(1, 2, 3)); m.add_module("bn1", nn.BatchNorm2d(2))
+    >>> [(g["weight_decay"], len(g["params"])) for g in build_optimizer(m, ns, 0.1).param_groups]
+    [(0.0, 2), (0.0001, 2)]
     """
     kwargs: dict[str, Any] = {}
     name = args.opt.lower()
@@ -82,8 +87,22 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace, lr: float) -> to
         # timm's names: "momentum" is plain momentum, "nesterov" Nesterov; "sgd" follows --nesterov.
         kwargs["nesterov"] = {"momentum": False, "nesterov": True}.get(name, bool(args.nesterov))
         name = "sgd"
+    skip = getattr(args, "wd_skip", None)
+    if skip:
+        return create_optimizer_v2(_decay_groups_by_name(model, skip, args.weight_decay), opt=name, lr=lr,
+                                   weight_decay=args.weight_decay, momentum=args.momentum, **kwargs)
     return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
                                filter_bias_and_bn=not args.wd_norm_bias, **kwargs)
+
+
+def _decay_groups_by_name(model: nn.Module, skip: list[str], weight_decay: float) -> list[dict[str, Any]]:
+    """Two parameter groups: names containing a ``skip`` substring get no weight decay, all others
+    do. The authors' rule (their code exempts names containing ``bn``), which timm's
+    bias-and-norm filter cannot express: it keys on tensor rank, not on names."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    exempt = [p for n, p in named if any(s in n for s in skip)]
+    decayed = [p for n, p in named if not any(s in n for s in skip)]
+    return [{"params": exempt, "weight_decay": 0.0}, {"params": decayed, "weight_decay": weight_decay}]
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int) -> Scheduler:

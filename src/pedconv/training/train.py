@@ -109,7 +109,7 @@ from .distributed import (
 )
 from .interruption import StopRequests
 from .loop import EpochSums, Trainer
-from .model import ModelArgs
+from .model import ModelArgs, start_from_run
 from .recipe import (
     amp_dtype,
     build_optimizer,
@@ -380,7 +380,9 @@ def _build_model(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task: T
     seed_everything(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     try:
         model, margs = task.build_model(args, spec)
-    except ValueError as e:
+        if getattr(args, "init_from", None):
+            model = start_from_run(model, margs, args.init_from)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         raise TrainError(str(e)) from None
     model.to(env.device)
     if args.channels_last:
