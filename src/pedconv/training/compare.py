@@ -72,6 +72,9 @@ _ABLATIONS = [
     "pedconv_cifar_resnet20:variational=false",
     "pedconv_cifar_resnet20:infomax=false",
 ]
+_FULL = ["cifar_resnet20", "pedconv_cifar_resnet20", "pedconv_cifar_resnet20:variational=false",
+         "pedconv_cifar_resnet20:sigma=learned", "pedconv_cifar_resnet20:init=authors", "condconv_cifar_resnet20",
+         "dyconv_cifar_resnet20", "odconv_cifar_resnet20"]
 PRESETS: dict[str, dict[str, Any]] = {
     # The main job: ~10-15 min on 2 cores (measured budget in the README).
     "default": {"models": _SMALL, "seeds": [0, 1], "width": 8,
@@ -82,6 +85,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The converged comparison: 3 seeds, 12 epochs on 10k images (about 30 min per seed here).
     "study": {"models": _SMALL, "seeds": [0, 1, 2], "width": 8,
               "train": {**_RECIPE, "epochs": 12, "train_subset": 10000, "warmup_epochs": 1.0}},
+    # The converged full-data study (README, "Full-data study"; 6-8 CPU hours here, run in parts):
+    # all 60k training images, width 8, every system and PEDConv's generator variants.
+    "full": {"models": _FULL, "seeds": [0, 1, 2], "width": 8,
+             "train": {**_RECIPE, "epochs": 10, "train_subset": None, "warmup_epochs": 1.0}},
+    # Its sigma / info-max sweep (one seed; sigma 0 and 0.1 and lambda 1e-3 are in "full"; lambda
+    # 1e-2: `--preset full-sweep --models pedconv_cifar_resnet20 -- --infomax-weight 0.01`).
+    "full-sweep": {"models": ["pedconv_cifar_resnet20:sigma=0.05", "pedconv_cifar_resnet20:sigma=0.2",
+                              "pedconv_cifar_resnet20:infomax=false"], "seeds": [0], "width": 8,
+                   "train": {**_RECIPE, "epochs": 10, "train_subset": None, "warmup_epochs": 1.0}},
     # Fine-tuning from pretrained static networks (README, "Fine-tuning"): first the static
     # width-16 ResNet-20s, trained until top-1 is flat (20 epochs on the main job's 12k images)...
     "finetune-base": {"models": ["cifar_resnet20"], "seeds": [0, 1, 2], "width": 16,
@@ -366,7 +378,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="default: the main job (~10-15 min, 2 cores); quick: smoke (<2 min); study, ablations: "
-                        "~1 h each")
+                        "~1 h each; full, full-sweep: the converged full-data study (hours, in parts); "
+                        "finetune-base then finetune: fine-tuning pretrained static networks")
     p.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
     p.add_argument("--models", nargs="+", default=None, metavar="SPEC", help="NAME[:key=value...] (default: preset's)")
     p.add_argument("--seeds", nargs="+", type=non_negative_int, default=None, help="default: preset's")
