@@ -47,7 +47,8 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     assert rows["pedconv_cifar_resnet20"]["macs"] > rows["cifar_resnet20"]["macs"]
     assert all(0.0 <= r["top1_mean"] <= 100.0 and r["train_images_per_s"] > 0 for r in data["rows"])
     assert data["meta"]["recipe"]["epochs"] == 1 and data["meta"]["extra_train_options"] == ["--threads", "1"]
-    assert (out / "compare.png").is_file()
+    assert (out / "compare.png").is_file() and (out / "curves.png").is_file()
+    assert data["meta"]["runs_time_s"] > 0
     for model in ("cifar_resnet20", "pedconv_cifar_resnet20"):
         run = out / "runs" / model / "seed0"
         assert (run / "result.json").is_file() and (run / "metrics.jsonl").is_file() and (run / "last.pt").is_file()

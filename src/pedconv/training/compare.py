@@ -89,9 +89,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # all 60k training images, width 8, every system and PEDConv's generator variants.
     "full": {"models": _FULL, "seeds": [0, 1, 2], "width": 8,
              "train": {**_RECIPE, "epochs": 10, "train_subset": None, "warmup_epochs": 1.0}},
-    # Its sigma / info-max sweep (one seed; sigma 0 and 0.1 and lambda 1e-3 are in "full"; lambda
-    # 1e-2: `--preset full-sweep --models pedconv_cifar_resnet20 -- --infomax-weight 0.01`).
-    "full-sweep": {"models": ["pedconv_cifar_resnet20:sigma=0.05", "pedconv_cifar_resnet20:sigma=0.2",
+    # Its sigma / info-max sweep, seed 0 (sigma 0 = variational=false, 0.1 = the default; lambda 0 =
+    # infomax=false, 1e-3 = the default; lambda 1e-2 is `--preset full-sweep --models
+    # cifar_resnet20 pedconv_cifar_resnet20 --output <another folder> -- --infomax-weight 0.01`).
+    "full-sweep": {"models": ["cifar_resnet20", "pedconv_cifar_resnet20", "pedconv_cifar_resnet20:variational=false",
+                              "pedconv_cifar_resnet20:sigma=0.05", "pedconv_cifar_resnet20:sigma=0.2",
                               "pedconv_cifar_resnet20:infomax=false"], "seeds": [0], "width": 8,
                    "train": {**_RECIPE, "epochs": 10, "train_subset": None, "warmup_epochs": 1.0}},
     # Fine-tuning from pretrained static networks (README, "Fine-tuning"): first the static
@@ -112,7 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # What a comparison writes in its output folder.
-_REPORTS = ("compare.md", "compare.json", "compare.png")
+_REPORTS = ("compare.md", "compare.json", "compare.png", "curves.png")
 # A run's epoch records, rewritten by `pedconv train` after every epoch.
 _METRICS = "metrics.jsonl"
 # The image size of the in-memory datasets when a run has no --img-size.
@@ -368,6 +370,37 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
     return path
 
 
+def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Optional[Path]:
+    """Training loss and val top-1 against epoch, one line per model (the mean over its seeds,
+    the seeds' range shaded): whether a model fits worse or generalises worse shows here. None
+    without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for label in dict.fromkeys(r["model"] for r in records):
+        histories = [r["history"] for r in records if r["model"] == label]
+        epochs = [h["epoch"] for h in histories[0]]
+        n = min(len(h) for h in histories)
+        for ax, key in ((a1, "train_loss"), (a2, "val_top1")):
+            per_epoch = [[h[i][key] for h in histories] for i in range(n)]
+            line, = ax.plot(epochs[:n], [statistics.fmean(v) for v in per_epoch], marker="o", ms=3,
+                            label=label.replace("_cifar_resnet20", "") or label)
+            if len(histories) > 1:
+                ax.fill_between(epochs[:n], [min(v) for v in per_epoch], [max(v) for v in per_epoch],
+                                color=line.get_color(), alpha=0.15)
+    a1.set_ylabel("training loss (task, no info-max)")
+    a1.set_yscale("log")
+    a2.set_ylabel("val top-1 (%)")
+    for ax in (a1, a2):
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    a2.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """The ``pedconv compare`` options, added to ``parser`` (the CLI's sub-command) or to a new parser.
 
@@ -477,9 +510,11 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
             progress.close()
             rows = summarize(records)
             meta = {"preset": plan.preset, "recipe": plan.recipe, "width": plan.width, "seeds": plan.seeds,
-                    "extra_train_options": plan.extra, "wall_time_s": time.time() - start,
+                    "extra_train_options": plan.extra, "invocation_time_s": time.time() - start,
+                    # The runs' own time (they may have been trained by earlier invocations).
+                    "runs_time_s": sum(h.get("epoch_time_s", 0.0) for r in records for h in r["history"]),
                     "date": time.strftime("%Y-%m-%d"), "machine": machine_description()}
-            _write_reports(rows, meta, plan.out, start)
+            _write_reports(rows, records, meta, plan.out, start)
         except (KeyboardInterrupt, RunInterrupted) as e:
             signum = e.signal_number if isinstance(e, RunInterrupted) else int(signal.SIGINT)
             raise RunInterrupted(f"interrupted by {signal.Signals(signum).name} {progress.where()}; finished runs "
@@ -688,12 +723,14 @@ class CompareProgress:
             self.bar = None
 
 
-def _write_reports(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, start: float) -> None:
+def _write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], meta: dict[str, Any], out: Path,
+                   start: float) -> None:
     table = markdown(rows)
-    md, js, png_path = (out / name for name in _REPORTS)
+    md, js, png_path, curves_path = (out / name for name in _REPORTS)
     atomic_write_text(md, table)
     atomic_write_text(js, json.dumps({"meta": meta, "rows": rows}, indent=1))
     png = plot(rows, png_path)
+    plot_training_curves(records, curves_path)
     print()
     print(table)
     print(f"wrote {md}, {js}" + (f", {png}" if png else "")
