@@ -84,6 +84,15 @@ def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys
     x = torch.randn(2, 1, 28, 28)
     started = start_from_run(margs.build(), margs, str(base / "runs" / "cifar_resnet20" / "seed0")).eval()
     torch.testing.assert_close(started(x), pre.eval()(x))
+    # Weights that fit neither the model nor its static architecture: one line that says so.
+    wide = ModelArgs("pedconv_cifar_resnet20", 10, {"width": 8, "in_chans": 1}, 1, 1)
+    with pytest.raises(ValueError, match="static_weights do not fit the static CifarResNet"):
+        start_from_run(wide.build(), wide, str(base / "runs" / "cifar_resnet20" / "seed0"))
+    other = ModelArgs("resnet18", 10, {}, 1, 3)
+    with pytest.raises(ValueError, match="resnet18 is not a converting builder"):
+        start_from_run(other.build(), other, str(base / "runs" / "cifar_resnet20" / "seed0"))
+    with pytest.raises(FileNotFoundError):
+        start_from_run(other.build(), other, str(tmp_path / "nothing"))
     assert compare.main(["--preset", "quick", "--output", str(tmp_path / "ft2"), "--init-from", str(base),
                          *TINY[:4], "1", *TINY[5:]]) == 2
     assert "no finished seed 1 run" in capsys.readouterr().err
