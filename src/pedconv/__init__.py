@@ -4,7 +4,7 @@ The package reads as the architecture:
 
 * :mod:`pedconv.method`      the method, Eq. (1)-(7): :class:`PEDConv2d` (and 1-D/3-D), :class:`SpatialPEDConv2d`
 * :mod:`pedconv.execution`   how the per-sample convolution runs fast (exact strategies)
-* :mod:`pedconv.baselines`   CondConv, DY-Conv, ODConv
+* :mod:`pedconv.baselines`   CondConv, DY-Conv, ODConv, DCD, WeightNet
 * :mod:`pedconv.convert`     swapping the convolutions of any CNN
 * :mod:`pedconv.deploy`      :func:`fuse_bn` (BatchNorm folding) and ONNX graph checks
 * :mod:`pedconv.models`      registry, builders, published numbers, the authors' weights

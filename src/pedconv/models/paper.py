@@ -60,6 +60,12 @@ PAPER_NUMBERS: dict[str, Published] = {
     "odconv4x_resnet18": {"params": 44.90e6, "source": "ODConv paper (4 kernels)"},
     "odconv_resnet50": {"params": 28.64e6, "source": "ODConv paper (1 kernel)"},
     "odconv4x_resnet50": {"params": 90.67e6, "source": "ODConv paper (4 kernels)"},
+    # DCD (Li et al., ICLR 2021) as listed in the PEDConv paper's Table 1.
+    "dcd_resnet18": {"params": 14.0e6, "macs": 1.83e9, "source": "Table 1b (DCD)"},
+    "dcd_resnet50": {"params": 30.7e6, "macs": 4.2e9, "source": "Table 1b (DCD)"},
+    "dcd_mobilenet_v2": {"params": 5.5e6, "macs": 326e6, "source": "Table 1a (DCD)"},
+    # WeightNet (Ma et al., ECCV 2020) as listed in the PEDConv paper's Table 1.
+    "weightnet_resnet50": {"params": 31.1e6, "macs": 4.2e9, "source": "Table 1b (WeightNet)"},
     "ssd300_resnet50": {"params": 22.9e6, "macs": 20.2e9, "source": "Table 2", "input_size": 300, "num_classes": 81},
     "pedconv_ssd300_resnet50": {"params": 24.4e6, "macs": 20.3e9, "source": "Table 2", "input_size": 300,
                                 "num_classes": 81},

@@ -21,7 +21,7 @@ import timm
 import torch.nn as nn
 import torchvision
 
-from ..baselines import CondConv2d, DyConv2d, ODConv2d
+from ..baselines import CondConv2d, DCDConv2d, DyConv2d, ODConv2d, WeightNetConv2d
 from ..convert import convert, layer_options
 from ..method import PEDConv2d, SpatialPEDConv2d
 from ._registry import register_model
@@ -271,3 +271,49 @@ def odconv_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
 
 
 _variant("odconv4x_resnet50", odconv_resnet50, 'ODConv-ResNet-50 with 4 kernels ("ODConv 4x").', num_kernels=4)
+
+
+# ------------------------------------------------------------------ baselines: DCD
+# DCD (Li et al., ICLR 2021) on the groups=1 convs but the stem: depthwise convs cannot take
+# its channel-mixing residual and stay static.
+_DCD_POLICY: dict = {"keep_shortcut": True}
+
+
+@register_model
+def dcd_resnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """DCD-ResNet-18 (Table 1b)."""
+    return _baseline(torchvision.models.resnet18(num_classes=num_classes), DCDConv2d, _DCD_POLICY, kwargs)
+
+
+@register_model
+def dcd_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """DCD-ResNet-50 (Table 1b)."""
+    return _baseline(torchvision.models.resnet50(num_classes=num_classes), DCDConv2d, _DCD_POLICY, kwargs)
+
+
+@register_model
+def dcd_mobilenet_v2(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """DCD-MobileNetV2 (Table 1a): the pointwise convs."""
+    return _baseline(torchvision.models.mobilenet_v2(num_classes=num_classes), DCDConv2d,
+                     {"kinds": ("pointwise",)}, kwargs)
+
+
+@register_model
+def dcd_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: int = 16, **kwargs: Any) -> nn.Module:
+    """DCD CIFAR-style ResNet-20 (stem and shortcuts static)."""
+    model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
+    return _baseline(model, DCDConv2d, _RESNET_POLICY, kwargs)
+
+
+# ------------------------------------------------------------- baselines: WeightNet
+@register_model
+def weightnet_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """WeightNet-ResNet-50 (Table 1b; M = G = 2): every conv but the stem and the shortcuts."""
+    return _baseline(torchvision.models.resnet50(num_classes=num_classes), WeightNetConv2d, _RESNET_POLICY, kwargs)
+
+
+@register_model
+def weightnet_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: int = 16, **kwargs: Any) -> nn.Module:
+    """WeightNet CIFAR-style ResNet-20 (M = G = 2; stem and shortcuts static)."""
+    model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
+    return _baseline(model, WeightNetConv2d, _RESNET_POLICY, kwargs)
