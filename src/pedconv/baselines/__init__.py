@@ -7,10 +7,13 @@ counter. A new baseline is one more module here.
 * :mod:`.condconv`  CondConv (Yang et al., NeurIPS 2019)
 * :mod:`.dyconv`    DY-Conv (Chen et al., CVPR 2020)
 * :mod:`.odconv`    ODConv (Li et al., ICLR 2022)
+* :mod:`.kernelwarehouse` KernelWarehouse (Li & Yao, ICML 2024)
 """
 
 from .condconv import CondConv2d
 from .dyconv import DyConv2d, dyconv_temperature
+from .kernelwarehouse import KernelWarehouse, KWConv2d, kw_temperature
 from .odconv import ODConv2d
 
 __all__ = ["CondConv2d", "DyConv2d", "ODConv2d", "dyconv_temperature"]
+__all__ += ["KWConv2d", "KernelWarehouse", "kw_temperature"]
