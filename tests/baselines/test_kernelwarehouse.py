@@ -100,3 +100,16 @@ def test_kw_bad_arguments():
         KWConv2d(8, 8, 3, warehouse=nn.Linear(1, 1))
     with pytest.raises(ValueError, match="num_cells"):
         KernelWarehouse(0, 4, 4, 3)
+
+
+def test_registered_kw_models_build_and_train_step():
+    from pedconv.models import create_model
+
+    for name, x in (("kw_resnet18", torch.randn(2, 3, 64, 64)), ("kw_cifar_resnet20", torch.randn(2, 3, 32, 32))):
+        model = create_model(name)
+        model(x).sum().backward()
+        cells = [n for n, _ in model.named_parameters() if n.endswith("cells")]
+        assert cells and all(n.startswith("kw_warehouses.") for n in cells)
+        assert any(isinstance(m, KWConv2d) for m in model.modules())
+    with pytest.raises(ValueError, match="cell_ratio"):
+        create_model("kw_cifar_resnet20", cell_ratio=0.0)

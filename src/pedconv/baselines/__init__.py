@@ -12,8 +12,8 @@ counter. A new baseline is one more module here.
 
 from .condconv import CondConv2d
 from .dyconv import DyConv2d, dyconv_temperature
-from .kernelwarehouse import KernelWarehouse, KWConv2d, kw_temperature
+from .kernelwarehouse import KernelWarehouse, KWConv2d, convert_to_kernelwarehouse, kw_temperature
 from .odconv import ODConv2d
 
 __all__ = ["CondConv2d", "DyConv2d", "ODConv2d", "dyconv_temperature"]
-__all__ += ["KWConv2d", "KernelWarehouse", "kw_temperature"]
+__all__ += ["KWConv2d", "KernelWarehouse", "convert_to_kernelwarehouse", "kw_temperature"]

@@ -17,6 +17,7 @@ assemble the kernel per sample, then a batch-as-groups convolution.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -26,7 +27,7 @@ from torch import Tensor
 from ..execution.geometry import batch_as_groups_conv
 from .base import BaselineConv2d
 
-__all__ = ["KWConv2d", "KernelWarehouse", "kw_temperature"]
+__all__ = ["KWConv2d", "KernelWarehouse", "convert_to_kernelwarehouse", "kw_temperature"]
 
 
 def kw_temperature(epoch: float, anneal_epochs: float = 20.0) -> float:
@@ -171,3 +172,45 @@ class KWConv2d(BaselineConv2d):
         return f"{super().extra_repr()}, cells={self.num_cells}, warehouse_cells={self.warehouse.num_cells}"
 
 
+
+
+def convert_to_kernelwarehouse(
+    model: nn.Module, stages: list[str], *, exclude: tuple[str, ...] = (), cell_ratio: float = 1.0,
+    **options: Any,
+) -> nn.Module:
+    """Swap ``model``'s ``nn.Conv2d`` layers under each name prefix in ``stages`` for
+    :class:`KWConv2d` layers, one warehouse per (stage, kernel size), in place.
+
+    A warehouse's cell is ``(gcd of Cout, gcd of Cin, k, k)`` over its layers and holds
+    ``cell_ratio`` times the cells its layers have together (``1.0`` is KW's "1x").
+    The warehouses live in ``model.kw_warehouses``. ``exclude``: name substrings to keep
+    static (e.g. ``"downsample"``); ``options`` go to every :class:`KWConv2d`.
+
+    >>> import torch, torchvision
+    >>> net = convert_to_kernelwarehouse(torchvision.models.resnet18(num_classes=10), ["layer1"])
+    >>> net(torch.randn(2, 3, 32, 32)).shape, net.kw_warehouses["s0_k3"].num_cells
+    (torch.Size([2, 10]), 4)
+    """
+    if isinstance(model, nn.Sequential):
+        raise ValueError("model must not be an nn.Sequential (it would run model.kw_warehouses as a layer)")
+    if cell_ratio <= 0:
+        raise ValueError(f"cell_ratio must be > 0, got {cell_ratio}")
+    warehouses = nn.ModuleDict()
+    for s, prefix in enumerate(stages):
+        groups: dict[tuple[int, int], list[tuple[str, nn.Conv2d]]] = {}
+        for name, m in model.named_modules():
+            if (type(m) is nn.Conv2d and name.startswith(prefix) and m.groups == 1 and len(set(m.kernel_size)) == 1
+                    and not any(e in name for e in exclude)):
+                groups.setdefault(tuple(m.kernel_size), []).append((name, m))  # type: ignore[arg-type]
+        for (kh, _), convs in groups.items():
+            co = math.gcd(*(c.out_channels for _, c in convs))
+            ci = math.gcd(*(c.in_channels for _, c in convs))
+            total = sum((c.out_channels // co) * (c.in_channels // ci) for _, c in convs)
+            wh = KernelWarehouse(max(1, round(total * cell_ratio)), co, ci, kh,
+                                 device=convs[0][1].weight.device, dtype=convs[0][1].weight.dtype)
+            warehouses[f"s{s}_k{kh}"] = wh
+            for name, conv in convs:
+                parent = model.get_submodule(name.rpartition(".")[0])
+                setattr(parent, name.rpartition(".")[2], KWConv2d.from_conv(conv, warehouse=wh, **options))
+    model.kw_warehouses = warehouses
+    return model

@@ -60,6 +60,9 @@ PAPER_NUMBERS: dict[str, Published] = {
     "odconv4x_resnet18": {"params": 44.90e6, "source": "ODConv paper (4 kernels)"},
     "odconv_resnet50": {"params": 28.64e6, "source": "ODConv paper (1 kernel)"},
     "odconv4x_resnet50": {"params": 90.67e6, "source": "ODConv paper (4 kernels)"},
+    # KernelWarehouse rows
+    "kw_resnet18": {"params": 11.93e6, "source": "KernelWarehouse paper (KW 1x)"},
+    "kw_resnet50": {"params": 28.05e6, "source": "KernelWarehouse paper (KW 1x)"},
     "ssd300_resnet50": {"params": 22.9e6, "macs": 20.2e9, "source": "Table 2", "input_size": 300, "num_classes": 81},
     "pedconv_ssd300_resnet50": {"params": 24.4e6, "macs": 20.3e9, "source": "Table 2", "input_size": 300,
                                 "num_classes": 81},

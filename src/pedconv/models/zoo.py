@@ -17,6 +17,7 @@ import torch.nn as nn
 import torchvision
 
 from ..baselines import CondConv2d, DyConv2d, ODConv2d
+from ..baselines.kernelwarehouse import convert_to_kernelwarehouse
 from ..convert import convert, layer_options
 from ..method import PEDConv2d, SpatialPEDConv2d
 from ._registry import register_model
@@ -248,3 +249,28 @@ def odconv_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
 
 
 _variant("odconv4x_resnet50", odconv_resnet50, 'ODConv-ResNet-50 with 4 kernels ("ODConv 4x").', num_kernels=4)
+
+
+# ---------------------------------------------------- KernelWarehouse (Li & Yao, ICML 2024)
+# "KW 1x": one warehouse per stage and kernel size holding as many cells as its layers cut
+# into; stem and classifier static.
+_KW_STAGES = ["layer1", "layer2", "layer3", "layer4"]
+
+
+@register_model
+def kw_resnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """KernelWarehouse-ResNet-18, "KW 1x" (downsample convs included in their stage's warehouse)."""
+    return convert_to_kernelwarehouse(torchvision.models.resnet18(num_classes=num_classes), _KW_STAGES, **kwargs)
+
+
+@register_model
+def kw_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """KernelWarehouse-ResNet-50, "KW 1x" (downsample convs included in their stage's warehouse)."""
+    return convert_to_kernelwarehouse(torchvision.models.resnet50(num_classes=num_classes), _KW_STAGES, **kwargs)
+
+
+@register_model
+def kw_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: int = 16, **kwargs: Any) -> nn.Module:
+    """KernelWarehouse CIFAR-style ResNet-20, "KW 1x" (stem and shortcuts static, as the ODConv one)."""
+    model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
+    return convert_to_kernelwarehouse(model, _KW_STAGES[:3], exclude=("downsample",), **kwargs)
