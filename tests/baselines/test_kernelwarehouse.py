@@ -113,3 +113,11 @@ def test_registered_kw_models_build_and_train_step():
         assert any(isinstance(m, KWConv2d) for m in model.modules())
     with pytest.raises(ValueError, match="cell_ratio"):
         create_model("kw_cifar_resnet20", cell_ratio=0.0)
+
+
+def test_registered_sk_model_builds_with_the_paper_params():
+    from pedconv.models import create_model
+
+    model = create_model("skresnext50_32x4d")
+    assert abs(sum(p.numel() for p in model.parameters()) / 27.5e6 - 1) < 0.02
+    assert create_model("skresnet18", num_classes=10)(torch.randn(2, 3, 32, 32)).shape == (2, 10)

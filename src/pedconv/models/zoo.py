@@ -274,3 +274,17 @@ def kw_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: int = 
     """KernelWarehouse CIFAR-style ResNet-20, "KW 1x" (stem and shortcuts static, as the ODConv one)."""
     model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
     return convert_to_kernelwarehouse(model, _KW_STAGES[:3], exclude=("downsample",), **kwargs)
+
+
+# ------------------------------------------------ SK-Nets (Li et al., CVPR 2019), from timm
+@register_model
+def skresnext50_32x4d(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """timm's SK-ResNeXt-50 (32x4d): the variant whose 27.5M parameters match the
+    "SK-ResNet-50" row of the PEDConv paper's Table 1b (timm's ``skresnet50`` has 25.8M)."""
+    return timm.create_model("skresnext50_32x4d", pretrained=False, num_classes=num_classes, **kwargs)
+
+
+@register_model
+def skresnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """timm's SK-ResNet-18."""
+    return timm.create_model("skresnet18", pretrained=False, num_classes=num_classes, **kwargs)
