@@ -66,6 +66,11 @@ PAPER_NUMBERS: dict[str, Published] = {
     "dcd_mobilenet_v2": {"params": 5.5e6, "macs": 326e6, "source": "Table 1a (DCD)"},
     # WeightNet (Ma et al., ECCV 2020) as listed in the PEDConv paper's Table 1.
     "weightnet_resnet50": {"params": 31.1e6, "macs": 4.2e9, "source": "Table 1b (WeightNet)"},
+    # KernelWarehouse rows
+    "kw_resnet18": {"params": 11.93e6, "source": "KernelWarehouse paper (KW 1x)"},
+    "kw_resnet50": {"params": 28.05e6, "source": "KernelWarehouse paper (KW 1x)"},
+    # SK rows (timm's SK-ResNeXt-50 32x4d is the 27.5M "SK-ResNet-50")
+    "skresnext50_32x4d": {"params": 27.5e6, "macs": 4.5e9, "source": "Table 1b (SK)"},
     "ssd300_resnet50": {"params": 22.9e6, "macs": 20.2e9, "source": "Table 2", "input_size": 300, "num_classes": 81},
     "pedconv_ssd300_resnet50": {"params": 24.4e6, "macs": 20.3e9, "source": "Table 2", "input_size": 300,
                                 "num_classes": 81},

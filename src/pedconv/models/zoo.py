@@ -22,6 +22,7 @@ import torch.nn as nn
 import torchvision
 
 from ..baselines import CondConv2d, DCDConv2d, DyConv2d, ODConv2d, WeightNetConv2d
+from ..baselines.kernelwarehouse import convert_to_kernelwarehouse
 from ..convert import convert, layer_options
 from ..method import PEDConv2d, SpatialPEDConv2d
 from ._registry import register_model
@@ -317,3 +318,40 @@ def weightnet_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width:
     """WeightNet CIFAR-style ResNet-20 (M = G = 2; stem and shortcuts static)."""
     model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
     return _baseline(model, WeightNetConv2d, _RESNET_POLICY, kwargs)
+# ---------------------------------------------------- KernelWarehouse (Li & Yao, ICML 2024)
+# "KW 1x": one warehouse per stage and kernel size holding as many cells as its layers cut
+# into; stem and classifier static.
+_KW_STAGES = ["layer1", "layer2", "layer3", "layer4"]
+
+
+@register_model
+def kw_resnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """KernelWarehouse-ResNet-18, "KW 1x" (downsample convs included in their stage's warehouse)."""
+    return convert_to_kernelwarehouse(torchvision.models.resnet18(num_classes=num_classes), _KW_STAGES, **kwargs)
+
+
+@register_model
+def kw_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """KernelWarehouse-ResNet-50, "KW 1x" (downsample convs included in their stage's warehouse)."""
+    return convert_to_kernelwarehouse(torchvision.models.resnet50(num_classes=num_classes), _KW_STAGES, **kwargs)
+
+
+@register_model
+def kw_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: int = 16, **kwargs: Any) -> nn.Module:
+    """KernelWarehouse CIFAR-style ResNet-20, "KW 1x" (stem and shortcuts static, as the ODConv one)."""
+    model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
+    return convert_to_kernelwarehouse(model, _KW_STAGES[:3], exclude=("downsample",), **kwargs)
+
+
+# ------------------------------------------------ SK-Nets (Li et al., CVPR 2019), from timm
+@register_model
+def skresnext50_32x4d(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """timm's SK-ResNeXt-50 (32x4d): the variant whose 27.5M parameters match the
+    "SK-ResNet-50" row of the PEDConv paper's Table 1b (timm's ``skresnet50`` has 25.8M)."""
+    return timm.create_model("skresnext50_32x4d", pretrained=False, num_classes=num_classes, **kwargs)
+
+
+@register_model
+def skresnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """timm's SK-ResNet-18."""
+    return timm.create_model("skresnet18", pretrained=False, num_classes=num_classes, **kwargs)
