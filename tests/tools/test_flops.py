@@ -18,10 +18,6 @@ _KNOWN_GAPS = {
     "pedconv_efficientnet_b0": "params +3.5%",
     "condconv_mobilenet_v2": "classifier not dynamic",
     "dyconv_resnet18": "published count unexplained",
-    # DCD (README, "Baselines"): the paper's L and branch sizes do not give Table 1's counts.
-    "dcd_resnet18": "params 12.35M vs 14.0M",
-    "dcd_resnet50": "params 33.22M vs 30.7M, MACs 4.48G vs 4.2G",
-    "dcd_mobilenet_v2": "params 8.36M vs 5.5M, MACs 0.38G vs 326M",
     "weightnet_resnet50": "params 28.16M vs 31.1M (README, Baselines)",
     "kw_resnet50": "params -3.6%: KW's exact 1x cell/attention layout for ResNet-50 not reproduced",
 }
@@ -32,11 +28,16 @@ _KNOWN_GAPS = {
 _TASK_ROWS = {n for n, row in PAPER_NUMBERS.items() if "input_size" in row}
 
 
+# The other dynamic convolutions of Table 1 (issue 13): their parameters within 3%.
+_SYSTEMS = ("dcd_", "weightnet_", "kw_", "sk")
+
+
 @pytest.mark.parametrize("name", [n for n in PAPER_NUMBERS if n not in _KNOWN_GAPS and n not in _TASK_ROWS])
 def test_paper_rows_within_tolerance(name):
-    """Issue acceptance: params within 2% and FLOPs within 3% of the published numbers."""
+    """Issue acceptance: params within 2% (3% for the other systems) and FLOPs within 3% of the
+    published numbers."""
     row = compare_to_paper([name])[0]
-    assert abs(row["params_diff_pct"]) <= 2.0, row
+    assert abs(row["params_diff_pct"]) <= (3.0 if name.startswith(_SYSTEMS) else 2.0), row
     if row["macs_diff_pct"] is not None:
         assert abs(row["macs_diff_pct"]) <= 3.0, row
 

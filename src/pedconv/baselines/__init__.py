@@ -13,13 +13,13 @@ counter. A new baseline is one more module here.
 """
 
 from .condconv import CondConv2d
-from .dcd import DCDConv2d, dcd_latent_dim
+from .dcd import DCDConv2d, DCDLinear, dcd_latent_dim
 from .dyconv import DyConv2d, dyconv_temperature
 from .kernelwarehouse import KernelWarehouse, KWConv2d, convert_to_kernelwarehouse, kw_temperature
 from .odconv import ODConv2d
 from .weightnet import WeightNetConv2d
 
 __all__ = ["CondConv2d", "DyConv2d", "ODConv2d", "dyconv_temperature"]
-__all__ += ["DCDConv2d", "dcd_latent_dim"]  # DCD
+__all__ += ["DCDConv2d", "DCDLinear", "dcd_latent_dim"]  # DCD
 __all__ += ["WeightNetConv2d"]  # WeightNet
 __all__ += ["KWConv2d", "KernelWarehouse", "convert_to_kernelwarehouse", "kw_temperature"]

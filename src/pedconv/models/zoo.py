@@ -21,7 +21,7 @@ import timm
 import torch.nn as nn
 import torchvision
 
-from ..baselines import CondConv2d, DCDConv2d, DyConv2d, ODConv2d, WeightNetConv2d
+from ..baselines import CondConv2d, DCDConv2d, DCDLinear, DyConv2d, ODConv2d, WeightNetConv2d
 from ..baselines.kernelwarehouse import convert_to_kernelwarehouse
 from ..convert import convert, layer_options
 from ..method import PEDConv2d, SpatialPEDConv2d
@@ -275,35 +275,55 @@ _variant("odconv4x_resnet50", odconv_resnet50, 'ODConv-ResNet-50 with 4 kernels 
 
 
 # ------------------------------------------------------------------ baselines: DCD
-# DCD (Li et al., ICLR 2021) on the groups=1 convs but the stem: depthwise convs cannot take
-# its channel-mixing residual and stay static.
+# DCD (Li et al., ICLR 2021) as the official networks (github.com/liyunsheng13/dcd) build it,
+# whose counts are the published sizes: ResNets convert every block conv (stem and shortcuts
+# static) with their latent rule and get the dynamic classifier; MobileNetV2 converts the
+# pointwise convs of the expanding blocks (pooling 2x2 before the expanding ones).
 _DCD_POLICY: dict = {"keep_shortcut": True}
+
+
+def _dcd(model: nn.Module, policy: dict, kwargs: dict, classifier: str = "") -> nn.Module:
+    """:func:`_baseline` with DCD, then (if ``classifier`` names it) the classifier made a
+    :class:`DCDLinear`, keeping its function when the convs keep theirs."""
+    kwargs = _start_from_static(model, {"preserve_function": False, **kwargs})
+    model = convert(model, inplace=True, layer=DCDConv2d, **{**policy, **kwargs})
+    if classifier:
+        setattr(model, classifier, DCDLinear.from_linear(getattr(model, classifier),
+                                                         preserve_function=kwargs["preserve_function"]))
+    return model
 
 
 @register_model
 def dcd_resnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """DCD-ResNet-18 (Table 1b)."""
-    return _baseline(torchvision.models.resnet18(num_classes=num_classes), DCDConv2d, _DCD_POLICY, kwargs)
+    """DCD-ResNet-18 (Table 1b): L = int(sqrt(4 Cin)), global pooling, dynamic classifier. (The
+    official code pools 2x2 here, 14.7M parameters; global pooling counts the published 14.0M.)"""
+    return _dcd(torchvision.models.resnet18(num_classes=num_classes), _DCD_POLICY,
+                {"latent_dim": "sqrt4", **kwargs}, classifier="fc")
 
 
 @register_model
 def dcd_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """DCD-ResNet-50 (Table 1b)."""
-    return _baseline(torchvision.models.resnet50(num_classes=num_classes), DCDConv2d, _DCD_POLICY, kwargs)
+    """DCD-ResNet-50 (Table 1b): every bottleneck conv, L = int(sqrt(Cin)), dynamic classifier."""
+    return _dcd(torchvision.models.resnet50(num_classes=num_classes), _DCD_POLICY,
+                {"latent_dim": "sqrt", **kwargs}, classifier="fc")
 
 
 @register_model
 def dcd_mobilenet_v2(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """DCD-MobileNetV2 (Table 1a): the pointwise convs."""
-    return _baseline(torchvision.models.mobilenet_v2(num_classes=num_classes), DCDConv2d,
-                     {"kinds": ("pointwise",)}, kwargs)
+    """DCD-MobileNetV2 (Table 1a): the pointwise convs of the expanding blocks, the official
+    pointwise latent rule and 2x2 pooling before expanding convs, branch reduction 16 and a static
+    classifier: the configuration that counts the published 5.5M (the official defaults,
+    reduction 8 and the dynamic classifier, count 7.4M)."""
+    return _dcd(torchvision.models.mobilenet_v2(num_classes=num_classes),
+                {"kinds": ("pointwise",), "exclude": ["features.1.*", "features.18.*"]},
+                {"latent_dim": "pointwise", "pool": "expand", "reduction": 16, **kwargs})
 
 
 @register_model
 def dcd_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: int = 16, **kwargs: Any) -> nn.Module:
     """DCD CIFAR-style ResNet-20 (stem and shortcuts static)."""
     model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
-    return _baseline(model, DCDConv2d, _RESNET_POLICY, kwargs)
+    return _dcd(model, _RESNET_POLICY, kwargs)
 
 
 # ------------------------------------------------------------- baselines: WeightNet
