@@ -47,6 +47,7 @@ def test_dcd_matches_its_equation_per_sample_forward_and_gradients(cin, cout, k,
     torch.manual_seed(0)
     layer = DCDConv2d(cin, cout, k, stride=stride, padding=padding, bias=bias, dtype=torch.float64,
                       execution=execution, **options)
+    nn.init.normal_(layer.fc_phi.weight, std=0.5)  # Φ starts at 0; exercise it
     x = torch.randn(3, cin, 8, 8, dtype=torch.float64, requires_grad=True)
     params = [p for p in layer.parameters()]
     y, ref = layer(x), _dcd_reference(layer, x)
@@ -114,6 +115,7 @@ def test_dcd_linear_matches_its_equation_per_sample_and_starts_as_the_linear():
     torch.manual_seed(0)
     fc = nn.Linear(12, 5).double()
     layer = DCDLinear.from_linear(fc, preserve_function=False, latent_dim=4, hidden=6)
+    nn.init.normal_(layer.conv.fc_phi.weight, std=0.5)
     x = torch.randn(3, 12, dtype=torch.float64)
     conv = layer.conv
     ref = []

@@ -127,8 +127,15 @@ class DCDConv2d(BaselineConv2d):
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        nn.init.kaiming_uniform_(self.q, a=math.sqrt(5))
-        nn.init.kaiming_uniform_(self.p, a=math.sqrt(5))
+        # The official code normalises Q^T x (BatchNorm) before Φ; without it, Q and P start so
+        # that P Q^T keeps a unit input's variance (var 1/Cin per entry), as a 1x1 conv's
+        # variance-preserving init would. (Kaiming on the (Cin, L) / (Cout, L) shapes counted
+        # fan-in as L and made deep networks overflow in eval mode at initialisation.)
+        nn.init.normal_(self.q, 0.0, 1 / math.sqrt(self.in_channels))
+        nn.init.normal_(self.p, 0.0, 1 / math.sqrt(self.latent_dim))
+        # Φ(x) grows with x, so Φ(x) Q^T x is quadratic in x: unnormalised, it compounds over a
+        # deep network's layers (ResNet-50 overflowed in eval mode). Φ starts at 0 and is learnt.
+        nn.init.zeros_(self.fc_phi.weight)
         if self.bias is not None:
             bound = 1 / math.sqrt(self.weight[0].numel())
             nn.init.uniform_(self.bias, -bound, bound)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import timm
 import torch.nn as nn
 import torchvision
+from timm.layers import SelectiveKernel
 
 from ..baselines import CondConv2d, DCDConv2d, DCDLinear, DyConv2d, ODConv2d, WeightNetConv2d
 from ..baselines.kernelwarehouse import convert_to_kernelwarehouse
@@ -375,3 +376,20 @@ def skresnext50_32x4d(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
 def skresnet18(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     """timm's SK-ResNet-18."""
     return timm.create_model("skresnet18", pretrained=False, num_classes=num_classes, **kwargs)
+
+
+@register_model
+def sk_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: int = 16, **kwargs: Any) -> nn.Module:
+    """SK CIFAR-style ResNet-20: each block's first 3x3 conv (and its BatchNorm) becomes timm's
+    ``SelectiveKernel`` (a 3x3 and a dilated 3x3 path, each conv-BN-ReLU on half the input
+    channels, mixed by a per-channel softmax attention), as in timm's SK-ResNet-18 block and with
+    its attention settings (``rd_ratio=1/8``, ``rd_divisor=16``); ``kwargs`` override them."""
+    model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
+    sk_kwargs = {"rd_ratio": 1 / 8, "rd_divisor": 16, "split_input": True, **kwargs}
+    for stage in (model.layer1, model.layer2, model.layer3):
+        for block in stage:
+            conv = block.conv1
+            assert isinstance(conv, nn.Conv2d)
+            block.conv1 = SelectiveKernel(conv.in_channels, conv.out_channels, stride=conv.stride[0], **sk_kwargs)
+            block.bn1 = nn.Identity()  # the SK paths carry their own BatchNorm and ReLU
+    return model

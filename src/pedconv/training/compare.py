@@ -61,8 +61,8 @@ _SMALL = ["cifar_resnet20", "pedconv_cifar_resnet20", "condconv_cifar_resnet20",
 # The main job: the static baseline, PEDConv, and the systems of the paper's Table 1 that run at
 # this scale, ODConv with one kernel (PEDConv's parameter count) and DCD among them.
 _MAIN = [*_SMALL, "odconv_cifar_resnet20", "dcd_cifar_resnet20"]
-# Every Table 1 system with a CIFAR-style ResNet-20 (SK-Nets come from timm at ImageNet scale only).
-_SYSTEMS = [*_MAIN, "weightnet_cifar_resnet20", "kw_cifar_resnet20"]
+# Every Table 1 system with a CIFAR-style ResNet-20 (SK: timm's SelectiveKernel in each block).
+_SYSTEMS = [*_MAIN, "weightnet_cifar_resnet20", "kw_cifar_resnet20", "sk_cifar_resnet20"]
 
 # Recipes. ``train`` holds `pedconv train` options shared by every run of the preset. Widths
 # and budgets are sized from `experiments/train_throughput.py` on the 2-core CPU this project
