@@ -13,7 +13,9 @@ their published sizes count. For a ``k x k`` kernel the residual is a 1x1 term a
 centre tap (the paper's k x k extension), so ``k`` must be odd. :class:`DCDLinear` is the
 official networks' dynamic classifier. Deviations: ``Λ = 2 sigmoid(.)`` (1 at a zero logit, so
 a converted conv can start exact) instead of a hard sigmoid, and no normalisation inside the
-residual (so that the layer is a conv with a per-sample weight). Executed either in feature space
+residual (so that the layer is a conv with a per-sample weight); in its place ``Φ``'s head
+starts at zero and ``P``, ``Q`` variance-preserving, which keeps deep networks finite at
+initialisation. Executed either in feature space
 as the official code (the static conv, scaled, plus the low-rank residual on the centre-tap
 inputs) or as each sample's weight and a batch-as-groups conv, whichever costs less.
 """
