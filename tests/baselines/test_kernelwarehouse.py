@@ -11,34 +11,44 @@ from pedconv.training.model import set_dyconv_temperature
 
 
 def _alpha(layer, x):
-    """alpha_ij = (1 - tau) z_ij / sum_p |z_ip| + tau beta_ij, z from GAP -> FC -> BN -> ReLU -> FC."""
+    """alpha_ij = (1 - tau) z_ij / sum_p |z_ip| + tau beta_ij over the n cells and the zero cell,
+    z from GAP -> FC -> BN -> ReLU -> FC; the zero cell's column is then dropped."""
     fc1, bn, _, fc2 = layer.attention
     h = F.relu(bn(F.linear(x.mean((2, 3)), fc1.weight)))
-    z = F.linear(h, fc2.weight, fc2.bias).view(x.shape[0], layer.num_cells, -1)
+    z = F.linear(h, fc2.weight, fc2.bias).view(x.shape[0], layer.num_cells, layer.warehouse.num_cells + 1)
     z = z / (z.abs().sum(2, keepdim=True) + 1e-3)
-    return (1 - layer.temperature) * z + layer.temperature * layer.beta
+    return ((1 - layer.temperature) * z + layer.temperature * layer.beta)[:, :, :-1]
 
 
 def _reference(layer, x):
+    """Cell (p, q, tap) of sample s is sum_j alpha[s, cell, j] E_j, placed at output block p, input
+    block q and (for 1x1 cells) kernel tap (u, v); one F.conv2d per sample."""
     wh = layer.warehouse
-    co, ci = wh.cell_shape[:2]
-    a, b = layer.blocks
+    co, ci, ch, cw = wh.cell_shape
+    a, b, th, tw = layer.blocks
     alpha = _alpha(layer, x)
     outs = []
     for s in range(x.shape[0]):
         w = torch.zeros(layer.out_channels, layer.in_channels, *layer.kernel_size, dtype=x.dtype)
+        index = 0
         for p in range(a):
             for q in range(b):
-                cell = sum(alpha[s, p * b + q, j] * wh.cells[j] for j in range(wh.num_cells))
-                w[p * co : (p + 1) * co, q * ci : (q + 1) * ci] = cell
-        outs.append(F.conv2d(x[s : s + 1], w, layer.bias, layer.stride, layer.padding))
+                for u in range(th):
+                    for v in range(tw):
+                        cell = sum(alpha[s, index, j] * wh.cells[j] for j in range(wh.num_cells))
+                        w[p * co:(p + 1) * co, q * ci:(q + 1) * ci, u * ch:(u + 1) * ch, v * cw:(v + 1) * cw] = cell
+                        index += 1
+        outs.append(F.conv2d(x[s:s + 1], w, layer.bias, layer.stride, layer.padding))
     return torch.cat(outs)
 
 
-@pytest.mark.parametrize("k,stride,tau", [(3, 1, 0.3), (3, 2, 0.0), (1, 1, 1.0), (1, 2, 0.7)])
-def test_kw_matches_its_equation_per_sample_forward_and_gradients(k, stride, tau):
+@pytest.mark.parametrize(
+    "k,cell_k,stride,tau",
+    [(3, 3, 1, 0.3), (3, 3, 2, 0.0), (1, 1, 1, 1.0), (1, 1, 2, 0.7), (3, 1, 1, 0.4), (3, 1, 2, 0.0)],
+)
+def test_kw_matches_its_equation_per_sample_forward_and_gradients(k, cell_k, stride, tau):
     torch.manual_seed(0)
-    wh = KernelWarehouse(7, 4, 4, k).double()
+    wh = KernelWarehouse(7, 4, 4, cell_k).double()
     layers = [KWConv2d(8, 8, k, stride=stride, padding=k // 2, warehouse=wh, temperature=tau).double(),
               KWConv2d(8, 12, k, stride=1, padding=0, warehouse=wh, temperature=tau, bias=True).double()]
     x = torch.randn(3, 8, 9, 9, dtype=torch.double)
@@ -91,6 +101,8 @@ def test_kw_bad_arguments():
     with pytest.raises(ValueError, match="does not tile"):
         KWConv2d(6, 8, 3, warehouse=wh)
     with pytest.raises(ValueError, match="does not tile"):
+        KWConv2d(8, 8, 5, warehouse=wh)
+    with pytest.raises(ValueError, match="does not tile"):
         KWConv2d(8, 8, 1, warehouse=wh)
     with pytest.raises(ValueError, match="groups=1"):
         KWConv2d(8, 8, 3, groups=2, warehouse=wh)
@@ -111,6 +123,16 @@ def test_registered_kw_models_build_and_train_step():
         cells = [n for n, _ in model.named_parameters() if n.endswith("cells")]
         assert cells and all(n.startswith("kw_warehouses.") for n in cells)
         assert any(isinstance(m, KWConv2d) for m in model.modules())
+    # KW 1x with the spatial partition: one warehouse per stage, shared by the 3x3 convs and the
+    # 1x1 downsample conv, holding exactly the stage's kernel weights
+    model = create_model("kw_resnet18")
+    assert sorted(model.kw_warehouses) == ["s0", "s1", "s2", "s3"]
+    assert model.layer2[0].downsample[0].warehouse is model.layer2[0].conv1.warehouse
+    stage = [m for m in model.layer2.modules() if isinstance(m, KWConv2d)]
+    weights = sum(m.out_channels * m.in_channels * 9 for m in stage) - 128 * 64 * 8  # the 1x1 has 1 tap
+    assert model.kw_warehouses["s1"].cells.numel() == weights
+    per_size = create_model("kw_resnet18", spatial=False)
+    assert sorted(per_size.kw_warehouses) == [f"s{i}_k{k}" for i in range(4) for k in (1, 3) if (i, k) != (0, 1)]
     with pytest.raises(ValueError, match="cell_ratio"):
         create_model("kw_cifar_resnet20", cell_ratio=0.0)
 

@@ -19,7 +19,6 @@ _KNOWN_GAPS = {
     "condconv_mobilenet_v2": "classifier not dynamic",
     "dyconv_resnet18": "published count unexplained",
     "weightnet_resnet50": "params 28.16M vs 31.1M (README, Baselines)",
-    "kw_resnet50": "params -3.6%: KW's exact 1x cell/attention layout for ResNet-50 not reproduced",
 }
 
 

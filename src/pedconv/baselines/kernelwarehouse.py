@@ -1,11 +1,14 @@
 """KernelWarehouse baseline: "KernelWarehouse: Rethinking the Design of Dynamic
 Convolution", Li & Yao, ICML 2024 (https://arxiv.org/abs/2308.08361).
 
-A layer's ``Cout x Cin x k x k`` kernel is cut into ``m`` disjoint cells of one shape
-``(co, ci, k, k)``; a :class:`KernelWarehouse` of ``n`` cells of that shape is shared by
-several layers, and cell ``i`` of a layer is ``sum_j alpha_ij(x) E_j`` over the warehouse
-cells ``E_j``. The attention branch is ``GAP -> FC -> BN -> ReLU -> FC`` giving ``z`` of
-shape ``(m, n)`` and the paper's normalisation (its Eq. for alpha)::
+A layer's ``Cout x Cin x k x k`` kernel is cut into ``m`` disjoint cells of one shape,
+``(co, ci, 1, 1)`` (KW's default "spatial partition": every tap its own cell, so layers of
+every kernel size in a stage share one warehouse) or ``(co, ci, k, k)``; a
+:class:`KernelWarehouse` of ``n`` cells of that shape is shared by several layers, and cell
+``i`` of a layer is ``sum_j alpha_ij(x) E_j`` over the warehouse cells ``E_j``. The attention
+branch is ``GAP -> FC -> BN -> ReLU -> FC`` giving ``z`` of shape ``(m, n + 1)`` (the last
+column is KW's zero cell, which takes part in the normalisation and then contributes nothing)
+and the paper's normalisation (its Eq. for alpha)::
 
     alpha_ij = (1 - tau) * z_ij / sum_p |z_ip| + tau * beta_ij
 
@@ -90,7 +93,8 @@ class KWConv2d(BaselineConv2d):
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
             as in :class:`torch.nn.Conv2d` (integer padding, ``groups=1``).
-        warehouse: the shared :class:`KernelWarehouse`; its cell shape must tile the kernel.
+        warehouse: the shared :class:`KernelWarehouse`; its cells must tile the kernel (1x1
+            cells tile any kernel tap by tap).
         reduction: attention hidden size ``max(int(Cin * reduction), 16)`` (1/16 in the paper).
         temperature: initial ``tau`` (1).
 
@@ -112,7 +116,7 @@ class KWConv2d(BaselineConv2d):
         co, ci, kh, kw = warehouse.cell_shape
         if self.groups != 1:
             raise ValueError(f"KWConv2d supports groups=1 only, got groups={self.groups}")
-        if self.kernel_size != (kh, kw) or self.out_channels % co or self.in_channels % ci:
+        if (self.kernel_size != (kh, kw) and (kh, kw) != (1, 1)) or self.out_channels % co or self.in_channels % ci:
             raise ValueError(
                 f"warehouse cell shape {warehouse.cell_shape} does not tile the kernel "
                 f"({self.out_channels}, {self.in_channels}, {self.kernel_size})"
@@ -121,16 +125,18 @@ class KWConv2d(BaselineConv2d):
             raise ValueError(f"temperature must be in [0, 1], got {temperature}")
         dd = self.factory_kwargs
         self._warehouse = [warehouse]  # a list so the shared module is not registered here
-        self.blocks = (self.out_channels // co, self.in_channels // ci)
-        self.num_cells = self.blocks[0] * self.blocks[1]
+        # (output blocks, input blocks, tap rows, tap columns) that the cells tile
+        self.blocks = (self.out_channels // co, self.in_channels // ci, self.kernel_size[0] // kh,
+                       self.kernel_size[1] // kw)
+        self.num_cells = math.prod(self.blocks)
         self.temperature = float(temperature)
         hidden = max(int(self.in_channels * reduction), 16)
         n = warehouse.num_cells
         self.attention = nn.Sequential(
             nn.Linear(self.in_channels, hidden, bias=False, **dd), nn.BatchNorm1d(hidden, **dd),
-            nn.ReLU(inplace=True), nn.Linear(hidden, self.num_cells * n, **dd),
+            nn.ReLU(inplace=True), nn.Linear(hidden, self.num_cells * (n + 1), **dd),
         )
-        beta = torch.zeros(self.num_cells, n, **dd)
+        beta = torch.zeros(self.num_cells, n + 1, **dd)
         beta[torch.arange(self.num_cells), torch.tensor(warehouse.assign(self.num_cells))] = 1.0
         self.beta: Tensor
         self.register_buffer("beta", beta)
@@ -152,19 +158,20 @@ class KWConv2d(BaselineConv2d):
         return cls._with_geometry_of(conv, warehouse=warehouse, **options)
 
     def attentions(self, x: Tensor) -> Tensor:
-        """alpha, ``(B, m, n)``: the normalised attentions mixed with ``beta`` by ``tau``."""
+        """alpha, ``(B, m, n)``: the normalised attentions (over the ``n`` cells and the zero
+        cell) mixed with ``beta`` by ``tau``, the zero cell's column dropped."""
         z = self.attention(x.mean(dim=(2, 3))).view(x.shape[0], self.num_cells, -1)
         z = z / (z.abs().sum(dim=2, keepdim=True) + 1e-3)  # eps as in the authors' code
         beta: Tensor = self.beta
-        return (1.0 - self.temperature) * z + self.temperature * beta
+        return ((1.0 - self.temperature) * z + self.temperature * beta)[:, :, :-1]
 
     def forward(self, x: Tensor) -> Tensor:
         batch, wh = x.shape[0], self.warehouse
         n, (co, ci, kh, kw) = wh.num_cells, wh.cell_shape
         cells = torch.matmul(self.attentions(x), wh.cells.reshape(n, -1))  # (B, m, co*ci*kh*kw)
-        a, b = self.blocks
-        w = cells.view(batch, a, b, co, ci, kh, kw).permute(0, 1, 3, 2, 4, 5, 6)
-        w = w.reshape(batch, self.out_channels, self.in_channels, kh, kw)
+        a, b, th, tw = self.blocks
+        w = cells.view(batch, a, b, th, tw, co, ci, kh, kw).permute(0, 1, 5, 2, 6, 3, 7, 4, 8)
+        w = w.reshape(batch, self.out_channels, self.in_channels, *self.kernel_size)
         y = batch_as_groups_conv(x, w, self.geometry)
         return y if self.bias is None else y + self.bias[:, None, None]
 
@@ -176,20 +183,21 @@ class KWConv2d(BaselineConv2d):
 
 def convert_to_kernelwarehouse(
     model: nn.Module, stages: list[str], *, exclude: tuple[str, ...] = (), cell_ratio: float = 1.0,
-    **options: Any,
+    spatial: bool = True, **options: Any,
 ) -> nn.Module:
     """Swap ``model``'s ``nn.Conv2d`` layers under each name prefix in ``stages`` for
-    :class:`KWConv2d` layers, one warehouse per (stage, kernel size), in place.
+    :class:`KWConv2d` layers, in place: one warehouse per stage with 1x1 cells shared by every
+    kernel size (``spatial``, KW's default), or one per (stage, kernel size) with k x k cells.
 
-    A warehouse's cell is ``(gcd of Cout, gcd of Cin, k, k)`` over its layers and holds
+    A warehouse's cell is ``(gcd of Cout, gcd of Cin)`` over its layers and it holds
     ``cell_ratio`` times the cells its layers have together (``1.0`` is KW's "1x").
     The warehouses live in ``model.kw_warehouses``. ``exclude``: name substrings to keep
     static (e.g. ``"downsample"``); ``options`` go to every :class:`KWConv2d`.
 
     >>> import torch, torchvision
     >>> net = convert_to_kernelwarehouse(torchvision.models.resnet18(num_classes=10), ["layer1"])
-    >>> net(torch.randn(2, 3, 32, 32)).shape, net.kw_warehouses["s0_k3"].num_cells
-    (torch.Size([2, 10]), 4)
+    >>> net(torch.randn(2, 3, 32, 32)).shape, net.kw_warehouses["s0"].num_cells  # 4 convs x 9 taps
+    (torch.Size([2, 10]), 36)
     """
     if isinstance(model, nn.Sequential):
         raise ValueError("model must not be an nn.Sequential (it would run model.kw_warehouses as a layer)")
@@ -197,18 +205,20 @@ def convert_to_kernelwarehouse(
         raise ValueError(f"cell_ratio must be > 0, got {cell_ratio}")
     warehouses = nn.ModuleDict()
     for s, prefix in enumerate(stages):
-        groups: dict[tuple[int, int], list[tuple[str, nn.Conv2d]]] = {}
+        groups: dict[str, list[tuple[str, nn.Conv2d]]] = {}
         for name, m in model.named_modules():
             if (type(m) is nn.Conv2d and name.startswith(prefix) and m.groups == 1 and len(set(m.kernel_size)) == 1
                     and not any(e in name for e in exclude)):
-                groups.setdefault(tuple(m.kernel_size), []).append((name, m))  # type: ignore[arg-type]
-        for (kh, _), convs in groups.items():
+                groups.setdefault(f"s{s}" if spatial else f"s{s}_k{m.kernel_size[0]}", []).append((name, m))
+        for key, convs in groups.items():
             co = math.gcd(*(c.out_channels for _, c in convs))
             ci = math.gcd(*(c.in_channels for _, c in convs))
-            total = sum((c.out_channels // co) * (c.in_channels // ci) for _, c in convs)
-            wh = KernelWarehouse(max(1, round(total * cell_ratio)), co, ci, kh,
+            k = 1 if spatial else convs[0][1].kernel_size[0]
+            taps = [math.prod(c.kernel_size) // (k * k) for _, c in convs]
+            total = sum((c.out_channels // co) * (c.in_channels // ci) * t for (_, c), t in zip(convs, taps))
+            wh = KernelWarehouse(max(1, round(total * cell_ratio)), co, ci, k,
                                  device=convs[0][1].weight.device, dtype=convs[0][1].weight.dtype)
-            warehouses[f"s{s}_k{kh}"] = wh
+            warehouses[key] = wh
             for name, conv in convs:
                 parent = model.get_submodule(name.rpartition(".")[0])
                 setattr(parent, name.rpartition(".")[2], KWConv2d.from_conv(conv, warehouse=wh, **options))

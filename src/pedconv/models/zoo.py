@@ -339,9 +339,11 @@ def weightnet_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width:
     """WeightNet CIFAR-style ResNet-20 (M = G = 2; stem and shortcuts static)."""
     model = cifar_resnet(depth=20, width=width, in_chans=in_chans, num_classes=num_classes)
     return _baseline(model, WeightNetConv2d, _RESNET_POLICY, kwargs)
+
+
 # ---------------------------------------------------- KernelWarehouse (Li & Yao, ICML 2024)
-# "KW 1x": one warehouse per stage and kernel size holding as many cells as its layers cut
-# into; stem and classifier static.
+# "KW 1x": one warehouse per stage of 1x1-tap cells (KW's spatial partition) holding as many
+# cells as its layers cut into; stem and classifier static. ``spatial=False``: per kernel size.
 _KW_STAGES = ["layer1", "layer2", "layer3", "layer4"]
 
 
