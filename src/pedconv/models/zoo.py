@@ -286,11 +286,10 @@ _DCD_POLICY: dict = {"keep_shortcut": True}
 def _dcd(model: nn.Module, policy: dict, kwargs: dict, classifier: str = "") -> nn.Module:
     """:func:`_baseline` with DCD, then (if ``classifier`` names it) the classifier made a
     :class:`DCDLinear`, keeping its function when the convs keep theirs."""
-    kwargs = _start_from_static(model, {"preserve_function": False, **kwargs})
-    model = convert(model, inplace=True, layer=DCDConv2d, **{**policy, **kwargs})
+    preserve = "static_weights" in kwargs or bool(kwargs.get("preserve_function", False))
+    model = _baseline(model, DCDConv2d, policy, kwargs)
     if classifier:
-        setattr(model, classifier, DCDLinear.from_linear(getattr(model, classifier),
-                                                         preserve_function=kwargs["preserve_function"]))
+        setattr(model, classifier, DCDLinear.from_linear(getattr(model, classifier), preserve_function=preserve))
     return model
 
 
