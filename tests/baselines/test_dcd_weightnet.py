@@ -161,13 +161,15 @@ def _weightnet_reference(layer: WeightNetConv2d, x: torch.Tensor) -> torch.Tenso
 
 
 @pytest.mark.parametrize(
-    "cin,cout,k,stride,groups,m,g",
-    [(8, 16, 3, 1, 1, 2, 2), (16, 8, 1, 2, 1, 2, 1), (8, 8, 3, 2, 8, 2, 1), (8, 12, 3, 1, 2, 4, 2)],
+    "cin,cout,k,stride,groups,m,g,r",
+    [(8, 16, 3, 1, 1, 2, 2, 16), (16, 8, 1, 2, 1, 2, 1, 16), (8, 8, 3, 2, 8, 2, 1, 16), (8, 12, 3, 1, 2, 4, 2, 16),
+     (512, 8, 1, 1, 1, 2, 2, 8)],
 )
-def test_weightnet_matches_its_equation_per_sample_forward_and_gradients(cin, cout, k, stride, groups, m, g):
+def test_weightnet_matches_its_equation_per_sample_forward_and_gradients(cin, cout, k, stride, groups, m, g, r):
     torch.manual_seed(0)
     layer = WeightNetConv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, ratio_m=m, groups_g=g,
-                            dtype=torch.float64)
+                            reduction=r, dtype=torch.float64)
+    assert layer.reduce.out_features == max(16, cin // r)
     x = torch.randn(3, cin, 7, 7, dtype=torch.float64, requires_grad=True)
     params = list(layer.parameters())
     y, ref = layer(x), _weightnet_reference(layer, x)
@@ -189,6 +191,8 @@ def test_weightnet_from_conv_starts_as_the_conv_and_bad_options_are_refused():
         WeightNetConv2d(8, 8, 3, ratio_m=3, groups_g=2)
     with pytest.raises(ValueError, match="groups_g"):
         WeightNetConv2d(8, 8, 1, groups=8, ratio_m=2, groups_g=2)
+    with pytest.raises(ValueError, match="reduction"):
+        WeightNetConv2d(8, 8, 3, reduction=0)
 
 
 def test_weightnet_models_run():

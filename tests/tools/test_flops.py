@@ -18,7 +18,6 @@ _KNOWN_GAPS = {
     "pedconv_efficientnet_b0": "params +3.5%",
     "condconv_mobilenet_v2": "classifier not dynamic",
     "dyconv_resnet18": "published count unexplained",
-    "weightnet_resnet50": "params 28.16M vs 31.1M (README, Baselines)",
 }
 
 

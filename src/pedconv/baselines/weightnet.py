@@ -2,9 +2,9 @@
 ECCV 2020 (https://arxiv.org/abs/2007.11823).
 
 The kernel is generated per sample by ``GAP -> FC(Cin -> R) -> FC(R -> M Cout) -> sigmoid ->
-grouped FC (G Cout groups) -> Cout x Cin/groups x k x k`` with ``R = max(16, Cin // 16)``
-(the paper's reduction, kept inside each layer here instead of shared by a block). The
-grouped FC holds ``M / G`` times a static kernel's weights; the paper's ResNet-50 uses
+grouped FC (G Cout groups) -> Cout x Cin/groups x k x k`` with ``R = max(16, Cin // r)``
+(the official code's reduction, r = 16, kept inside each layer here instead of shared by a
+block). The grouped FC holds ``M / G`` times a static kernel's weights; the official code uses
 ``M = G = 2``. Executed as the original: the generated weight, then a batch-as-groups conv.
 """
 
@@ -31,6 +31,7 @@ class WeightNetConv2d(BaselineConv2d):
             as in :class:`torch.nn.Conv2d` (integer padding; the bias is static).
         ratio_m: M, the sigmoid layer has ``M * Cout`` units (2).
         groups_g: G, the last FC has ``G * Cout`` groups; must divide ``M * Cout`` (2).
+        reduction: r, the first FC has ``R = max(16, Cin // r)`` units (16, the official code's).
 
     Example:
         >>> import torch
@@ -38,16 +39,18 @@ class WeightNetConv2d(BaselineConv2d):
         torch.Size([2, 16, 6, 6])
     """
 
-    def __init__(self, *args: Any, ratio_m: int = 2, groups_g: int = 2, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ratio_m: int = 2, groups_g: int = 2, reduction: int = 16, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if ratio_m < 1 or groups_g < 1 or ratio_m % groups_g:
             raise ValueError(f"ratio_m={ratio_m} must be a multiple of groups_g={groups_g} (both >= 1)")
+        if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+            raise ValueError(f"reduction={reduction!r}: expected an integer >= 1")
         dd, cin, cout = self.factory_kwargs, self.in_channels, self.out_channels
-        self.ratio_m, self.groups_g = ratio_m, groups_g
+        self.ratio_m, self.groups_g, self.reduction = ratio_m, groups_g, reduction
         self.kernel_numel = cin // self.groups * math.prod(self.kernel_size)
         if self.kernel_numel % groups_g:
             raise ValueError(f"groups_g={groups_g} must divide Cin/groups*k*k={self.kernel_numel}")
-        self.reduce = nn.Linear(cin, max(16, cin // 16), **dd)
+        self.reduce = nn.Linear(cin, max(16, cin // reduction), **dd)
         self.fc1 = nn.Linear(self.reduce.out_features, ratio_m * cout, **dd)
         # The grouped FC: group j maps M/G sigmoid units to Cin/groups*k*k/G kernel entries.
         self.fc2 = nn.Parameter(torch.empty(groups_g * cout, self.kernel_numel // groups_g, ratio_m // groups_g, **dd))
@@ -100,4 +103,4 @@ class WeightNetConv2d(BaselineConv2d):
         return y if self.bias is None else y + self.bias[:, None, None]
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, ratio_m={self.ratio_m}, groups_g={self.groups_g}"
+        return f"{super().extra_repr()}, ratio_m={self.ratio_m}, groups_g={self.groups_g}, reduction={self.reduction}"
