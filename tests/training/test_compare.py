@@ -61,6 +61,30 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     assert "different recipe" in capsys.readouterr().err
 
 
+def test_report_only_tabulates_the_finished_runs_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    one = [a for a in TINY if a != "pedconv_cifar_resnet20"]
+    assert compare.main(["--preset", "quick", "--output", str(out), *one]) == 0
+    capsys.readouterr()
+    # Seeds: every seed folder found (the preset's 0 and 1 are not asked for); unfinished runs named.
+    unseeded = [a for i, a in enumerate(one) if a != "--seeds" and one[i - 1] != "--seeds"]
+    unseeded[unseeded.index("cifar_resnet20") + 1:unseeded.index("cifar_resnet20") + 1] = ["pedconv_cifar_resnet20"]
+    (out / "runs" / "pedconv_cifar_resnet20" / "seed3").mkdir(parents=True)
+    assert compare.main(["--preset", "quick", "--output", str(out), "--report-only", *unseeded]) == 0
+    shown = capsys.readouterr().out
+    assert "left out, not finished: pedconv_cifar_resnet20 seed 3" in shown
+    data = json.loads((out / "compare.json").read_text())
+    assert [r["model"] for r in data["rows"]] == ["cifar_resnet20"] and data["rows"][0]["seeds"] == [0]
+    assert data["meta"]["report_only"] and data["meta"]["seeds"] == [0]
+    assert not (out / "runs" / "pedconv_cifar_resnet20" / "seed3" / "log.txt").exists()
+    # Nothing finished of the models asked for: one line, exit status 2; another recipe: refused.
+    assert compare.main(["--output", str(out), "--report-only", "--models", "dyconv_cifar_resnet20"]) == 2
+    assert "--report-only: " in capsys.readouterr().err
+    changed = [a if a != "256" else "512" for a in one]
+    assert compare.main(["--preset", "quick", "--output", str(out), "--report-only", *changed]) == 1
+    assert "different recipe" in capsys.readouterr().err
+
+
 def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys):
     """--init-from: the static arm loads the pretrained weights, the PEDConv arm is converted from
     them with its function kept; a comparison without that seed's run is refused."""

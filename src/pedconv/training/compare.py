@@ -16,7 +16,8 @@ is finished when its ``result.json`` exists. Re-running the same command skips f
 and resumes interrupted ones from their last checkpoint, so a long study can be stopped and
 continued at any time. The table (params, FLOPs from :func:`pedconv.profile_model`, top-1
 mean ± std over seeds, train and eval images/s) is written as ``compare.md``,
-``compare.json`` and ``compare.png``.
+``compare.json`` and ``compare.png``. ``--report-only`` rewrites them from the finished runs
+alone (a study trained in slices, some of its runs still to come), training nothing.
 
 While it runs, a bar across all runs (a terminal) or one line per trained epoch (a log)
 shows the run, its epoch and the time left. One comparison writes a folder at a time (a
@@ -254,17 +255,9 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
 
     done = folder / "result.json"
     remove_leftover_temps(folder, [done.name])  # of a write that was interrupted (train cleans up its own)
-    identity = {"model": spec.label, "seed": seed, "width": width, "recipe": recipe, "extra": extra}
-    if init_from is not None:
-        identity["init_from"] = str(init_from)
-    # `pedconv train` ends by writing its own result.json (no "identity"): then the run is
-    # trained but not yet recorded here, and resuming it just returns its history.
-    record = json.loads(done.read_text()) if done.is_file() else {}
-    if "identity" in record:
-        if record.get("identity") != identity:
-            raise CompareError(f"{folder} holds a finished run with a different recipe ({record.get('identity')}); "
-                               "use another --output or delete that folder")
-        record.setdefault("input_size", _saved_input_size(folder, record, recipe["data"]))
+    identity = _identity(spec, seed, width, recipe, extra, init_from)
+    record = _finished_record(folder, identity, recipe)
+    if record is not None:
         return record
     result = train(_run_config(spec, seed, width, recipe, extra, folder, quiet, init_from))
     record = {
@@ -279,6 +272,37 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
         "input_size": result["input_size"],
     }
     atomic_write_text(done, json.dumps(record, indent=1, default=str))
+    return record
+
+
+def _identity(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
+              init_from: Optional[Path]) -> dict[str, Any]:
+    """What makes a run the one a comparison asks for (saved in its ``result.json``)."""
+    identity = {"model": spec.label, "seed": seed, "width": width, "recipe": recipe, "extra": extra}
+    if init_from is not None:
+        identity["init_from"] = str(init_from)
+    return identity
+
+
+def _finished_record(folder: Path, identity: dict[str, Any], recipe: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The record of the finished run in ``folder``, None while it is not finished.
+
+    Raises:
+        CompareError: the run there was trained with another recipe.
+    """
+    done = folder / "result.json"
+    try:
+        record = json.loads(done.read_text()) if done.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise CompareError(f"{done}: not valid JSON ({e.msg}); delete it to retrain that run") from None
+    # `pedconv train` ends by writing its own result.json (no "identity"): then the run is
+    # trained but not yet recorded here, and resuming it just returns its history.
+    if "identity" not in record:
+        return None
+    if record.get("identity") != identity:
+        raise CompareError(f"{folder} holds a finished run with a different recipe ({record.get('identity')}); "
+                           "use another --output or delete that folder")
+    record.setdefault("input_size", _saved_input_size(folder, record, recipe["data"]))
     return record
 
 
@@ -440,6 +464,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--output", type=Path, default=None,
                    help="default: runs/compare-<preset> (the published tables: results/compare-<preset>)")
     p.add_argument("--verbose", action="store_true", help="show each run's progress")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite the reports from the finished runs in --output of these models "
+                        "(and --seeds; default: every seed there), naming the runs left out")
     p.add_argument("train_options", nargs=argparse.REMAINDER,
                    help="after `--`: more `pedconv train` options for every run")
     return p
@@ -508,6 +535,8 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         :func:`pedconv.training.train.train` raises.
     """
     plan = _plan(args)
+    if getattr(args, "report_only", False):
+        return _report_only(plan, explicit_seeds=args.seeds is not None)
     with FolderLock(plan.out, "pedconv compare"), _sigterm_raises():
         remove_leftover_temps(plan.out, _REPORTS)
         _print_budget(plan)
@@ -531,6 +560,42 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                                  f"{_resume_command(args, plan.out)}", signum) from None
         finally:
             progress.close()
+    return rows
+
+
+def _report_only(plan: _Plan, explicit_seeds: bool) -> list[dict[str, Any]]:
+    """``--report-only``: the reports from the finished runs of ``plan``'s models (its seeds, or
+    every ``seed<k>`` folder there), training nothing; returns the table rows.
+
+    Raises:
+        UsageError: no finished run of these models there; CompareError: one of another recipe.
+    """
+    with FolderLock(plan.out, "pedconv compare"):
+        start = time.time()
+        records, left_out = [], []
+        for spec in plan.specs:
+            model_dir = plan.out / "runs" / spec.folder
+            seeds = plan.seeds if explicit_seeds else sorted(
+                int(m.group(1)) for d in model_dir.glob("seed*") if (m := re.fullmatch(r"seed(\d+)", d.name)))
+            for seed in seeds:
+                identity = _identity(spec, seed, plan.width, plan.recipe, plan.extra, plan.init_from)
+                record = _finished_record(model_dir / f"seed{seed}", identity, plan.recipe)
+                if record is None:
+                    left_out.append(f"{spec.label} seed {seed}")
+                else:
+                    records.append(record)
+        if not records:
+            raise UsageError(f"--report-only: {plan.out} holds no finished run of "
+                             f"{', '.join(s.label for s in plan.specs)} (train them first)")
+        if left_out:
+            print(f"left out, not finished: {', '.join(left_out)}", flush=True)
+        rows = summarize(records)
+        meta = {"preset": plan.preset, "recipe": plan.recipe, "width": plan.width,
+                "seeds": sorted({r["seed"] for r in records}), "extra_train_options": plan.extra,
+                "report_only": True, "left_out": left_out,
+                "runs_time_s": sum(h.get("epoch_time_s", 0.0) for r in records for h in r["history"]),
+                "date": time.strftime("%Y-%m-%d"), "machine": machine_description()}
+        _write_reports(rows, records, meta, plan.out, start)
     return rows
 
 
