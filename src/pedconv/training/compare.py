@@ -547,12 +547,8 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
             records = _run_all(plan, progress, quiet=not args.verbose)
             progress.close()
             rows = summarize(records)
-            meta = {"preset": plan.preset, "recipe": plan.recipe, "width": plan.width, "seeds": plan.seeds,
-                    "extra_train_options": plan.extra, "invocation_time_s": time.time() - start,
-                    # The runs' own time (they may have been trained by earlier invocations).
-                    "runs_time_s": sum(h.get("epoch_time_s", 0.0) for r in records for h in r["history"]),
-                    "date": time.strftime("%Y-%m-%d"), "machine": machine_description()}
-            _write_reports(rows, records, meta, plan.out, start)
+            _write_reports(rows, records, _meta(plan, records, invocation_time_s=time.time() - start), plan.out,
+                           start)
         except (KeyboardInterrupt, RunInterrupted) as e:
             signum = e.signal_number if isinstance(e, RunInterrupted) else int(signal.SIGINT)
             raise RunInterrupted(f"interrupted by {signal.Signals(signum).name} {progress.where()}; finished runs "
@@ -561,6 +557,15 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         finally:
             progress.close()
     return rows
+
+
+def _meta(plan: _Plan, records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """``compare.json``'s ``meta``: the recipe, the seeds tabulated, the runs' own training time
+    (they may have been trained by earlier invocations), date and machine, plus ``extra``."""
+    return {"preset": plan.preset, "recipe": plan.recipe, "width": plan.width,
+            "seeds": sorted({r["seed"] for r in records}), "extra_train_options": plan.extra,
+            "runs_time_s": sum(h.get("epoch_time_s", 0.0) for r in records for h in r["history"]),
+            "date": time.strftime("%Y-%m-%d"), "machine": machine_description(), **extra}
 
 
 def _report_only(plan: _Plan, explicit_seeds: bool) -> list[dict[str, Any]]:
@@ -590,12 +595,7 @@ def _report_only(plan: _Plan, explicit_seeds: bool) -> list[dict[str, Any]]:
         if left_out:
             print(f"left out, not finished: {', '.join(left_out)}", flush=True)
         rows = summarize(records)
-        meta = {"preset": plan.preset, "recipe": plan.recipe, "width": plan.width,
-                "seeds": sorted({r["seed"] for r in records}), "extra_train_options": plan.extra,
-                "report_only": True, "left_out": left_out,
-                "runs_time_s": sum(h.get("epoch_time_s", 0.0) for r in records for h in r["history"]),
-                "date": time.strftime("%Y-%m-%d"), "machine": machine_description()}
-        _write_reports(rows, records, meta, plan.out, start)
+        _write_reports(rows, records, _meta(plan, records, report_only=True, left_out=left_out), plan.out, start)
     return rows
 
 
