@@ -83,6 +83,10 @@ def test_report_only_tabulates_the_finished_runs_and_trains_nothing(tmp_path, ca
     changed = [a if a != "256" else "512" for a in one]
     assert compare.main(["--preset", "quick", "--output", str(out), "--report-only", *changed]) == 1
     assert "different recipe" in capsys.readouterr().err
+    # A corrupt result.json: one line naming the file.
+    (out / "runs" / "cifar_resnet20" / "seed0" / "result.json").write_text("{not json")
+    assert compare.main(["--preset", "quick", "--output", str(out), "--report-only", *one]) == 1
+    assert "result.json: not valid JSON" in capsys.readouterr().err
 
 
 def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys):
