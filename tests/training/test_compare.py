@@ -38,6 +38,7 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     ped, static = rows["pedconv_cifar_resnet20"], rows["cifar_resnet20"]
     assert ped["delta_vs_reference"] == [pytest.approx(ped["top1_mean"] - static["top1_mean"])]
     assert (ped["role"], static["role"]) == ("", "static baseline") and ped["train_time_s"] > 0
+    assert ped["devices"] == static["devices"] == ["cpu"]  # read from each run's log.txt
     # Progress while it runs (not a terminal: a line per epoch, with the runs done and the time left).
     assert "compare: run 1/2 cifar_resnet20 seed 0: epoch 1/1, val top-1 " in shown
     assert "compare: run 2/2 pedconv_cifar_resnet20 seed 0: epoch 1/1" in shown and "; 1/2 runs done, " in shown
@@ -87,6 +88,28 @@ def test_report_only_tabulates_the_finished_runs_and_trains_nothing(tmp_path, ca
     (out / "runs" / "cifar_resnet20" / "seed0" / "result.json").write_text("{not json")
     assert compare.main(["--preset", "quick", "--output", str(out), "--report-only", *one]) == 1
     assert "result.json: not valid JSON" in capsys.readouterr().err
+
+
+def _record(model, seed, top1, devices, seconds):
+    history = [{"train_images": 1000, "train_images_per_s": 1000 / seconds, "eval_images_per_s": 500.0}]
+    margs = {"name": model, "num_classes": 10, "kwargs": {"width": 4, "in_chans": 1}}
+    return {"model": model, "seed": seed, "final": {"val_top1": top1}, "history": history, "devices": devices,
+            "input_size": [1, 28, 28], "model_args": margs}
+
+
+def test_times_are_compared_only_between_runs_on_the_first_runs_devices():
+    records = [_record("cifar_resnet20", 0, 90.0, ["cpu"], 10.0), _record("cifar_resnet20", 1, 91.0, ["cpu"], 20.0),
+               _record("pedconv_cifar_resnet20", 0, 92.0, ["cpu"], 40.0),
+               _record("pedconv_cifar_resnet20", 1, 90.0, ["cuda"], 1.0),
+               _record("dyconv_cifar_resnet20", 0, 91.0, ["cuda", "cpu"], 5.0)]
+    static, ped, dy = compare.summarize(records)
+    assert static["train_time_s"] == 15.0 and ped["train_time_s"] == 40.0 and ped["train_images_per_s"] == 25.0
+    assert ped["top1_runs"] == [92.0, 90.0] and ped["delta_vs_reference"] == [2.0, -1.0]  # accuracy: every seed
+    assert dy["train_time_s"] is None and dy["devices"] == ["cuda+cpu"] and ped["timed_on"] == "cpu"
+    table = compare.markdown([static, ped, dy])
+    assert "train time (s) (cpu runs)" in table and "| cpu, cuda |" in table and "| — | — | — | cuda+cpu |" in table
+    # One device throughout: the table is the plain one.
+    assert "trained on" not in compare.markdown(compare.summarize(records[:3]))
 
 
 def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys):

@@ -54,6 +54,7 @@ from ..utils.lock import FolderLock
 from ..utils.options import check_output_folder, non_negative_int, positive, positive_int
 from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
 from .data import DATASETS
+from .run_folder import run_devices
 
 __all__ = ["PRESETS", "CompareProgress", "ModelSpec", "build_parser", "main", "markdown", "parse_spec", "plot", "run",
            "run_compare", "summarize", "validate_args"]
@@ -270,6 +271,7 @@ def _run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str,
         "history": result["history"],
         "model_args": result["model_args"],
         "input_size": result["input_size"],
+        "devices": run_devices(folder),
     }
     atomic_write_text(done, json.dumps(record, indent=1, default=str))
     return record
@@ -303,6 +305,7 @@ def _finished_record(folder: Path, identity: dict[str, Any], recipe: dict[str, A
         raise CompareError(f"{folder} holds a finished run with a different recipe ({record.get('identity')}); "
                            "use another --output or delete that folder")
     record.setdefault("input_size", _saved_input_size(folder, record, recipe["data"]))
+    record.setdefault("devices", run_devices(folder))  # recorded before "devices" existed
     return record
 
 
@@ -322,21 +325,37 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     labels = list(dict.fromkeys(r["model"] for r in records))
     reference = {r["seed"]: r["final"]["val_top1"] for r in records if r["model"] == labels[0]}
+    # Speeds and times are compared only between runs trained on the devices of the first
+    # run (a study trained in slices may have put some runs on a GPU, or moved one there).
+    timed_on = _devices(next(r for r in records if r["model"] == labels[0]))
     for label in labels:
         runs = [r for r in records if r["model"] == label]
         top1 = [r["final"]["val_top1"] for r in runs]
-        train_ips = [statistics.fmean(h["train_images_per_s"] for h in r["history"]) for r in runs]
-        eval_ips = [statistics.fmean(h["eval_images_per_s"] for h in r["history"]) for r in runs]
-        train_s = [sum(h["train_images"] / h["train_images_per_s"] for h in r["history"]) for r in runs]
         deltas = [r["final"]["val_top1"] - reference[r["seed"]] for r in runs if r["seed"] in reference]
         params, macs = _profile(runs[0])
         m, s = _mean_std(top1)
         rows.append({"model": label, "role": _role(runs[0], label == labels[0]), "params": params, "macs": macs,
                      "top1_mean": m, "top1_std": s, "top1_runs": top1, "seeds": [r["seed"] for r in runs],
-                     "delta_vs_reference": deltas, "train_images_per_s": statistics.fmean(train_ips),
-                     "eval_images_per_s": statistics.fmean(eval_ips), "train_time_s": statistics.fmean(train_s),
-                     "train_time_s_std": _mean_std(train_s)[1]})
+                     "delta_vs_reference": deltas, "devices": [_devices(r) for r in runs], "timed_on": timed_on,
+                     **_timings([r for r in runs if _devices(r) == timed_on])})
     return rows
+
+
+def _devices(record: dict[str, Any]) -> str:
+    """Where a run trained: ``cpu``, ``cuda``, ``cuda+cpu`` (moved while resumed), ``?`` if unknown."""
+    return "+".join(record.get("devices") or ["?"])
+
+
+def _timings(runs: list[dict[str, Any]]) -> dict[str, Optional[float]]:
+    """Mean images/s and training time of ``runs``; None each without a run."""
+    if not runs:
+        return dict.fromkeys(("train_images_per_s", "eval_images_per_s", "train_time_s", "train_time_s_std"))
+    train_s = [sum(h["train_images"] / h["train_images_per_s"] for h in r["history"]) for r in runs]
+    return {"train_images_per_s": statistics.fmean(statistics.fmean(h["train_images_per_s"] for h in r["history"])
+                                                   for r in runs),
+            "eval_images_per_s": statistics.fmean(statistics.fmean(h["eval_images_per_s"] for h in r["history"])
+                                                  for r in runs),
+            "train_time_s": statistics.fmean(train_s), "train_time_s_std": _mean_std(train_s)[1]}
 
 
 def _role(record: dict[str, Any], first: bool) -> str:
@@ -356,10 +375,20 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison table in markdown: the first row is the reference of the paired deltas."""
     header = ["model", "params", "FLOPs (MACs)", "top-1 (%) mean ± std", "Δ top-1 vs first row, per seed", "seeds",
               "train time (s)", "train img/s", "eval img/s"]
-    return markdown_table(header, [
-        [f"{r['model']} ({r['role']})" if r.get("role") else r["model"], format_count(r["params"]),
-         f"{r['macs'] / 1e6:.2f}M", _top1(r), _deltas(r, i == 0), len(r["seeds"]), f"{r['train_time_s']:.0f}",
-         f"{r['train_images_per_s']:.0f}", f"{r['eval_images_per_s']:.0f}"] for i, r in enumerate(rows)])
+    body = [[f"{r['model']} ({r['role']})" if r.get("role") else r["model"], format_count(r["params"]),
+             f"{r['macs'] / 1e6:.2f}M", _top1(r), _deltas(r, i == 0), len(r["seeds"]), _number(r["train_time_s"]),
+             _number(r["train_images_per_s"]), _number(r["eval_images_per_s"])] for i, r in enumerate(rows)]
+    devices = [r.get("devices") or [] for r in rows]
+    if len({d for ds in devices for d in ds}) > 1:  # runs on several devices: say which, and which are timed
+        header[6:9] = [f"{h} ({rows[0]['timed_on']} runs)" for h in header[6:9]]
+        header.append("trained on, per seed")
+        for line, ds in zip(body, devices):
+            line.append(", ".join(ds))
+    return markdown_table(header, body)
+
+
+def _number(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.0f}"
 
 
 def _deltas(row: dict[str, Any], reference: bool) -> str:
@@ -385,6 +414,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
     markers = "osD^v<>pPX*h"
     for ax, key, xlabel in ((axes[0], "params", "parameters"), (axes[1], "train_time_s", "training time (s)")):
         for i, r in enumerate(rows):
+            if r[key] is None:  # not timed: no run on the first row's devices
+                continue
             short = r["model"].replace("_cifar_resnet20", "").replace("cifar_resnet20", "static")
             ax.errorbar(r[key], r["top1_mean"], yerr=r.get("top1_std") or 0.0, fmt=markers[i % len(markers)],
                         capsize=4, label=short + (f" ({r['role']})" if r.get("role") else ""))
@@ -396,7 +427,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
         ax.set_ylabel("val top-1 (%)")
         ax.grid(True, alpha=0.3)
     axes[0].set_title("accuracy vs parameters")
-    axes[1].set_title("accuracy vs training time (this machine)")
+    axes[1].set_title(f"accuracy vs training time (this machine, {rows[0].get('timed_on', '?')} runs)" if rows
+                      else "accuracy vs training time")
     axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     save_figure(fig, path)

@@ -19,6 +19,7 @@ Rules, so that a folder's results are never lost silently:
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,13 +28,45 @@ from ..errors import TrainError
 from ..utils.atomic import remove_leftover_temps
 from ..utils.lock import LOCK_NAME
 
-__all__ = ["ARTIFACTS", "RESULTS", "decide_resume", "output_folder", "previous_args_yaml", "resume_hint"]
+__all__ = ["ARTIFACTS", "RESULTS", "decide_resume", "output_folder", "previous_args_yaml", "resume_hint", "run_devices",
+           "start_line_device"]
 
 ARTIFACTS = ("args.yaml", "metrics.jsonl", "curves.png", "log.txt", "last.pt", "best.pt", "result.json")
 """Every file ``pedconv train`` writes into its folder."""
 
 RESULTS = ("last.pt", "best.pt", "metrics.jsonl", "result.json")
 """The files that hold a run's results: a folder with any of them is never reused silently."""
+
+
+def start_line_device(device: object, processes: int) -> str:
+    """The part of a run's start line in ``log.txt`` that names where it runs; every start and
+    resume writes one, so :func:`run_devices` can tell where each part of a run trained.
+
+    >>> start_line_device("cuda:0", 1)
+    '1 process(es) on cuda:0'
+    """
+    return f"{processes} process(es) on {device}"
+
+
+_START_DEVICE = re.compile(r"\d+ process\(es\) on ([a-z]+)")
+
+
+def run_devices(folder: Path) -> list[str]:
+    """The device types (``cpu``, ``cuda``, ...) the run in ``folder`` trained on, over all its
+    starts and resumes, in order of first use; empty without a ``log.txt``. A comparison
+    compares training times only between runs that trained on the same devices.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> lines = [f"m: {start_line_device(dev, 1)}, global batch 128" for dev in ("cuda:0", "cpu", "cuda:1")]
+    >>> _ = (d / "log.txt").write_text("\\n".join(lines))
+    >>> run_devices(d)
+    ['cuda', 'cpu']
+    """
+    log = folder / "log.txt"
+    if not log.is_file():
+        return []
+    return list(dict.fromkeys(_START_DEVICE.findall(log.read_text(errors="replace"))))
 
 
 def output_folder(args: argparse.Namespace) -> Path:

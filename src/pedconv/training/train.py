@@ -119,7 +119,7 @@ from .recipe import (
     grad_scaler,
 )
 from .report import Reporter, plot_curves, write_metrics
-from .run_folder import ARTIFACTS, decide_resume, output_folder, previous_args_yaml, resume_hint
+from .run_folder import ARTIFACTS, decide_resume, output_folder, previous_args_yaml, resume_hint, start_line_device
 from .task import Task, TrainStep
 
 __all__ = ["ARTIFACTS", "TrainError", "TrainOptionsError", "build_parser", "config_layer", "main", "parse_args",
@@ -474,7 +474,7 @@ def _announce(parts: _Parts, args: argparse.Namespace, env: DistEnv, out: Path, 
         if progress.history:
             write_metrics(progress.history, out / "metrics.jsonl")
     reporter.info(f"{args.model}: {parameter_summary(params, decoder)}, {parts.spec.name} {parts.spec.num_train} "
-                  f"train / {parts.spec.num_val} val images, {env.world_size} process(es) on {env.device}, global "
+                  f"train / {parts.spec.num_val} val images, {start_line_device(env.device, env.world_size)}, global "
                   f"batch {layout.global_batch}, lr {parts.lr:.4g}, {layout.steps_per_epoch} steps/epoch x "
                   f"{args.epochs} epochs" + (", DDP find_unused_parameters" if find_unused else "") + f" -> {out}")
 
