@@ -96,13 +96,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The converged comparison: 3 seeds, 12 epochs on 10k images (about 30 min per seed here).
     "study": {"models": _SMALL, "seeds": [0, 1, 2], "width": 8,
               "train": {**_RECIPE, "epochs": 12, "train_subset": 10000, "warmup_epochs": 1.0}},
-    # The converged full-data study (README, "Full-data study"; 6-8 CPU hours here, run in parts):
+    # The converged full-data study (README, "The full-data study"; ~30 runs of 25-40 min on one
+    # CPU thread each, so run in slices: experiments/compare_slices.py, full_study_slices.txt):
     # all 60k training images, width 8, every system and PEDConv's generator variants.
     "full": {"models": _FULL, "seeds": [0, 1, 2], "width": 8,
              "train": {**_RECIPE, "epochs": 10, "train_subset": None, "warmup_epochs": 1.0}},
     # Its sigma / info-max sweep, seed 0 (sigma 0 = variational=false, 0.1 = the default; lambda 0 =
-    # infomax=false, 1e-3 = the default; lambda 1e-2 is `--preset full-sweep --models
-    # cifar_resnet20 pedconv_cifar_resnet20 --output <another folder> -- --infomax-weight 0.01`).
+    # infomax=false, 1e-3 = the default; lambda 1e-2 is `--preset full --models pedconv_cifar_resnet20
+    # --output <another folder> -- --infomax-weight 0.01`: static does not depend on lambda).
     "full-sweep": {"models": ["cifar_resnet20", "pedconv_cifar_resnet20", "pedconv_cifar_resnet20:variational=false",
                               "pedconv_cifar_resnet20:sigma=0.05", "pedconv_cifar_resnet20:sigma=0.2",
                               "pedconv_cifar_resnet20:infomax=false"], "seeds": [0], "width": 8,
