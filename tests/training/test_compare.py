@@ -110,6 +110,9 @@ def test_times_are_compared_only_between_runs_on_the_first_runs_devices():
     assert "train time (s) (cpu runs)" in table and "| cpu, cuda |" in table and "| — | — | — | cuda+cpu |" in table
     # One device throughout: the table is the plain one.
     assert "trained on" not in compare.markdown(compare.summarize(records[:3]))
+    # A run moved between devices: named, and no time (its seconds mix two machines).
+    moved = compare.summarize(records[4:])
+    assert moved[0]["train_time_s"] is None and "| cuda+cpu |" in compare.markdown(moved)
 
 
 def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys):

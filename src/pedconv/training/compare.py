@@ -326,8 +326,8 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     labels = list(dict.fromkeys(r["model"] for r in records))
     reference = {r["seed"]: r["final"]["val_top1"] for r in records if r["model"] == labels[0]}
-    # Speeds and times are compared only between runs trained on the devices of the first
-    # run (a study trained in slices may have put some runs on a GPU, or moved one there).
+    # Speeds and times are compared only between runs trained on the one device type of the
+    # first run (a study trained in slices may have put some runs on a GPU, or moved one there).
     timed_on = _devices(next(r for r in records if r["model"] == labels[0]))
     for label in labels:
         runs = [r for r in records if r["model"] == label]
@@ -338,7 +338,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"model": label, "role": _role(runs[0], label == labels[0]), "params": params, "macs": macs,
                      "top1_mean": m, "top1_std": s, "top1_runs": top1, "seeds": [r["seed"] for r in runs],
                      "delta_vs_reference": deltas, "devices": [_devices(r) for r in runs], "timed_on": timed_on,
-                     **_timings([r for r in runs if _devices(r) == timed_on])})
+                     **_timings([r for r in runs if _devices(r) == timed_on and "+" not in timed_on])})
     return rows
 
 
@@ -380,8 +380,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
              f"{r['macs'] / 1e6:.2f}M", _top1(r), _deltas(r, i == 0), len(r["seeds"]), _number(r["train_time_s"]),
              _number(r["train_images_per_s"]), _number(r["eval_images_per_s"])] for i, r in enumerate(rows)]
     devices = [r.get("devices") or [] for r in rows]
-    if len({d for ds in devices for d in ds}) > 1:  # runs on several devices: say which, and which are timed
-        header[6:9] = [f"{h} ({rows[0]['timed_on']} runs)" for h in header[6:9]]
+    if len({part for ds in devices for d in ds for part in d.split("+")}) > 1:  # say where, and what is timed
+        timed = rows[0]["timed_on"]
+        header[6:9] = [f"{h} ({timed} runs)" if "+" not in timed else f"{h} (untimed)" for h in header[6:9]]
         header.append("trained on, per seed")
         for line, ds in zip(body, devices):
             line.append(", ".join(ds))
