@@ -44,7 +44,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-_LOCK = ".lock"
+from pedconv.utils.lock import LOCK_NAME
+
 _REWRITTEN = ("args.yaml", "log.txt")
 
 
@@ -113,7 +114,7 @@ def merge(root: Path, into: Path, tags: list[str]) -> list[Path]:
                 raise SystemExit(f"{target} exists already: not replaced (move or delete it first)")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(source), str(target))
-            (target / _LOCK).unlink(missing_ok=True)
+            (target / LOCK_NAME).unlink(missing_ok=True)
             for name in _REWRITTEN:
                 path = target / name
                 if path.is_file():

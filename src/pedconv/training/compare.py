@@ -351,11 +351,11 @@ def _timings(runs: list[dict[str, Any]]) -> dict[str, Optional[float]]:
     """Mean images/s and training time of ``runs``; None each without a run."""
     if not runs:
         return dict.fromkeys(("train_images_per_s", "eval_images_per_s", "train_time_s", "train_time_s_std"))
+    def speed(key: str) -> float:  # the mean over runs of each run's mean over epochs
+        return statistics.fmean(statistics.fmean(h[key] for h in r["history"]) for r in runs)
+
     train_s = [sum(h["train_images"] / h["train_images_per_s"] for h in r["history"]) for r in runs]
-    return {"train_images_per_s": statistics.fmean(statistics.fmean(h["train_images_per_s"] for h in r["history"])
-                                                   for r in runs),
-            "eval_images_per_s": statistics.fmean(statistics.fmean(h["eval_images_per_s"] for h in r["history"])
-                                                  for r in runs),
+    return {"train_images_per_s": speed("train_images_per_s"), "eval_images_per_s": speed("eval_images_per_s"),
             "train_time_s": statistics.fmean(train_s), "train_time_s_std": _mean_std(train_s)[1]}
 
 
