@@ -10,8 +10,8 @@ strategy            module                                    ``auto`` picks it 
 ==================  ========================================  =============================
 ``"factored"``      :mod:`pedconv.execution.factored`         deep layers; tracing/export
                     (its export form: :mod:`pedconv.execution.export`)
-``"materialize"``   :mod:`pedconv.execution.materialize`      early layers, depthwise, B=1
-``"hybrid"``        :mod:`pedconv.execution.hybrid`           small deep layers (kxk psi)
+``"materialize"``   :mod:`pedconv.execution.materialize`      early or small layers, depthwise, B=1
+``"hybrid"``        :mod:`pedconv.execution.hybrid`           (measured slower than materialize)
 ``"naive"``         :mod:`pedconv.execution.simple`           (benchmark baseline)
 ``"loop"``          :mod:`pedconv.execution.simple`           (reference; slow)
 ==================  ========================================  =============================
@@ -37,7 +37,7 @@ from .hybrid import hybrid
 from .materialize import materialize
 from .simple import loop, naive
 
-__all__ = ["SMALL_WEIGHT_ELEMENTS", "STRATEGIES", "Strategy", "pedconv_conv1d", "pedconv_conv2d", "pedconv_conv3d",
+__all__ = ["SMALL_BATCH", "SMALL_WEIGHT_ELEMENTS", "STRATEGIES", "Strategy", "pedconv_conv1d", "pedconv_conv2d", "pedconv_conv3d",
            "run_strategy", "select_strategy"]
 
 Strategy = Callable[[Tensor, Tensor, Optional[Tensor], CPFactors, ConvGeometry], Tensor]
@@ -54,7 +54,11 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 SMALL_WEIGHT_ELEMENTS = 1 << 23
-"""Per-sample weights up to this many elements (all samples, all ranks) never take ``"factored"``."""
+"""Per-sample weights up to this many elements (all ranks, for a batch of :data:`SMALL_BATCH`)
+never take ``"factored"``."""
+SMALL_BATCH = 128
+"""The batch size the ``SMALL_WEIGHT_ELEMENTS`` threshold is stated for: ``auto`` compares
+per-sample sizes, so its choice does not change with the batch size (one compiled graph)."""
 
 
 def select_strategy(
@@ -76,24 +80,29 @@ def select_strategy(
     if batch == 1 or cin_g == 1:
         # One weight, or a per-sample depthwise kernel: as cheap as the static conv.
         return "materialize"
+    # Per-sample sizes: every comparison below is independent of the batch size, so that a
+    # compiled model with a dynamic batch keeps one graph (no guard on the batch's range).
     out_pixels = math.prod([(n - 1) // s + 1 for n, s in zip(x.shape[2:], geometry.stride)])
-    weight_elems = batch * rank * cout * cin_g * taps
+    weight_elems = rank * cout * cin_g * taps
     if factors.psi is not None and taps > 1:
         if cin_g == cin and geometry.unit_stride:
-            act_elems = batch * taps * cout * pixels  # tap outputs
+            act_elems = taps * cout * pixels  # tap outputs
         else:
-            act_elems = batch * cin * taps * out_pixels  # im2col columns
+            act_elems = cin * taps * out_pixels  # im2col columns
     else:
-        act_elems = batch * (cin * pixels + cout * out_pixels)  # scaled activations
+        act_elems = cin * pixels + cout * out_pixels  # scaled activations
     # "factored" repeats its convolution per rank; "materialize" composes ranks into one
     # weight. The 1/4 factor is calibrated on the ResNet-50/MobileNetV2 sweep of
     # `pedconv bench` (2-core x86-64 CPU): batch-sized weights cost more per element.
     if 4 * weight_elems <= rank * rank * act_elems:
         return "materialize"
-    # Up to SMALL_WEIGHT_ELEMENTS, a per-sample kernel holding psi alone (phi and gamma on the
-    # activations) beats factored's tap passes, which cost several times the static conv on
-    # small layers (CIFAR-style ResNet-20 at batch 128: `pedconv bench --small`).
-    return "hybrid" if weight_elems <= SMALL_WEIGHT_ELEMENTS and factors.psi is not None and taps > 1 else "factored"
+    # Up to SMALL_WEIGHT_ELEMENTS per batch of SMALL_BATCH, the per-sample weight still beats
+    # factored's tap passes, which cost several times the static conv on small layers, and
+    # "hybrid" (measured on the CIFAR-style ResNet-20 layers at batch 128, conv path forward +
+    # backward, 2-core x86-64: 64->64 at 7 px 16.1 ms materialize, 24.8 hybrid, 24.7 factored,
+    # static 5.3; 32->32 at 14 px 9.5 / 10.0 / 74.7, static 5.9).
+    small = weight_elems * SMALL_BATCH <= SMALL_WEIGHT_ELEMENTS
+    return "materialize" if small and factors.psi is not None and taps > 1 else "factored"
 
 
 def pedconv_conv2d(

@@ -52,10 +52,11 @@ def _cp_grads(
 ) -> tuple[Optional[Tensor], ...]:
     """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, taps)``.
 
-    Each component gradient is a contraction of ``dL/dW_b * W`` with the other two
-    components; they are written as batched matrix products (one pass over the
-    batch-sized tensor each) rather than generic einsums. ``cp``: the CP tensor of ``factors``
-    when the caller has it already.
+    With ``G = dL/dW_b * W``, each component gradient contracts ``G`` with the other two
+    components. They share one pass over ``G`` weighted by ``gamma`` (``G_gamma``, size of the
+    input side), so the whole set is one elementwise product and four batched matrix products
+    (two of them on the small ``G_gamma``), whatever the rank. ``cp``: the CP tensor of
+    ``factors`` when the caller has it already.
     """
     batch, cout, cin_g, kk = grad_w.shape
     rank = factors.rank
@@ -64,17 +65,23 @@ def _cp_grads(
     if needs[0]:
         cp = cp_tensor(factors, weight.shape) if cp is None else cp
         grad_weight = (grad_w * cp.view_as(grad_w)).sum(0).view_as(weight)
-    if any(needs[1:]):
-        gw = (grad_w * weight.view(1, cout, cin_g, kk)).view(batch, cout * cin_g, kk)
-        # v[b, r, t, s] = sum_k gw[b, t, s, k] s[b, r, k]
-        v = torch.bmm(gw, s.transpose(1, 2)).view(batch, cout, cin_g, rank).permute(0, 3, 1, 2)
-        if needs[1] and factors.gamma is not None:
-            grad_gamma = (v * p[:, :, None, :]).sum(-1)
-        if needs[2] and factors.phi is not None:
-            grad_phi = (v * g[:, :, :, None]).sum(-2)
-        if needs[3] and factors.psi is not None:
-            gp = (g[:, :, :, None] * p[:, :, None, :]).reshape(batch, rank, cout * cin_g)
-            grad_psi = torch.bmm(gp, gw)
+    need_gamma = needs[1] and factors.gamma is not None
+    need_phi = needs[2] and factors.phi is not None
+    need_psi = needs[3] and factors.psi is not None
+    if not (need_gamma or need_phi or need_psi):
+        return grad_weight, grad_gamma, grad_phi, grad_psi
+    gw = (grad_w * weight.view(1, cout, cin_g, kk)).view(batch, cout, cin_g * kk)
+    if need_gamma:
+        # dgamma[b, r, o] = sum_(i,t) G[b, o, i, t] phi[b, r, i] psi[b, r, t]
+        ps = (p[:, :, :, None] * s[:, :, None, :]).view(batch, rank, cin_g * kk)
+        grad_gamma = torch.bmm(gw, ps.transpose(1, 2)).transpose(1, 2)
+    if need_phi or need_psi:
+        # G_gamma[b, r, i, t] = sum_o gamma[b, r, o] G[b, o, i, t]
+        gg = torch.bmm(g, gw).view(batch * rank, cin_g, kk)
+        if need_phi:
+            grad_phi = torch.bmm(gg, s.reshape(batch * rank, kk, 1)).view(batch, rank, cin_g)
+        if need_psi:
+            grad_psi = torch.bmm(p.reshape(batch * rank, 1, cin_g), gg).view(batch, rank, kk)
     return grad_weight, grad_gamma, grad_phi, grad_psi
 
 

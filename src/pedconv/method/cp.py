@@ -72,7 +72,14 @@ def cp_tensor(factors: CPFactors, weight_shape: torch.Size) -> Tensor:
     for k in weight_shape[2:]:
         taps *= k
     g, p, s = factors.dense(cout, cin_g, taps)
-    return torch.einsum("brt,brs,brk->btsk", g, p, s)
+    # phi (x) psi first (small), then gamma: two broadcast products, one per factor pair.
+    # (An einsum would reorder and copy its operands through several more ops.)
+    ps = p[:, :, :, None] * s[:, :, None, :]  # (B, R, Cin/groups, taps)
+    if factors.rank == 1:
+        return g[:, 0, :, None, None] * ps[:, 0, None]
+    batch, rank = g.shape[:2]
+    # sum over r of gamma_r (x) (phi_r (x) psi_r): one batched matrix product.
+    return torch.bmm(g.transpose(1, 2), ps.reshape(batch, rank, cin_g * taps)).view(batch, cout, cin_g, taps)
 
 
 def compose_weight(

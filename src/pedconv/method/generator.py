@@ -122,4 +122,10 @@ def sample_g(mu: Tensor, sigma: Union[Tensor, float, None], sample: bool) -> Ten
     """
     if not sample or sigma is None:
         return mu
-    return mu + sigma * torch.randn_like(mu)  # reparameterisation trick
+    # Reparameterisation trick, one fused op (a kernel launch counts on a GPU): add with
+    # alpha for a fixed sigma, addcmul for a learned one. The noise comes from torch's
+    # generator, so it is reproducible under torch.manual_seed and CUDA-graph safe.
+    eps = torch.randn_like(mu)
+    if isinstance(sigma, Tensor):
+        return torch.addcmul(mu, sigma, eps)
+    return torch.add(mu, eps, alpha=float(sigma))

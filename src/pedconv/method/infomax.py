@@ -62,7 +62,8 @@ class InfomaxDecoder(nn.Sequential):
         """MSE of the reconstruction of the detached ``target`` from ``g``, in at least
         float32 (also under bf16/fp16 autocast)."""
         recon = self(g)
-        dt = torch.promote_types(recon.dtype, torch.float32)
+        # Python's dtype rule, not torch.promote_types (a dispatcher call on every forward).
+        dt = torch.float32 if recon.dtype in (torch.float16, torch.bfloat16) else recon.dtype
         return F.mse_loss(recon.to(dt), target.detach().to(dt))
 
 
