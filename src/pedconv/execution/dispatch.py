@@ -26,6 +26,7 @@ import math
 from collections.abc import Sequence
 from typing import Callable, Optional, Union
 
+import torch
 from torch import Tensor
 
 from ..method.cp import CPFactors
@@ -77,9 +78,16 @@ def select_strategy(
     cout, cin_g = weight.shape[:2]
     taps, pixels = math.prod(weight.shape[2:]), spatial_numel(x.shape)
     rank = factors.rank
-    if batch == 1 or cin_g == 1:
-        # One weight, or a per-sample depthwise kernel: as cheap as the static conv.
-        return "materialize"
+    if batch == 1:
+        return "materialize"  # one weight: as cheap as the static conv
+    if torch.compiler.is_compiling():
+        # Under torch.compile: the shared-weight forms only. A batch folded into the groups of
+        # a convolution makes the batch size part of the kernel's arguments, and inductor then
+        # specialises the graph on it (one recompilation per batch size); factored's graph
+        # does not depend on the batch, and inductor fuses its scalings and tap sums.
+        return "factored"
+    if cin_g == 1:
+        return "materialize"  # a per-sample depthwise kernel: as cheap as the static conv
     # Per-sample sizes: every comparison below is independent of the batch size, so that a
     # compiled model with a dynamic batch keeps one graph (no guard on the batch's range).
     out_pixels = math.prod([(n - 1) // s + 1 for n, s in zip(x.shape[2:], geometry.stride)])

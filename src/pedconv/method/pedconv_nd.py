@@ -147,8 +147,12 @@ class PEDConvNd(PEDConvBase):
         # Eq. (7): global average pooling, as a sum then a scale: the sum's backward is a
         # broadcast view, where the mean's would write an input-sized tensor per layer.
         # Traced graphs keep the mean (one node, no shape arithmetic).
+        # Without a gradient to x (inference), the mean is one op instead of two.
         dims = tuple(range(2, x.dim()))
-        pooled = x.mean(dim=dims) if exporting else x.sum(dim=dims) * (1.0 / math.prod(x.shape[2:]))
+        if exporting or not (x.requires_grad and torch.is_grad_enabled()):
+            pooled = x.mean(dim=dims)
+        else:
+            pooled = x.sum(dim=dims) * (1.0 / math.prod(x.shape[2:]))
         g, parts = self._sample(pooled, sample)
         # Exporting: -1 for the batch, so that the graph does not read the input's shape.
         batch = -1 if exporting else g.shape[0]

@@ -1,0 +1,137 @@
+"""torch.compile: whole-graph capture, one graph per batch size at most once, no host syncs.
+
+The model-level checks compare PEDConv with the static network on the same sequence of batch
+sizes: PEDConv may not need any compilation that the static network does not.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+from torch._dynamo.utils import counters
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import pedconv
+
+BATCHES = (8, 4, 6, 5)
+
+
+def _graphs(model: nn.Module, backend: str, size: int = 16, channels: int = 1) -> tuple[int, int]:
+    """Compile ``model`` with ``fullgraph=True``; run training steps and then eval calls at every
+    batch size of BATCHES; return the graphs dynamo compiled for training, and in all."""
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    for batch in BATCHES:
+        model.train()
+        x = torch.randn(batch, channels, size, size)
+        loss = compiled(x).sum() + pedconv.INFOMAX_WEIGHT * pedconv.infomax_loss(model)
+        loss.backward()
+    train = counters["stats"]["unique_graphs"]
+    model.eval()
+    with torch.no_grad():
+        for batch in BATCHES:
+            x = torch.randn(batch, channels, size, size)
+            torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+    return train, counters["stats"]["unique_graphs"]
+
+
+def _tiny_pair() -> tuple[nn.Module, nn.Module]:
+    """A static net with a dense 3x3, a depthwise 3x3 and a strided 1x1 conv after the stem,
+    and its conversion (every kind of layer that ``auto`` treats differently)."""
+    torch.manual_seed(0)
+    static = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 8, 1, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )
+    return static, pedconv.convert(static)
+
+
+# Dynamo's graphs for the sequence of BATCHES: training at the first batch size, again once the
+# batch is seen to change (then dynamic), and eval (no grad: another graph, already dynamic).
+EXPECTED_GRAPHS = (2, 3)
+
+
+def test_inductor_compiles_a_converted_net_whole_and_once_per_dynamic_batch():
+    """Inductor, fullgraph, train and eval: PEDConv compiles exactly the graphs the static net
+    compiles. (A batch folded into a convolution's groups would make inductor specialise on
+    the batch size: one more graph per size; ``auto`` avoids it while compiling.)"""
+    static, dynamic = _tiny_pair()
+    assert _graphs(dynamic, "inductor") == _graphs(static, "inductor") == EXPECTED_GRAPHS
+
+
+def test_a_batch_as_groups_strategy_would_recompile_per_batch_size():
+    """The test above can fail: the materialize strategy, forced, folds the batch into the
+    groups, and inductor then compiles one graph per batch size."""
+    layer = pedconv.PEDConv2d(4, 4, 3, padding=1, strategy="materialize")
+    train, _ = _graphs(nn.Sequential(layer), "inductor", size=8, channels=4)
+    assert train > EXPECTED_GRAPHS[0]
+
+
+def test_the_main_jobs_model_is_captured_whole_without_extra_recompilations():
+    """Dynamo's capture of the registered ResNet-20 (the graph any backend receives), train and
+    eval: no break, no graph beyond the static network's. Every backend on ResNet-18/50: -m slow."""
+    model = pedconv.create_model("pedconv_cifar_resnet20", num_classes=10, in_chans=1, width=8)
+    assert _graphs(model, "eager", size=28) == EXPECTED_GRAPHS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("name", ["pedconv_cifar_resnet20", "pedconv_resnet18", "pedconv_resnet50"])
+def test_paper_models_compile_fullgraph_with_every_backend(name, backend):
+    channels = 1 if "cifar" in name else 3
+    kw = dict(in_chans=1, width=8) if "cifar" in name else {}
+    model = pedconv.create_model(name, num_classes=10, **kw)
+    assert _graphs(model, backend, size=32, channels=channels) == EXPECTED_GRAPHS
+
+
+class _NoHostSync(TorchDispatchMode):
+    """Fails on any operator that copies a tensor's value to the host (``.item()``, ``bool(t)``,
+    ``int(t)``, ``.tolist()``, data-dependent shapes such as ``nonzero``): each one stalls a GPU
+    stream and breaks CUDA-graph capture."""
+
+    SYNCING = {"_local_scalar_dense", "item", "nonzero", "is_nonzero", "equal", "unique", "masked_select"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.SYNCING:
+            raise AssertionError(f"host synchronisation in the layer: aten.{name}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_sync_detector_catches_item():
+    with pytest.raises(AssertionError, match="_local_scalar_dense"), _NoHostSync():
+        torch.ones(2).sum().item()
+
+
+@pytest.mark.parametrize("strategy", ["auto", *sorted(pedconv.STRATEGIES)])
+@pytest.mark.parametrize("kernel,stride,groups", [(3, 1, 1), (3, 2, 1), (1, 1, 1), (3, 1, 8)])
+@pytest.mark.parametrize("batch", [1, 6])
+def test_no_host_synchronisation_in_forward_or_backward(strategy, kernel, stride, groups, batch):
+    """Training forward, info-max loss and backward, and eval, with no value read on the host."""
+    layer = pedconv.PEDConv2d(8, 8, kernel, stride=stride, padding=kernel // 2, groups=groups, strategy=strategy)
+    x = torch.randn(batch, 8, 9, 9, requires_grad=True)
+    with _NoHostSync():
+        loss = layer(x).square().mean() + pedconv.INFOMAX_WEIGHT * pedconv.infomax_loss(layer)
+        loss.backward()
+        layer.eval()
+        with torch.no_grad():
+            layer(x)
+
+
+@pytest.mark.parametrize("layer", ["spatial", "sigma_learned", "rank2", "conv1d", "conv3d"])
+def test_no_host_synchronisation_in_the_other_layers(layer):
+    build = {
+        "spatial": lambda: (pedconv.SpatialPEDConv2d(8, 8, 3, padding=1), (4, 8, 9, 9)),
+        "sigma_learned": lambda: (pedconv.PEDConv2d(8, 8, 3, padding=1, sigma="learned"), (4, 8, 9, 9)),
+        "rank2": lambda: (pedconv.PEDConv2d(8, 8, 3, padding=1, rank=2), (4, 8, 9, 9)),
+        "conv1d": lambda: (pedconv.PEDConv1d(8, 8, 3, padding=1), (4, 8, 20)),
+        "conv3d": lambda: (pedconv.PEDConv3d(8, 8, 3, padding=1), (2, 8, 5, 5, 5)),
+    }[layer]
+    module, shape = build()
+    x = torch.randn(*shape, requires_grad=True)
+    with _NoHostSync():
+        (module(x).square().mean() + pedconv.infomax_loss(module)).backward()
