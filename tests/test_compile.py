@@ -6,6 +6,8 @@ sizes: PEDConv may not need any compilation that the static network does not.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 import torch.nn as nn
@@ -93,7 +95,7 @@ class _NoHostSync(TorchDispatchMode):
     ``int(t)``, ``.tolist()``, data-dependent shapes such as ``nonzero``): each one stalls a GPU
     stream and breaks CUDA-graph capture."""
 
-    SYNCING = {"_local_scalar_dense", "item", "nonzero", "is_nonzero", "equal", "unique", "masked_select"}
+    SYNCING: ClassVar[set[str]] = {"_local_scalar_dense", "item", "nonzero", "is_nonzero", "equal", "unique", "masked_select"}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__

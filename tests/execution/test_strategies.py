@@ -85,7 +85,9 @@ def test_batch_one_deep_layer_uses_scaled_columns_exactly():
 
 
 @pytest.mark.parametrize("strategy", sorted(pedconv.STRATEGIES))
-@pytest.mark.parametrize("enabled", [("gamma",), ("phi",), ("psi",), ("gamma", "phi"), ("phi", "psi"), ("gamma", "psi")])
+@pytest.mark.parametrize(
+    "enabled", [("gamma",), ("phi",), ("psi",), ("gamma", "phi"), ("phi", "psi"), ("gamma", "psi")]
+)
 @pytest.mark.parametrize("kernel", [1, 3])
 @pytest.mark.parametrize("rank", [1, 2])
 def test_strategies_with_disabled_components_match_the_reference_in_float64(strategy, enabled, kernel, rank):
@@ -95,7 +97,9 @@ def test_strategies_with_disabled_components_match_the_reference_in_float64(stra
     x = torch.randn(B, cin, 6, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(cout, cin, kernel, kernel, dtype=torch.float64, requires_grad=True)
     sizes = {"gamma": cout, "phi": cin, "psi": kernel * kernel}
-    comps = {c: torch.rand(B, rank, n, dtype=torch.float64, requires_grad=True) for c, n in sizes.items() if c in enabled}
+    comps = {
+        c: torch.rand(B, rank, n, dtype=torch.float64, requires_grad=True) for c, n in sizes.items() if c in enabled
+    }
     factors = CPFactors(comps.get("gamma"), comps.get("phi"), comps.get("psi"))
     args = ((1, 1), (kernel // 2,) * 2, (1, 1), 1)
     ref = pedconv.testing.conv2d_per_sample(x, w, None, factors, ConvGeometry.make(*args))

@@ -38,8 +38,8 @@ from .hybrid import hybrid
 from .materialize import materialize
 from .simple import loop, naive
 
-__all__ = ["SMALL_BATCH", "SMALL_WEIGHT_ELEMENTS", "STRATEGIES", "Strategy", "pedconv_conv1d", "pedconv_conv2d", "pedconv_conv3d",
-           "run_strategy", "select_strategy"]
+__all__ = ["SMALL_BATCH", "SMALL_WEIGHT_ELEMENTS", "STRATEGIES", "Strategy", "pedconv_conv1d", "pedconv_conv2d",
+           "pedconv_conv3d", "run_strategy", "select_strategy"]
 
 Strategy = Callable[[Tensor, Tensor, Optional[Tensor], CPFactors, ConvGeometry], Tensor]
 """``(x, weight, bias, factors, geometry) -> y``: one exact way to run Eq. (3)."""
@@ -93,10 +93,8 @@ def select_strategy(
     out_pixels = math.prod([(n - 1) // s + 1 for n, s in zip(x.shape[2:], geometry.stride)])
     weight_elems = rank * cout * cin_g * taps
     if factors.psi is not None and taps > 1:
-        if cin_g == cin and geometry.unit_stride:
-            act_elems = taps * cout * pixels  # tap outputs
-        else:
-            act_elems = cin * taps * out_pixels  # im2col columns
+        # tap outputs (stride 1, no groups), else im2col columns
+        act_elems = taps * cout * pixels if cin_g == cin and geometry.unit_stride else cin * taps * out_pixels
     else:
         act_elems = cin * pixels + cout * out_pixels  # scaled activations
     # "factored" repeats its convolution per rank; "materialize" composes ranks into one
