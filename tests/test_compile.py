@@ -95,7 +95,9 @@ class _NoHostSync(TorchDispatchMode):
     ``int(t)``, ``.tolist()``, data-dependent shapes such as ``nonzero``): each one stalls a GPU
     stream and breaks CUDA-graph capture."""
 
-    SYNCING: ClassVar[set[str]] = {"_local_scalar_dense", "item", "nonzero", "is_nonzero", "equal", "unique", "masked_select"}
+    SYNCING: ClassVar[set[str]] = {
+        "_local_scalar_dense", "item", "nonzero", "is_nonzero", "equal", "unique", "masked_select",
+    }
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
