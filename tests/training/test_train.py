@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -283,3 +284,43 @@ def test_skip_nonfinite_rides_out_a_spike_and_stops_past_its_allowance(tmp_path:
     assert result["final"]["epoch"] == 1 and result["final"]["val_loss"] == result["final"]["val_loss"]  # finite
     with pytest.raises(DivergedError, match="global step 1"):
         train(dict(small, output=str(tmp_path / "b")))
+
+
+# ----------------------------------------------------------------------------- torch.compile
+@pytest.mark.usefixtures("fashion_mnist")
+def test_compiled_training_matches_eager_training(tmp_path: Path) -> None:
+    """``--compile``: the training step runs under torch.compile (dynamo's capture here; inductor
+    is in -m slow), with the same losses as eager in a deterministic run, and the checkpoint keeps
+    the plain module's keys (no compile wrapper prefix)."""
+    opts = dict(model="pedconv_cifar_resnet20", model_kwargs={"width": 4}, epochs=1, train_subset=64, val_subset=32,
+                batch_size=32, quiet=True, threads=1, deterministic=True)
+    from torch._dynamo.utils import counters
+
+    eager = train(**opts, output=str(tmp_path / "eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = train(**opts, output=str(tmp_path / "compiled"), compile="default", compile_backend="eager")
+    assert counters["stats"]["unique_graphs"] == 1  # the whole step, one graph
+    assert not counters["graph_break"]
+    assert compiled["final"]["train_loss"] == pytest.approx(eager["final"]["train_loss"], rel=1e-5)
+    keys = load_training_checkpoint(compiled["last_checkpoint"])["model"].keys()
+    assert not any(k.startswith("_orig_mod") for k in keys)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist")
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_inductor_compiled_training_runs(tmp_path: Path, mode: str) -> None:
+    result = train(model="pedconv_cifar_resnet20", model_kwargs={"width": 4}, epochs=1, train_subset=64,
+                   val_subset=32, batch_size=32, quiet=True, threads=2, compile=mode, output=str(tmp_path / "r"))
+    assert math.isfinite(result["final"]["train_loss"])
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--compile-backend", "aot_eager"], "--compile-backend aot_eager needs --compile MODE"),
+    (["--compile", "default", "--compile-backend", "nope"], "--compile-backend nope: not a torch.compile backend"),
+    (["--compile", "reduce-overhead", "--compile-backend", "eager"], "is a mode of the inductor backend"),
+])
+def test_compile_options_are_checked(tmp_path: Path, capsys, flags: list[str], message: str) -> None:
+    code = pedconv.cli.main(["train", "--output", str(tmp_path / "r"), *flags])
+    assert code == 2 and message in capsys.readouterr().err

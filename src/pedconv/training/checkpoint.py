@@ -83,7 +83,8 @@ _REQUIRED = ("format", "model", "model_args", "optimizer", "scheduler", "epoch",
 MODEL_KEYS = ("model", "model_kwargs", "data", "img_size")
 # Options that do not change what is computed: they may differ between a run and its resumption.
 RUNTIME_KEYS = frozenset({"config", "output", "resume", "overwrite", "quiet", "log_every", "workers", "threads",
-                          "checkpoint_every_steps", "device", "data_dir", "download", "val_batch_size"})
+                          "checkpoint_every_steps", "device", "data_dir", "download", "val_batch_size",
+                          "compile", "compile_backend"})
 
 PathLike = Union[str, os.PathLike]
 

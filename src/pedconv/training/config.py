@@ -45,6 +45,9 @@ __all__ = [
     "write_args_yaml",
 ]
 
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""``--compile``: off, or a ``torch.compile`` mode."""
+
 
 # Other training scripts' names for our options, for "did you mean" hints only.
 _HINTS = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "lr_base": "lr_base_batch",
@@ -243,6 +246,12 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: O
     g.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU; float16 on CUDA by default)")
     g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and inputs")
+    g.add_argument("--compile", choices=COMPILE_MODES, default="none",
+                   help="torch.compile the training forward and backward (evaluation stays eager): default, "
+                        "reduce-overhead (CUDA graphs on a GPU: no launch cost per kernel), max-autotune; "
+                        "none = eager (default)")
+    g.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend with --compile (default inductor; aot_eager or eager to debug)")
     g.add_argument("--sync-bn", choices=("auto", "on", "off"), default="auto",
                    help="SyncBatchNorm in multi-process CUDA runs (auto = on there; never on CPU)")
     g.add_argument("--dist-bn", choices=("reduce", "broadcast", "none"), default="reduce",

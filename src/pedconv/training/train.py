@@ -175,6 +175,7 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise TrainOptionsError(f"--resume {args.resume}: no such checkpoint file")
     if args.warmup_epochs > args.epochs:
         raise TrainOptionsError(f"--warmup-epochs {args.warmup_epochs} is longer than --epochs {args.epochs}")
+    _check_compile(args)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     step = args.batch_size * processes * args.grad_accum_steps
     if getattr(args, "train_subset", None) is not None and args.train_subset < step:
@@ -182,6 +183,21 @@ def _check_combinations(args: argparse.Namespace) -> None:
             f"--train-subset {args.train_subset} is smaller than one optimizer step of {step} images (--batch-size "
             f"{args.batch_size} x {processes} process(es) x --grad-accum-steps {args.grad_accum_steps}); use a "
             "smaller --batch-size or a larger --train-subset")
+
+
+def _check_compile(args: argparse.Namespace) -> None:
+    """``--compile`` and ``--compile-backend`` go together, with a backend torch knows."""
+    mode, backend = getattr(args, "compile", "none"), getattr(args, "compile_backend", "inductor")
+    if mode == "none":
+        if backend != "inductor":
+            raise TrainOptionsError(f"--compile-backend {backend} needs --compile MODE (compilation is off)")
+        return
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise TrainOptionsError(f"--compile-backend {backend}: not a torch.compile backend; use one of {known}")
+    if mode != "default" and backend != "inductor":
+        raise TrainOptionsError(f"--compile {mode} is a mode of the inductor backend, not of {backend}; "
+                                "use --compile default with other backends")
 
 
 def _check_machine(args: argparse.Namespace) -> None:
@@ -459,6 +475,21 @@ def _wrap_ddp(parts: _Parts, args: argparse.Namespace, env: DistEnv) -> tuple[nn
     return ddp, find_unused
 
 
+def _compiled(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """The model to call in training steps: ``model`` under ``torch.compile`` with ``--compile``.
+
+    The whole model (the DDP wrapper included, as DDP's compiled path expects) is compiled, so
+    inductor fuses each PEDConv layer's generator, sampling and scalings with its neighbours; with
+    ``reduce-overhead`` a CUDA run replays the step as a CUDA graph (the layers read nothing back
+    from the device and draw their noise from torch's generator, so they are capturable). The
+    unwrapped module keeps serving evaluation and checkpoints, so their keys do not change.
+    """
+    mode = getattr(args, "compile", "none")
+    if mode in (None, "none"):
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode, backend=args.compile_backend)  # type: ignore[return-value]
+
+
 def _announce(parts: _Parts, args: argparse.Namespace, env: DistEnv, out: Path, config: dict[str, Any],
               progress: RunProgress, find_unused: bool, reporter: Reporter) -> None:
     """Write ``args.yaml`` (and a resumed run's ``metrics.jsonl``) and describe the run."""
@@ -586,6 +617,7 @@ def _start(args: argparse.Namespace, env: DistEnv, out: Path, resume_path: Optio
         progress, sums = RunProgress(metric=task.best_metric), EpochSums()
         seed_everything(mix_seed(args.seed, env.rank))  # per-rank streams (PEDConv sampling, mixup)
     model, find_unused = _wrap_ddp(parts, args, env)
+    model = _compiled(model, args)
     _announce(parts, args, env, out, config, progress, find_unused, reporter)
     return parts, saver, progress, sums, model, find_unused
 
