@@ -15,6 +15,10 @@ from torch._dynamo.utils import counters
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pedconv
+import pedconv.testing
+from pedconv.execution import ConvGeometry, materialize
+from pedconv.execution import compiled as compiled_op
+from pedconv.method import CPFactors
 
 BATCHES = (8, 4, 6, 5)
 
@@ -65,12 +69,38 @@ def test_inductor_compiles_a_converted_net_whole_and_once_per_dynamic_batch():
     assert _graphs(dynamic, "inductor") == _graphs(static, "inductor") == EXPECTED_GRAPHS
 
 
-def test_a_batch_as_groups_strategy_would_recompile_per_batch_size():
-    """The test above can fail: the materialize strategy, forced, folds the batch into the
-    groups, and inductor then compiles one graph per batch size."""
-    layer = pedconv.PEDConv2d(4, 4, 3, padding=1, strategy="materialize")
-    train, _ = _graphs(nn.Sequential(layer), "inductor", size=8, channels=4)
-    assert train > EXPECTED_GRAPHS[0]
+@pytest.mark.parametrize("strategy", ["materialize", "hybrid"])
+def test_batch_as_groups_strategies_compile_once_for_a_dynamic_batch(strategy):
+    """Traced, these strategies fold the batch into a convolution's groups and inductor would
+    compile one graph per batch size; behind the pedconv::per_sample_conv operator they do not."""
+    layer = pedconv.PEDConv2d(4, 4, 3, padding=1, strategy=strategy)
+    assert _graphs(nn.Sequential(layer), "inductor", size=8, channels=4) == EXPECTED_GRAPHS
+
+
+@pytest.mark.skipif(not compiled_op.AVAILABLE, reason="custom operators need torch >= 2.4")
+@pytest.mark.parametrize("kernel,stride,groups,bias", [(3, 1, 1, True), (3, 2, 2, False), (1, 1, 1, False),
+                                                       (3, 1, 4, True)])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_the_compiled_operator_matches_the_reference_in_float64(monkeypatch, kernel, stride, groups, bias, chunked):
+    """torch.library.opcheck (schema, fake tensor, autograd registration), then float64 values
+    and every gradient of the operator against the per-sample reference (also chunked)."""
+    if chunked:
+        monkeypatch.setattr(materialize, "MAX_WEIGHT_ELEMENTS", 2 * 8 * (4 // groups) * kernel * kernel)
+    torch.manual_seed(0)
+    dd = dict(dtype=torch.float64, requires_grad=True)
+    x, w = torch.randn(5, 4, 7, 7, **dd), torch.randn(8, 4 // groups, kernel, kernel, **dd)
+    b = torch.randn(8, **dd) if bias else None
+    comps = [torch.rand(5, 2, n, **dd) for n in (8, 4 // groups, kernel * kernel)]
+    geometry = ConvGeometry.make(stride, kernel // 2, 1, groups)
+    args = (x, w, b, *comps, list(geometry.stride), list(geometry.padding), list(geometry.dilation), groups)
+    torch.library.opcheck(torch.ops.pedconv.per_sample_conv.default, args)
+    ref = pedconv.testing.conv2d_per_sample(x, w, b, CPFactors(*comps), geometry)
+    out = compiled_op.per_sample_conv(x, w, b, CPFactors(*comps), geometry)
+    torch.testing.assert_close(out, ref)
+    inputs = [t for t in (x, w, b, *comps) if t is not None]
+    g = torch.randn_like(ref)
+    for a, r in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        torch.testing.assert_close(a, r)
 
 
 def test_the_main_jobs_model_is_captured_whole_without_extra_recompilations():

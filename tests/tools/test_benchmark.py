@@ -54,3 +54,35 @@ def test_cli_quick_writes_markdown_json_png(tmp_path):
     assert data["layers"] and data["models"] and data["meta"]["quick"]
     assert "| resnet18" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_models_with_every_strategy_under_autocast():
+    """The GPU script's model section (experiments/gpu_bench.py), on the CPU: every strategy
+    forced, bf16 autocast; the device and precision are named."""
+    import torch
+
+    with benchmark.use_runtime(benchmark.Runtime(amp=torch.bfloat16)) as rt:
+        rows = benchmark.bench_models((("resnet18", 2),), reps=1, image_size=32, eval_batch=2, include_naive=False,
+                                      strategies=True, log=lambda s: None)
+        assert "bfloat16" in rt.describe()
+    assert {"static", "pedconv", "ped_factored", "ped_materialize", "ped_hybrid"} == set(rows[0]["train"])
+    assert all(v > 0 for mode in ("train", "eval", "eval_b1") for v in rows[0][mode].values())
+
+
+@pytest.mark.slow
+def test_models_with_the_registered_peers():
+    rows = benchmark.bench_models((("resnet18", 2),), reps=1, image_size=32, eval_batch=2, include_naive=False,
+                                  peers=True, log=lambda s: None)
+    names = set(rows[0]["train"])
+    assert {"dyconv", "odconv", "odconv4x", "kw", "dcd"} <= names
+    assert "condconv" not in names  # no condconv_resnet18 is registered
+    assert all(v > 0 for mode in ("train", "eval", "eval_b1") for v in rows[0][mode].values())
+
+
+def test_bench_on_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert cli_main(["bench", "--quick", "--device", "cuda", "--out", str(tmp_path / "b")]) == 1
+    assert "--device cuda: CUDA is not available" in capsys.readouterr().err

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
 
 from ..method.cp import CPFactors
+from . import compiled
 from ._torch_specific import cast_for_autocast, is_exporting
 from .export import export_conv2d
 from .factored import factored
@@ -38,8 +40,19 @@ from .hybrid import hybrid
 from .materialize import materialize
 from .simple import loop, naive
 
-__all__ = ["SMALL_BATCH", "SMALL_WEIGHT_ELEMENTS", "STRATEGIES", "Strategy", "pedconv_conv1d", "pedconv_conv2d",
-           "pedconv_conv3d", "run_strategy", "select_strategy"]
+__all__ = [
+    "AUTO_THRESHOLDS",
+    "SMALL_BATCH",
+    "SMALL_WEIGHT_ELEMENTS",
+    "STRATEGIES",
+    "AutoThresholds",
+    "Strategy",
+    "pedconv_conv1d",
+    "pedconv_conv2d",
+    "pedconv_conv3d",
+    "run_strategy",
+    "select_strategy",
+]
 
 Strategy = Callable[[Tensor, Tensor, Optional[Tensor], CPFactors, ConvGeometry], Tensor]
 """``(x, weight, bias, factors, geometry) -> y``: one exact way to run Eq. (3)."""
@@ -54,12 +67,46 @@ STRATEGIES: dict[str, Strategy] = {
 """Exact execution strategies by name; ``"auto"`` chooses among them."""
 
 
-SMALL_WEIGHT_ELEMENTS = 1 << 23
-"""Per-sample weights up to this many elements (all ranks, for a batch of :data:`SMALL_BATCH`)
-never take ``"factored"``."""
+BATCH_AS_GROUPS = frozenset({"materialize", "hybrid", "naive", "loop"})
+"""The strategies that run each sample with its own kernel (the same convolution, by materialize
+under ``torch.compile``: see :mod:`pedconv.execution.compiled`)."""
+
 SMALL_BATCH = 128
-"""The batch size the ``SMALL_WEIGHT_ELEMENTS`` threshold is stated for: ``auto`` compares
+"""The batch size the ``small_weight_elements`` thresholds are stated for: ``auto`` compares
 per-sample sizes, so its choice does not change with the batch size (one compiled graph)."""
+
+
+@dataclass(frozen=True)
+class AutoThresholds:
+    """The two numbers behind ``auto``'s choice on one device type.
+
+    Attributes:
+        weight_factor: ``"materialize"`` when ``weight_factor * W <= R^2 * A`` (``W`` the per-sample
+            weight, ``A`` the activations that ``"factored"`` scales, both per sample): how much
+            more a batch-sized weight element costs than an activation element.
+        small_weight_elements: up to this many per-sample weight elements (all ranks) for a batch
+            of :data:`SMALL_BATCH`, kxk layers still take ``"materialize"`` over ``"factored"``.
+        source: where the numbers were measured (``None``: not measured on this device type;
+            the CPU's numbers are used).
+    """
+
+    weight_factor: float = 4.0
+    small_weight_elements: int = 1 << 23
+    source: Optional[str] = None
+
+
+AUTO_THRESHOLDS: dict[str, AutoThresholds] = {
+    "cpu": AutoThresholds(
+        4.0, 1 << 23, "2-core x86-64 CPU, torch 2.14.1: `pedconv bench` layer sweep of ResNet-50 / MobileNetV2 "
+        "(weight_factor) and the CIFAR-style ResNet-20 layers at batch 128 (small_weight_elements)"),
+    # Not measured yet: `python experiments/gpu_bench.py` on a CUDA machine fits both numbers and
+    # prints the entry to put here (results/gpu/auto_calibration.md).
+    "cuda": AutoThresholds(4.0, 1 << 23, None),
+}
+"""``auto``'s thresholds per device type (others use the CPU's)."""
+
+SMALL_WEIGHT_ELEMENTS = AUTO_THRESHOLDS["cpu"].small_weight_elements
+"""The CPU's ``small_weight_elements`` (kept as a name for existing code)."""
 
 
 def select_strategy(
@@ -80,11 +127,10 @@ def select_strategy(
     rank = factors.rank
     if batch == 1:
         return "materialize"  # one weight: as cheap as the static conv
-    if torch.compiler.is_compiling():
-        # Under torch.compile: the shared-weight forms only. A batch folded into the groups of
-        # a convolution makes the batch size part of the kernel's arguments, and inductor then
-        # specialises the graph on it (one recompilation per batch size); factored's graph
-        # does not depend on the batch, and inductor fuses its scalings and tap sums.
+    if torch.compiler.is_compiling() and not compiled.AVAILABLE:
+        # Only without the custom operator (torch < 2.4, see .compiled): the shared-weight forms,
+        # whose graph does not depend on the batch (a batch folded into the groups of a
+        # convolution makes inductor recompile for every batch size).
         return "factored"
     if cin_g == 1:
         return "materialize"  # a per-sample depthwise kernel: as cheap as the static conv
@@ -97,17 +143,17 @@ def select_strategy(
         act_elems = taps * cout * pixels if cin_g == cin and geometry.unit_stride else cin * taps * out_pixels
     else:
         act_elems = cin * pixels + cout * out_pixels  # scaled activations
+    limits = AUTO_THRESHOLDS.get(x.device.type, AUTO_THRESHOLDS["cpu"])
     # "factored" repeats its convolution per rank; "materialize" composes ranks into one
-    # weight. The 1/4 factor is calibrated on the ResNet-50/MobileNetV2 sweep of
-    # `pedconv bench` (2-core x86-64 CPU): batch-sized weights cost more per element.
-    if 4 * weight_elems <= rank * rank * act_elems:
+    # weight; batch-sized weights cost more per element than activations (weight_factor).
+    if limits.weight_factor * weight_elems <= rank * rank * act_elems:
         return "materialize"
     # Up to SMALL_WEIGHT_ELEMENTS per batch of SMALL_BATCH, the per-sample weight still beats
     # factored's tap passes, which cost several times the static conv on small layers, and
     # "hybrid" (measured on the CIFAR-style ResNet-20 layers at batch 128, conv path forward +
     # backward, 2-core x86-64: 64->64 at 7 px 16.1 ms materialize, 24.8 hybrid, 24.7 factored,
     # static 5.3; 32->32 at 14 px 9.5 / 10.0 / 74.7, static 5.9).
-    small = weight_elems * SMALL_BATCH <= SMALL_WEIGHT_ELEMENTS
+    small = weight_elems * SMALL_BATCH <= limits.small_weight_elements
     return "materialize" if small and factors.psi is not None and taps > 1 else "factored"
 
 
@@ -239,4 +285,8 @@ def run_strategy(
         return export_conv2d(xc, wc, bias, factors, geometry)
     if strategy == "auto":
         strategy = select_strategy(xc, wc, factors, geometry, exporting)
+    if strategy in BATCH_AS_GROUPS and compiled.AVAILABLE and torch.compiler.is_compiling() and xc.shape[0] != 1:
+        # torch.compile: the batch-as-groups convolution as one opaque operator (see .compiled),
+        # so that the compiled graph does not depend on the batch size.
+        return compiled.per_sample_conv(xc, wc, bias, factors, geometry)
     return STRATEGIES[strategy](xc, wc, bias, factors, geometry)

@@ -152,8 +152,10 @@ def taps_conv(x: Tensor, weight: Tensor, coef: Tensor, geometry: ConvGeometry) -
         for t, *windows in tap_windows(kernel, geometry.dilation, (1,) * ndim, out_size)
     ]
     z = z.view(batch, taps, cout, *padded)
-    if is_exporting():
-        # Traceable form (no custom Function, no in-place writes) for jit.trace and ONNX.
+    if is_exporting() or torch.compiler.is_compiling():
+        # Traceable form (no custom Function, no in-place writes) for jit.trace and ONNX, and for
+        # torch.compile: inductor fuses the weighted shifted sum and its backward into single
+        # kernels, where the custom Function's in-place slice writes become one full copy each.
         return torch.stack([z[sl] * per_channel(coef[:, k], ndim) for k, sl in enumerate(index)], 0).sum(0)
     return _TapSum.apply(z, coef, index)
 

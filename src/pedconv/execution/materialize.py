@@ -20,7 +20,7 @@ from ..method.cp import CPFactors, compose_weight, cp_tensor
 from .factored import scaled_columns_conv
 from .geometry import ConvGeometry, add_bias, batch_as_groups_conv, per_channel, spatial_numel, stride_index
 
-__all__ = ["MAX_WEIGHT_ELEMENTS", "materialize"]
+__all__ = ["MAX_WEIGHT_ELEMENTS", "materialize", "materialized_conv_backward"]
 
 MAX_WEIGHT_ELEMENTS = 1 << 26
 """Largest per-sample weight block (elements) ``"materialize"`` builds at once; larger
@@ -136,19 +136,28 @@ class _MaterializedConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
         x, weight, gamma, phi, psi = ctx.saved_tensors
-        # Under autocast the forward ran in lower precision: do the backward in grad's dtype.
-        dt = grad.dtype
-        if x.dtype != dt:
-            x, weight = x.to(dt), weight.to(dt)
-            gamma, phi, psi = (t.to(dt) if t is not None else None for t in (gamma, phi, psi))
-        factors = CPFactors(gamma, phi, psi)
-        cp = cp_tensor(factors, weight.shape)  # once, for the weight and for W_base's gradient
-        batch = cp.shape[0]
-        w = weight.unsqueeze(0) * cp.view(batch, *weight.shape)
-        grad_x, grad_w = _weight_grad(x, w, grad.contiguous(), ctx.geometry, ctx.needs_input_grad[0])
-        cout, cin_g = w.shape[1:3]
-        grads = _cp_grads(grad_w.reshape(batch, cout, cin_g, -1), weight, factors, ctx.needs_input_grad[1:5], cp)
-        return (grad_x, *grads, None)
+        grads = materialized_conv_backward(grad, x, weight, CPFactors(gamma, phi, psi), ctx.geometry,
+                                           ctx.needs_input_grad[:5])
+        return (*grads, None)
+
+
+def materialized_conv_backward(
+    grad: Tensor, x: Tensor, weight: Tensor, factors: CPFactors, geometry: ConvGeometry, needs: Sequence[bool]
+) -> tuple[Optional[Tensor], ...]:
+    """Gradients ``(x, weight, gamma, phi, psi)`` of the materialized per-sample convolution (no
+    bias) from ``grad``, rebuilding the per-sample weight from the factors (``needs``: which)."""
+    # Under autocast the forward ran in lower precision: do the backward in grad's dtype.
+    dt = grad.dtype
+    if x.dtype != dt:
+        x, weight = x.to(dt), weight.to(dt)
+        factors = CPFactors(*(t.to(dt) if t is not None else None for t in factors))
+    cp = cp_tensor(factors, weight.shape)  # once, for the weight and for W_base's gradient
+    batch = cp.shape[0]
+    w = weight.unsqueeze(0) * cp.view(batch, *weight.shape)
+    grad_x, grad_w = _weight_grad(x, w, grad.contiguous(), geometry, needs[0])
+    cout, cin_g = w.shape[1:3]
+    grads = _cp_grads(grad_w.reshape(batch, cout, cin_g, -1), weight, factors, needs[1:5], cp)
+    return (grad_x, *grads)
 
 
 def _single_sample(

@@ -26,12 +26,13 @@ memory), de-duplicated by storage, as a ratio to the static layer/model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -48,8 +49,8 @@ from ..utils.atomic import atomic_write_text
 from ..utils.options import positive_int
 from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
 
-__all__ = ["ConvShape", "bench_layers", "bench_models", "bench_nd", "bench_small", "build_parser", "conv_shapes",
-           "main", "run", "run_benchmark", "time_interleaved"]
+__all__ = ["MODEL_PEERS", "ConvShape", "Runtime", "bench_layers", "bench_models", "bench_nd", "bench_small",
+           "build_parser", "conv_shapes", "main", "run", "run_benchmark", "time_interleaved", "use_runtime"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,70 @@ def conv_shapes(arch: str, image_size: int = 224) -> list[ConvShape]:
     return list(dict.fromkeys(shapes[1:]))
 
 
+@dataclass
+class Runtime:
+    """Where the benchmark runs: the device of every model and input, and the autocast dtype.
+
+    ``pedconv bench --device cuda --amp bfloat16`` sets it for the whole run (:func:`use_runtime`);
+    timing synchronises the device around every timed call, so asynchronous CUDA work is counted.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: Optional[torch.dtype] = None
+
+    def autocast(self) -> Any:
+        """``torch.autocast`` on the device when ``amp`` is set, else a null context."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=self.device)
+
+    def randint(self, high: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(0, high, shape, device=self.device)
+
+    def describe(self) -> str:
+        """The device in words (the GPU's name on CUDA) and the precision."""
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else machine_description()
+        return f"{name}, {'autocast ' + str(self.amp).replace('torch.', '') if self.amp else 'float32'}"
+
+
+_runtime = Runtime()
+
+
+@contextlib.contextmanager
+def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
+    """Run the benchmark functions of this module on ``runtime`` inside the ``with`` block.
+
+    >>> with use_runtime(Runtime(amp=torch.bfloat16)) as rt:
+    ...     rt.randn(2, 3).device.type
+    'cpu'
+    """
+    global _runtime
+    previous, _runtime = _runtime, runtime
+    try:
+        yield runtime
+    finally:
+        _runtime = previous
+
+
+def _peak_bytes(fn: Callable[[], object]) -> Optional[int]:
+    """Peak CUDA memory allocated while running ``fn`` (None on other devices)."""
+    if _runtime.device.type != "cuda":
+        return None
+    _runtime.sync()
+    torch.cuda.reset_peak_memory_stats(_runtime.device)
+    base = torch.cuda.memory_allocated(_runtime.device)
+    fn()
+    _runtime.sync()
+    return torch.cuda.max_memory_allocated(_runtime.device) - base
+
+
 def _saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     """Bytes autograd saves for backward while running ``fn`` (distinct storages)."""
     seen: dict[int, int] = {}
@@ -126,7 +191,7 @@ def _inference(m: nn.Module, x: torch.Tensor, set_eval: bool = False) -> Callabl
     def infer() -> object:
         if set_eval:
             m.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), _runtime.autocast():
             return m(x)
 
     return infer
@@ -136,7 +201,8 @@ def _sgd_step(m: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, target:
     """One training step of ``m`` (cross-entropy + info-max term, SGD update) as a function."""
     def step() -> object:
         m.train()
-        loss = nn.functional.cross_entropy(m(x), target) + 1e-3 * infomax_loss(m)
+        with _runtime.autocast():
+            loss = nn.functional.cross_entropy(m(x), target) + 1e-3 * infomax_loss(m)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -174,13 +240,15 @@ def _record(row: dict, mode: str, fns: dict[str, Callable[[], object]], reps: in
     return times["static"]
 
 
-def _compiled(models: dict[str, nn.Module], enabled: bool) -> tuple[dict[str, nn.Module], float]:
-    """``models`` under ``torch.compile`` when ``enabled`` (compilation happens at the first call,
-    inside the warm-up), and the seconds that ``torch.compile`` itself took (0 if not enabled)."""
+def _compiled(models: dict[str, nn.Module], enabled: bool, mode: Optional[str] = None
+              ) -> tuple[dict[str, nn.Module], float]:
+    """``models`` under ``torch.compile`` (``mode``: e.g. ``"reduce-overhead"``, CUDA graphs) when
+    ``enabled`` (compilation happens at the first call, inside the warm-up), and the seconds that
+    ``torch.compile`` itself took (0 if not enabled)."""
     if not enabled:
         return models, 0.0
     t0 = time.perf_counter()
-    out = {k: torch.compile(m) for k, m in models.items()}
+    out = {k: torch.compile(m, mode=mode) for k, m in models.items()}
     return out, time.perf_counter() - t0  # type: ignore[return-value]
 
 
@@ -203,8 +271,10 @@ def time_interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: in
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            _runtime.sync()
             t0 = time.perf_counter()
             fn()
+            _runtime.sync()
             times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -226,10 +296,11 @@ def _layer_contestants(s: ConvShape, include_naive: bool) -> dict[str, nn.Module
 
 def _train_step(m: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
     def step() -> torch.Tensor:
-        y = m(x)
-        loss = y.float().mean()
-        if isinstance(m, PEDConv2d) or any(isinstance(c, PEDConv2d) for c in m.modules()):
-            loss = loss + 1e-3 * infomax_loss(m)
+        with _runtime.autocast():
+            y = m(x)
+            loss = y.float().mean()
+            if isinstance(m, PEDConv2d) or any(isinstance(c, PEDConv2d) for c in m.modules()):
+                loss = loss + 1e-3 * infomax_loss(m)
         loss.backward()
         return y
 
@@ -253,10 +324,10 @@ def bench_layers(
             step = max(1, len(shapes) // max_shapes)
             shapes = shapes[::step][:max_shapes]
         for s in shapes:
-            mods = _layer_contestants(s, include_naive)
+            mods = {k: m.to(_runtime.device) for k, m in _layer_contestants(s, include_naive).items()}
             row: dict = dict(arch=arch, shape=s.label(), kind=s.kind, **asdict(s))
             for mode, b in (("train", batch), ("eval", batch), ("eval_b1", 1)):
-                x = torch.randn(b, s.cin, s.height, s.width)
+                x = _runtime.randn(b, s.cin, s.height, s.width)
                 if mode == "train":
                     for m in mods.values():
                         m.train()
@@ -286,12 +357,18 @@ def bench_models(
     include_naive: bool = True,
     compile: bool = False,
     repeats: int = 1,
+    strategies: bool = False,
+    peers: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Model-level ratios: training step (fwd + bwd + SGD), eval at ``eval_batch`` and at 1
     (``compile``: both models under ``torch.compile``; the authors' formulation is left out).
     Each time ratio is the median over ``repeats`` interleaved measurements, with the range in
-    ``<mode>_range``."""
+    ``<mode>_range``. ``strategies``: also PEDConv with every strategy forced; ``peers``: also
+    the registered dynamic-convolution peers of the architecture (:data:`MODEL_PEERS`). On CUDA,
+    ``peak_mem`` is each contestant's peak memory of a training step over static's."""
+    from ..models import create_model, list_models
+
     rows = []
     for arch, train_batch in specs:
         torch.manual_seed(0)
@@ -299,11 +376,18 @@ def bench_models(
         models = {"static": static, "pedconv": convert(static, keep_shortcut=True)}
         if include_naive and not compile:
             models["ped_naive"] = convert(static, keep_shortcut=True, strategy="naive")
+        if strategies:
+            models.update({f"ped_{k}": convert(static, keep_shortcut=True, strategy=k)
+                           for k in STRATEGIES if k not in ("loop", "naive")})
+        if peers:
+            models.update({peer: create_model(f"{peer}_{arch}") for peer in MODEL_PEERS
+                           if f"{peer}_{arch}" in list_models()})
+        models = {k: m.to(_runtime.device) for k, m in models.items()}
         opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
         runners, compile_s = _compiled(models, compile)
         row: dict = dict(arch=arch, train_batch=train_batch, eval_batch=eval_batch, compile=compile)
-        x = torch.randn(train_batch, 3, image_size, image_size)
-        target = torch.randint(0, 1000, (train_batch,))
+        x = _runtime.randn(train_batch, 3, image_size, image_size)
+        target = _runtime.randint(1000, (train_batch,))
 
         fns = {k: _sgd_step(m, opts[k], x, target) for k, m in runners.items()}
         if compile:
@@ -312,8 +396,12 @@ def bench_models(
         mem = {k: _saved_bytes(_call(m.train(), x)) for k, m in models.items()}
         row["mem"] = {k: v / mem["static"] for k, v in mem.items()}
         row["mem_static_mb"] = mem["static"] / 2**20
+        peak = {k: _peak_bytes(fn) for k, fn in fns.items()}
+        if peak["static"]:
+            row["peak_mem"] = {k: v / peak["static"] for k, v in peak.items() if v is not None}
+            row["peak_mem_static_mb"] = peak["static"] / 2**20
         for mode, b in (("eval", eval_batch), ("eval_b1", 1)):
-            xe = torch.randn(b, 3, image_size, image_size)
+            xe = _runtime.randn(b, 3, image_size, image_size)
             fns = {k: _inference(m, xe, set_eval=True) for k, m in runners.items()}
             if compile:
                 row[f"{mode}_first_call_s"] = _first_calls(fns)
@@ -326,11 +414,18 @@ def bench_models(
     return rows
 
 
+MODEL_PEERS = ("condconv", "dyconv", "odconv", "odconv4x", "kw", "dcd", "weightnet")
+"""Prefixes of the registered peer models that ``bench_models(peers=True)`` adds where they
+exist for the architecture (``condconv_resnet50``, ``odconv_resnet18``, ``kw_resnet50``, ...)."""
+
+
 SMALL_MODELS = {
     "static": "cifar_resnet20",
     "pedconv": "pedconv_cifar_resnet20",
     "condconv4": "condconv_cifar_resnet20",
     "dyconv4": "dyconv_cifar_resnet20",
+    "odconv": "odconv_cifar_resnet20",
+    "kw": "kw_cifar_resnet20",
 }
 """The contestants of the small-network benchmark (``pedconv compare``'s models)."""
 
@@ -342,21 +437,25 @@ def bench_small(
     repeats: int = 3,
     compile: bool = False,
     log: Callable[[str], None] = print,
+    contestants: Optional[Sequence[str]] = None,
+    compile_mode: Optional[str] = None,
 ) -> list[dict]:
     """Throughput of the CIFAR-style ResNet-20s as a share of static's (``static time / time``;
-    > 1 is faster than static), train step and eval, median and range over ``repeats``."""
+    > 1 is faster than static), train step and eval, median and range over ``repeats``.
+    ``contestants``: keys of :data:`SMALL_MODELS` (default all); ``compile_mode``: torch.compile's."""
     from ..models import create_model
 
     rows = []
-    x, target = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    x, target = _runtime.randn(batch, 1, 28, 28), _runtime.randint(10, (batch,))
+    chosen = {k: v for k, v in SMALL_MODELS.items() if contestants is None or k == "static" or k in contestants}
     for width in widths:
         models = {}
-        for k, name in SMALL_MODELS.items():
+        for k, name in chosen.items():
             torch.manual_seed(0)
-            models[k] = create_model(name, num_classes=10, in_chans=1, width=width)
+            models[k] = create_model(name, num_classes=10, in_chans=1, width=width).to(_runtime.device)
         opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
-        runners, compile_s = _compiled(models, compile)
-        row: dict = dict(width=width, batch=batch, compile=compile)
+        runners, compile_s = _compiled(models, compile, compile_mode)
+        row: dict = dict(width=width, batch=batch, compile=compile and (compile_mode or "default"))
         for mode in ("train", "eval"):
             if mode == "train":
                 fns = {k: _sgd_step(m, opts[k], x, target) for k, m in runners.items()}
@@ -388,13 +487,14 @@ def bench_nd(reps: int = 5, cases: Optional[dict[str, dict]] = None, log: Callab
     for name, case in (ND_CASES if cases is None else cases).items():
         torch.manual_seed(0)
         static = case["conv"](case["cin"], case["cout"], case["kernel"], padding=1, bias=False)
-        mods = {"static": static, "pedconv": case["layer"].from_conv(static)}
+        pair = {"static": static, "pedconv": case["layer"].from_conv(static)}
+        mods = {k: m.to(_runtime.device) for k, m in pair.items()}
         row: dict = dict(case=name, input=list(case["input"]))
         for mode in ("train", "eval", "eval_b1"):
             shape = list(case["input"])
             if mode == "eval_b1":
                 shape[0] = 1
-            x = torch.randn(*shape)
+            x = _runtime.randn(*shape)
             if mode == "train":
                 xg = x.requires_grad_(True)
                 fns: dict[str, Callable[[], object]] = {k: _train_step(m.train(), xg) for k, m in mods.items()}
@@ -422,7 +522,8 @@ def _markdown_small(small_rows: list[dict], nd_rows: list[dict]) -> str:
         header = ["ResNet-20 (B, 1x28x28)", "contestant", "train throughput / static", "eval throughput / static"]
         parts.append("\n### Small networks (throughput as a share of static; median and range over repeats)\n\n"
                      + markdown_table(header, [
-                         [f"width {r['width']} (B={r['batch']}{', compiled' if r['compile'] else ''})", n,
+                         [f"width {r['width']} (B={r['batch']}"
+                          f"{', compiled ' + str(r['compile']) if r['compile'] else ''})", n,
                           *(f"{r[m][n]['median']:.2f} ({r[m][n]['min']:.2f}-{r[m][n]['max']:.2f})"
                             for m in ("train", "eval"))]
                          for r in small_rows for n in names]))
@@ -446,13 +547,14 @@ def _markdown(layer_rows: list[dict], model_rows: list[dict]) -> str:
              f"{r['mem']['pedconv']:.2f}"] for r in layer_rows]))
     if model_rows:
         names = [k for k in model_rows[0]["train"] if k != "static"]
+        peak = "peak_mem" in model_rows[0]
         header = ["model", "contestant", "train step", "eval", "eval B=1", "saved-activation memory",
-                  "static train step (s)"]
+                  *(["peak memory (train)"] if peak else []), "static train step (s)"]
         parts.append("\n### Models (time ratio to the static torchvision model)\n\n" + markdown_table(header, [
             [f"{r['arch']} (train B={r['train_batch']}, eval B={r['eval_batch']}"
              f"{', compiled' if r.get('compile') else ''})", n,
              *(_with_range(r, m, n) for m in ("train", "eval", "eval_b1")), f"{r['mem'][n]:.2f}",
-             f"{r['train_static_s']:.2f}"]
+             *([f"{r['peak_mem'][n]:.2f}"] if peak else []), f"{r['train_static_s']:.3f}"]
             for r in model_rows for n in names]))
     return "".join(parts) or "\n"
 
@@ -500,12 +602,29 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--compile", action="store_true",
                    help="run the model and small-network sections with both models under torch.compile")
     p.add_argument("--no-naive", action="store_true", help="leave out the authors' (slow) formulation")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where every contestant runs")
+    p.add_argument("--amp", choices=("bfloat16", "float16"), default=None,
+                   help="run every contestant under torch.autocast with this dtype (default: float32)")
+    p.add_argument("--strategies", action="store_true",
+                   help="model section: also PEDConv with each execution strategy forced")
+    p.add_argument("--peers", action="store_true",
+                   help="model section: also the registered CondConv / DY-Conv / ODConv / KernelWarehouse / DCD / "
+                        "WeightNet versions of each architecture")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output prefix (.md, .json, .png)")
     return p
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark that parsed ``args`` describe; returns ``meta``, ``layers`` and ``models`` rows."""
+    from ..training.distributed import resolve_device
+
+    runtime = Runtime(resolve_device(getattr(args, "device", "cpu")),
+                      getattr(torch, args.amp) if getattr(args, "amp", None) else None)
+    with use_runtime(runtime):
+        return _run_benchmark(args, runtime)
+
+
+def _run_benchmark(args: argparse.Namespace, runtime: Runtime) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     layer_kw: dict[str, Any]
     model_kw: dict[str, Any]
@@ -521,15 +640,17 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     layers = [] if args.skip_layers or args.compile else bench_layers(
         args.archs, include_naive=not args.no_naive, **layer_kw)
-    models = [] if args.skip_models else bench_models(include_naive=not args.no_naive, compile=args.compile,
-                                                       **model_kw)
+    models = [] if args.skip_models else bench_models(
+        include_naive=not args.no_naive, compile=args.compile, strategies=getattr(args, "strategies", False),
+        peers=getattr(args, "peers", False), **model_kw)
     small = [] if args.skip_small else bench_small(compile=args.compile, **small_kw)
     quick_nd = {k: dict(c, input=(2, *c["input"][1:2], *(min(n, 8) for n in c["input"][2:])))
                 for k, c in ND_CASES.items()}
     nd = [] if args.skip_nd or args.compile else bench_nd(
         reps=1 if args.quick else args.reps, cases=quick_nd if args.quick else None)
     meta = dict(
-        machine=machine_description(), threads=args.threads, torch=torch.__version__, date=time.strftime("%Y-%m-%d"),
+        machine=machine_description(), device=runtime.describe(), threads=args.threads, torch=torch.__version__,
+        date=time.strftime("%Y-%m-%d"),
         quick=args.quick, seconds=round(time.time() - started),
         layer_settings={k: str(v) for k, v in layer_kw.items()},
         model_settings={k: str(v) for k, v in model_kw.items()},
@@ -541,7 +662,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """``pedconv bench`` on parsed options: benchmark, print the tables, write ``<out>.json/.md/.png``."""
     result = run_benchmark(args)
-    md = _markdown(result["layers"], result["models"]) + _markdown_small(result["small"], result["nd"])
+    md = (f"Device: {result['meta']['device']}; torch {result['meta']['torch']}; {result['meta']['date']}\n\n"
+          + _markdown(result["layers"], result["models"]) + _markdown_small(result["small"], result["nd"]))
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(result, indent=1))
     atomic_write_text(args.out.with_suffix(".md"), md)
     plotted = _plot(result["layers"], args.out.with_suffix(".png"))
