@@ -53,7 +53,7 @@ def create_model(name: str, *, num_classes: int = 1000, init: str = "default", *
     Example:
         >>> import pedconv
         >>> model = pedconv.create_model("pedconv_resnet18", num_classes=10)
-        >>> float(pedconv.create_model("resnet18", num_classes=10, init="authors").bn1.weight[0])
+        >>> float(pedconv.create_model("resnet18", num_classes=10, init="authors").bn1.weight[0].detach())
         0.5
     """
     from .authors import apply_init, check_init  # authors.py builds models with create_model
