@@ -94,6 +94,10 @@ def test_the_compiled_operator_matches_the_reference_in_float64(monkeypatch, ker
     geometry = ConvGeometry.make(stride, kernel // 2, 1, groups)
     args = (x, w, b, *comps, list(geometry.stride), list(geometry.padding), list(geometry.dilation), groups)
     torch.library.opcheck(torch.ops.pedconv.per_sample_conv.default, args)
+    plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]  # no double backward
+    grad_args = (torch.randn(5, 8, *geometry.output_size((7, 7), (kernel, kernel)), dtype=torch.float64), *plain,
+                 [True, True, bias, True, True, True])
+    torch.library.opcheck(torch.ops.pedconv.per_sample_conv_backward.default, grad_args)
     ref = pedconv.testing.conv2d_per_sample(x, w, b, CPFactors(*comps), geometry)
     out = compiled_op.per_sample_conv(x, w, b, CPFactors(*comps), geometry)
     torch.testing.assert_close(out, ref)

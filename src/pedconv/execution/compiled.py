@@ -41,7 +41,8 @@ def _forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[
     from .materialize import materialize
 
     with torch.no_grad():
-        return materialize(x, weight, bias, CPFactors(gamma, phi, psi), _geometry(stride, padding, dilation, groups))
+        y = materialize(x, weight, bias, CPFactors(gamma, phi, psi), _geometry(stride, padding, dilation, groups))
+    return y.contiguous()  # the layout the fake implementation promises
 
 
 def _backward_impl(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor],
@@ -67,7 +68,9 @@ def _backward_impl(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tenso
         else:  # per-sample tensors: concatenated
             out.append(torch.cat(per_chunk) if len(per_chunk) > 1 else per_chunk[0])
     out.insert(2, grad.sum([0, *range(2, grad.dim())]) if bias is not None and needs[2] else None)
-    return [x.new_empty(0) if g is None else g for g in out]
+    # Contiguous, as the fake implementation promises (a transposed gradient would be read with
+    # the wrong strides by the compiled graph).
+    return [x.new_empty(0) if g is None else g.contiguous() for g in out]
 
 
 if AVAILABLE:
@@ -95,7 +98,7 @@ if AVAILABLE:
           phi: Optional[Tensor], psi: Optional[Tensor], stride: list[int], padding: list[int], dilation: list[int],
           groups: int, needs: list[bool]) -> list[Tensor]:
         inputs = [x, weight, bias, gamma, phi, psi]
-        return [torch.empty_like(t) if t is not None and need else x.new_empty(0) for t, need in zip(inputs, needs)]
+        return [t.new_empty(t.shape) if t is not None and need else x.new_empty(0) for t, need in zip(inputs, needs)]
 
     def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups = inputs
