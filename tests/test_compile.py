@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+import torch._inductor.config
 import torch.nn as nn
 from torch._dynamo.utils import counters
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -116,12 +117,20 @@ def test_the_main_jobs_model_is_captured_whole_without_extra_recompilations():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-@pytest.mark.parametrize("name", ["pedconv_cifar_resnet20", "pedconv_resnet18", "pedconv_resnet50"])
-def test_paper_models_compile_fullgraph_with_every_backend(name, backend):
+@pytest.mark.parametrize("name", ["cifar_resnet20", "resnet18", "resnet50"])
+def test_paper_models_compile_fullgraph_with_every_backend(monkeypatch, name, backend):
+    """The converted ResNet-20, ResNet-18 and ResNet-50, train and eval: no break, and no graph
+    beyond what the static network compiles for the same batch sizes."""
+    if backend == "inductor":
+        # torch 2.14's inductor on the CPU corrupts memory ("free(): invalid next size") in the
+        # compiled backward of the *static* cifar_resnet20 when its layout optimisation (convs in
+        # channels_last) meets a dynamic batch; PEDConv inherits it. Off, both compile and run.
+        monkeypatch.setattr(torch._inductor.config, "layout_optimization", False)
     channels = 1 if "cifar" in name else 3
     kw = dict(in_chans=1, width=8) if "cifar" in name else {}
-    model = pedconv.create_model(name, num_classes=10, **kw)
-    assert _graphs(model, backend, size=32, channels=channels) == EXPECTED_GRAPHS
+    graphs = [_graphs(pedconv.create_model(prefix + name, num_classes=10, **kw), backend, size=32, channels=channels)
+              for prefix in ("", "pedconv_")]
+    assert graphs[1] == graphs[0]
 
 
 class _NoHostSync(TorchDispatchMode):

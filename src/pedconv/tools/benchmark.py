@@ -607,6 +607,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="run every contestant under torch.autocast with this dtype (default: float32)")
     p.add_argument("--strategies", action="store_true",
                    help="model section: also PEDConv with each execution strategy forced")
+    p.add_argument("--small-contestants", nargs="+", choices=[k for k in SMALL_MODELS if k != "static"],
+                   default=None, help="small-network section: these contestants only (default: all)")
+    p.add_argument("--compile-mode", default=None,
+                   help="with --compile: torch.compile's mode (e.g. reduce-overhead, CUDA graphs on a GPU)")
     p.add_argument("--peers", action="store_true",
                    help="model section: also the registered CondConv / DY-Conv / ODConv / KernelWarehouse / DCD / "
                         "WeightNet versions of each architecture")
@@ -643,7 +647,9 @@ def _run_benchmark(args: argparse.Namespace, runtime: Runtime) -> dict[str, Any]
     models = [] if args.skip_models else bench_models(
         include_naive=not args.no_naive, compile=args.compile, strategies=getattr(args, "strategies", False),
         peers=getattr(args, "peers", False), **model_kw)
-    small = [] if args.skip_small else bench_small(compile=args.compile, **small_kw)
+    small = [] if args.skip_small else bench_small(
+        compile=args.compile, contestants=getattr(args, "small_contestants", None),
+        compile_mode=getattr(args, "compile_mode", None), **small_kw)
     quick_nd = {k: dict(c, input=(2, *c["input"][1:2], *(min(n, 8) for n in c["input"][2:])))
                 for k, c in ND_CASES.items()}
     nd = [] if args.skip_nd or args.compile else bench_nd(
