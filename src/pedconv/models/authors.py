@@ -36,7 +36,7 @@ def authors_init(model: nn.Module) -> nn.Module:
     Example:
         >>> import torch.nn as nn
         >>> m = authors_init(nn.Sequential(nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2)))
-        >>> m[0].weight.tolist(), m[2].bias.tolist(), round(float(m[2].weight.std()), 1) < 0.1
+        >>> m[0].weight.tolist(), m[2].bias.tolist(), round(float(m[2].weight.detach().std()), 1) < 0.1
         ([0.5, 0.5, 0.5, 0.5], [0.0, 0.0], True)
     """
     with torch.no_grad():
