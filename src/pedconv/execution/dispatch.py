@@ -88,6 +88,10 @@ class AutoThresholds:
             of :data:`SMALL_BATCH`, kxk layers still take ``"materialize"`` over ``"factored"``.
         source: where the numbers were measured (``None``: not measured on this device type;
             the CPU's numbers are used).
+
+    Example:
+        >>> AUTO_THRESHOLDS["cpu"].weight_factor, AUTO_THRESHOLDS["cuda"].source is None
+        (4.0, True)
     """
 
     weight_factor: float = 4.0
