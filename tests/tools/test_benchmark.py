@@ -86,3 +86,13 @@ def test_bench_on_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     assert cli_main(["bench", "--quick", "--device", "cuda", "--out", str(tmp_path / "b")]) == 1
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--compile-mode", "reduce-overhead"], "--compile-mode needs --compile"),
+    (["--skip-small", "--small-contestants", "pedconv"], "--small-contestants has no effect with --skip-small"),
+    (["--skip-models", "--peers"], "--peers has no effect with --skip-models"),
+])
+def test_options_that_would_do_nothing_are_refused(tmp_path, capsys, flags, message):
+    assert cli_main(["bench", "--quick", *flags, "--out", str(tmp_path / "b")]) == 2
+    assert message in capsys.readouterr().err

@@ -50,10 +50,10 @@ def _backward_impl(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tenso
                    dilation: list[int], groups: int, needs: list[bool]) -> list[Tensor]:
     """Every input's gradient from materialize's own backward, chunk by chunk as its forward ran
     (no recomputed convolution, no autograd); an empty tensor stands for "no gradient"."""
-    from .materialize import MAX_WEIGHT_ELEMENTS, materialized_conv_backward
+    from .materialize import chunk_size, materialized_conv_backward
 
     factors, geometry = CPFactors(gamma, phi, psi), _geometry(stride, padding, dilation, groups)
-    chunk = max(1, MAX_WEIGHT_ELEMENTS // weight.numel())
+    chunk = chunk_size(weight)
     parts = []
     for i in range(0, x.shape[0], chunk):
         n = min(chunk, x.shape[0] - i)

@@ -20,11 +20,16 @@ from ..method.cp import CPFactors, compose_weight, cp_tensor
 from .factored import scaled_columns_conv
 from .geometry import ConvGeometry, add_bias, batch_as_groups_conv, per_channel, spatial_numel, stride_index
 
-__all__ = ["MAX_WEIGHT_ELEMENTS", "materialize", "materialized_conv_backward"]
+__all__ = ["MAX_WEIGHT_ELEMENTS", "chunk_size", "materialize", "materialized_conv_backward"]
 
 MAX_WEIGHT_ELEMENTS = 1 << 26
 """Largest per-sample weight block (elements) ``"materialize"`` builds at once; larger
 batches are processed in chunks, so memory stays bounded whatever the batch size."""
+
+
+def chunk_size(weight: Tensor) -> int:
+    """How many samples' weights (of this base weight) :func:`materialize` builds at once."""
+    return max(1, MAX_WEIGHT_ELEMENTS // weight.numel())
 
 
 def _is_gemm(weight_shape: Sequence[int], geometry: ConvGeometry) -> bool:
@@ -213,7 +218,7 @@ def materialize(
         if factors.rank == 1:
             return _single_sample(x, weight, bias, factors, geometry)
         return geometry.conv(x, compose_weight(weight, *factors)[0], bias)
-    chunk = max(1, MAX_WEIGHT_ELEMENTS // weight.numel())
+    chunk = chunk_size(weight)
     if x.shape[0] <= chunk:
         # One block: no slicing (a slice's backward would write a zero-filled copy of x).
         return add_bias(_MaterializedConv.apply(x, weight, *factors, geometry), bias)

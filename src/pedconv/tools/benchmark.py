@@ -42,6 +42,7 @@ import torchvision
 
 from ..baselines import CondConv2d, DyConv2d
 from ..convert import convert
+from ..errors import UsageError
 from ..execution import STRATEGIES
 from ..method import PEDConv1d, PEDConv2d, PEDConv3d
 from ..method.infomax import infomax_loss
@@ -628,7 +629,22 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         return _run_benchmark(args, runtime)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Options that would do nothing in this run are usage errors, not silently ignored."""
+    unused = [
+        ("--compile-mode", getattr(args, "compile_mode", None), not args.compile, "needs --compile"),
+        ("--small-contestants", getattr(args, "small_contestants", None), args.skip_small,
+         "has no effect with --skip-small"),
+        ("--strategies", getattr(args, "strategies", False), args.skip_models, "has no effect with --skip-models"),
+        ("--peers", getattr(args, "peers", False), args.skip_models, "has no effect with --skip-models"),
+    ]
+    for flag, value, idle, why in unused:
+        if value and idle:
+            raise UsageError(f"{flag} {why}")
+
+
 def _run_benchmark(args: argparse.Namespace, runtime: Runtime) -> dict[str, Any]:
+    _check_options(args)
     torch.set_num_threads(args.threads)
     layer_kw: dict[str, Any]
     model_kw: dict[str, Any]
