@@ -21,3 +21,28 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+# The "triton" strategy on these CPU tensors runs in Triton's interpreter: switched on for every
+# test (torch reads the variable only to compile GPU code), skipped where triton is missing. Its
+# cases in the generic strategy matrices are slow there: tests/execution/test_fused.py checks the
+# kernels in the default run, the matrices' "triton" cases run with -m slow.
+INTERPRETED_IN_DEFAULT_RUN = ("test_fused.py", "test_ecosystem.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "triton" in [v for v in params.values() if isinstance(v, str)] and item.path.name not in (
+            INTERPRETED_IN_DEFAULT_RUN
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _triton_interpreter(request, monkeypatch):
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if "triton" in [v for v in params.values() if isinstance(v, str)]:
+        pytest.importorskip("triton", reason="strategy 'triton' needs the triton package, which is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    yield

@@ -37,7 +37,9 @@ def layer_configs(draw):
         variational=draw(st.booleans()),
         infomax=draw(st.booleans()),
         activation=draw(st.sampled_from(sorted(pedconv.ACTIVATIONS))),
-        strategy=draw(st.sampled_from(["auto", *sorted(pedconv.STRATEGIES)])),
+        # "triton" runs in the interpreter here: too slow for hundreds of examples (its own
+        # property and padding-mode tests are in tests/execution/test_fused.py)
+        strategy=draw(st.sampled_from(["auto", *sorted(set(pedconv.STRATEGIES) - {"triton"})])),
         reduction=draw(st.sampled_from([1, 2, 16])),
     )
     if opts["variational"] and draw(st.booleans()):

@@ -62,7 +62,9 @@ def test_every_strategy_matches_the_per_sample_reference_in_float64(
     components=st.sampled_from([("gamma", "phi", "psi"), ("psi",), ("gamma", "phi"), ("phi", "psi")]),
     bias=st.booleans(),
     batch=st.integers(1, 3),
-    strategy=st.sampled_from(["auto", *sorted(pedconv.STRATEGIES)]),
+    # "triton" runs in the interpreter here: too slow for hundreds of examples (its own
+    # property and padding-mode tests are in tests/execution/test_fused.py)
+    strategy=st.sampled_from(["auto", *sorted(set(pedconv.STRATEGIES) - {"triton"})]),
 )
 def test_eval_output_matches_a_per_sample_conv(
     ndim, kernel, stride, dilation, padding, padding_mode, groups, rank, components, bias, batch, strategy

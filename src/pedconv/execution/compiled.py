@@ -1,5 +1,4 @@
-"""The batch-as-groups per-sample convolution as a ``torch.library`` custom operator, for
-``torch.compile``.
+"""The per-sample convolutions as ``torch.library`` custom operators, for ``torch.compile``.
 
 Traced by the compiler, a batch folded into a convolution's groups makes the batch size a
 constant of that convolution, and inductor then compiles the graph again for every new batch
@@ -11,6 +10,9 @@ inside an operator). The layer's generator, sampling and scalings around it stay
 that inductor fuses. Under ``torch.compile``, :func:`~pedconv.execution.run_strategy` sends the
 ``"materialize"``, ``"hybrid"``, ``"naive"`` and ``"loop"`` choices here (they compute the same
 convolution) and traces ``"factored"``, whose graph does not depend on the batch.
+
+``pedconv::fused_conv`` is the same for the ``"triton"`` strategy (:mod:`pedconv.execution.fused`):
+its kernels take any batch already, and the operator keeps the compiler from tracing into them.
 
 Needs ``torch.library.custom_op`` (torch >= 2.4); with older torch, :data:`AVAILABLE` is False
 and ``auto`` takes the traceable ``"factored"`` forms while compiling.
@@ -26,7 +28,7 @@ from torch import Tensor
 from ..method.cp import CPFactors
 from .geometry import ConvGeometry
 
-__all__ = ["AVAILABLE", "per_sample_conv"]
+__all__ = ["AVAILABLE", "fused_conv", "per_sample_conv"]
 
 AVAILABLE = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
 """Whether this torch has custom operators with autograd (torch >= 2.4)."""
@@ -73,45 +75,79 @@ def _backward_impl(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tenso
     return [x.new_empty(0) if g is None else g.contiguous() for g in out]
 
 
-if AVAILABLE:
+def _fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor],
+                   phi: Optional[Tensor], psi: Optional[Tensor], stride: list[int], padding: list[int],
+                   dilation: list[int], groups: int) -> Tensor:
+    from .fused import fused_forward
 
-    @torch.library.custom_op("pedconv::per_sample_conv", mutates_args=())
-    def _conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor], phi: Optional[Tensor],
-                 psi: Optional[Tensor], stride: list[int], padding: list[int], dilation: list[int],
-                 groups: int) -> Tensor:
-        return _forward(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups)
+    return fused_forward(x, weight, bias, CPFactors(gamma, phi, psi), _geometry(stride, padding, dilation, groups))
 
-    @_conv_op.register_fake
+
+def _fused_backward(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor],
+                    phi: Optional[Tensor], psi: Optional[Tensor], stride: list[int], padding: list[int],
+                    dilation: list[int], groups: int, needs: list[bool]) -> list[Tensor]:
+    from .fused import fused_backward
+
+    grads = fused_backward(grad, x, weight, bias is not None, CPFactors(gamma, phi, psi),
+                           _geometry(stride, padding, dilation, groups), needs)
+    return [x.new_empty(0) if g is None else g.contiguous() for g in grads]
+
+
+def _define(name: str, forward: Any, backward: Any) -> None:
+    """Register ``pedconv::<name>`` (``forward``) and ``pedconv::<name>_backward`` (``backward``),
+    with fake implementations for any (symbolic) batch and the autograd formula joining them."""
+
+    @torch.library.custom_op(f"pedconv::{name}", mutates_args=())
+    def conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor], phi: Optional[Tensor],
+                psi: Optional[Tensor], stride: list[int], padding: list[int], dilation: list[int],
+                groups: int) -> Tensor:
+        return forward(x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups)
+
+    @conv_op.register_fake
     def _(x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor], phi: Optional[Tensor],
           psi: Optional[Tensor], stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Tensor:
         out = _geometry(stride, padding, dilation, groups).output_size(x.shape[2:], weight.shape[2:])
         return x.new_empty(x.shape[0], weight.shape[0], *out)
 
-    @torch.library.custom_op("pedconv::per_sample_conv_backward", mutates_args=())
-    def _conv_backward_op(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor],
-                          phi: Optional[Tensor], psi: Optional[Tensor], stride: list[int], padding: list[int],
-                          dilation: list[int], groups: int, needs: list[bool]) -> list[Tensor]:
-        return _backward_impl(grad, x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups, needs)
+    @torch.library.custom_op(f"pedconv::{name}_backward", mutates_args=())
+    def backward_op(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor],
+                    phi: Optional[Tensor], psi: Optional[Tensor], stride: list[int], padding: list[int],
+                    dilation: list[int], groups: int, needs: list[bool]) -> list[Tensor]:
+        return backward(grad, x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups, needs)
 
-    @_conv_backward_op.register_fake
+    @backward_op.register_fake
     def _(grad: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor],
           phi: Optional[Tensor], psi: Optional[Tensor], stride: list[int], padding: list[int], dilation: list[int],
           groups: int, needs: list[bool]) -> list[Tensor]:
         inputs = [x, weight, bias, gamma, phi, psi]
         return [t.new_empty(t.shape) if t is not None and need else x.new_empty(0) for t, need in zip(inputs, needs)]
 
-    def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         x, weight, bias, gamma, phi, psi, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(x, weight, bias, gamma, phi, psi)
         ctx.conv = (stride, padding, dilation, groups)
 
-    def _backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
+    def autograd_backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
         x, weight, bias, gamma, phi, psi = ctx.saved_tensors
         needs = [bool(n) for n in ctx.needs_input_grad[:6]]
-        grads = _conv_backward_op(grad.contiguous(), x, weight, bias, gamma, phi, psi, *ctx.conv, needs)
+        grads = backward_op(grad.contiguous(), x, weight, bias, gamma, phi, psi, *ctx.conv, needs)
         return (*(g if need else None for g, need in zip(grads, needs)), None, None, None, None)
 
-    torch.library.register_autograd("pedconv::per_sample_conv", _backward, setup_context=_setup_context)
+    torch.library.register_autograd(f"pedconv::{name}", autograd_backward, setup_context=setup_context)
+
+
+if AVAILABLE:
+    _define("per_sample_conv", _forward, _backward_impl)
+    _define("fused_conv", _fused_forward, _fused_backward)
+
+
+def _call(name: str, strategy: Any, x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors,
+          geometry: ConvGeometry) -> Tensor:
+    """``pedconv::<name>``, or the strategy itself (autograd included) without custom operators."""
+    if not AVAILABLE:
+        return strategy(x, weight, bias, factors, geometry)
+    return getattr(torch.ops.pedconv, name)(x, weight, bias, *factors, list(geometry.stride),
+                                             list(geometry.padding), list(geometry.dilation), geometry.groups)
 
 
 def per_sample_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors,
@@ -127,6 +163,26 @@ def per_sample_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: 
         >>> y.shape
         torch.Size([2, 5, 6, 6])
     """
-    conv = torch.ops.pedconv.per_sample_conv if AVAILABLE else _forward
-    return conv(x, weight, bias, *factors, list(geometry.stride), list(geometry.padding), list(geometry.dilation),
-                geometry.groups)
+    from .materialize import materialize
+
+    return _call("per_sample_conv", materialize, x, weight, bias, factors, geometry)
+
+
+def fused_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors,
+               geometry: ConvGeometry) -> Tensor:
+    """The ``"triton"`` strategy's kernels (:mod:`pedconv.execution.fused`) through the
+    ``pedconv::fused_conv`` operator (the strategy itself where custom operators are unavailable).
+    On CPU tensors it needs Triton's interpreter, like the strategy itself.
+
+    Example:
+        >>> import os
+        >>> os.environ["TRITON_INTERPRET"] = "1"
+        >>> x, w = torch.randn(2, 4, 6, 6), torch.randn(5, 4, 3, 3)
+        >>> f = CPFactors(torch.rand(2, 1, 5), None, torch.rand(2, 1, 9))
+        >>> fused_conv(x, w, None, f, ConvGeometry.make(padding=1)).shape
+        torch.Size([2, 5, 6, 6])
+        >>> del os.environ["TRITON_INTERPRET"]
+    """
+    from .fused import fused
+
+    return _call("fused_conv", fused, x, weight, bias, factors, geometry)

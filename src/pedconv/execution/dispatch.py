@@ -12,12 +12,15 @@ strategy            module                                    ``auto`` picks it 
                     (its export form: :mod:`pedconv.execution.export`)
 ``"materialize"``   :mod:`pedconv.execution.materialize`      early or small layers, depthwise, B=1
 ``"hybrid"``        :mod:`pedconv.execution.hybrid`           (measured slower than materialize)
+``"triton"``        :mod:`pedconv.execution.fused`            CUDA layers of the kinds measured faster
+                    (fused Triton kernels; CPU: interpreter)  (:attr:`AutoThresholds.fused_kinds`)
 ``"naive"``         :mod:`pedconv.execution.simple`           (benchmark baseline)
 ``"loop"``          :mod:`pedconv.execution.simple`           (reference; slow)
 ==================  ========================================  =============================
 
-A strategy is a function ``(x, weight, bias, factors, geometry) -> y``; a new one (a GPU
-kernel, say) is one more entry of :data:`STRATEGIES`.
+A strategy is a function ``(x, weight, bias, factors, geometry) -> y``; a new one is one more
+entry of :data:`STRATEGIES` (and, if it should run under ``torch.compile`` as an opaque
+operator, of :mod:`pedconv.execution.compiled`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from . import compiled
 from ._torch_specific import cast_for_autocast, is_exporting
 from .export import export_conv2d
 from .factored import factored
+from .fused import AVAILABLE as TRITON_AVAILABLE
+from .fused import fused
 from .geometry import ConvGeometry, spatial_numel
 from .hybrid import hybrid
 from .materialize import materialize
@@ -42,11 +47,13 @@ from .simple import loop, naive
 
 __all__ = [
     "AUTO_THRESHOLDS",
+    "LAYER_KINDS",
     "SMALL_BATCH",
     "SMALL_WEIGHT_ELEMENTS",
     "STRATEGIES",
     "AutoThresholds",
     "Strategy",
+    "layer_kind",
     "pedconv_conv1d",
     "pedconv_conv2d",
     "pedconv_conv3d",
@@ -63,9 +70,13 @@ STRATEGIES: dict[str, Strategy] = {
     "materialize": materialize,
     "naive": naive,
     "loop": loop,
+    "triton": fused,
 }
 """Exact execution strategies by name; ``"auto"`` chooses among them."""
 
+
+LAYER_KINDS = ("dense", "pointwise", "grouped", "depthwise")
+"""The layer kinds :func:`layer_kind` tells apart (``auto``'s unit for the fused kernels)."""
 
 BATCH_AS_GROUPS = frozenset({"materialize", "hybrid", "naive", "loop"})
 """The strategies that run each sample with its own kernel (the same convolution, by materialize
@@ -88,29 +99,55 @@ class AutoThresholds:
             of :data:`SMALL_BATCH`, kxk layers still take ``"materialize"`` over ``"factored"``.
         source: where the numbers were measured (``None``: not measured on this device type;
             the CPU's numbers are used).
+        fused_kinds: the :data:`LAYER_KINDS` for which the fused Triton kernels (``"triton"``)
+            were measured faster than both ``"materialize"`` and ``"factored"`` (CUDA only;
+            empty: never chosen).
 
     Example:
         >>> AUTO_THRESHOLDS["cpu"].weight_factor, AUTO_THRESHOLDS["cuda"].source is None
         (4.0, True)
+        >>> AUTO_THRESHOLDS["cuda"].fused_kinds
+        frozenset()
     """
 
     weight_factor: float = 4.0
     small_weight_elements: int = 1 << 23
     source: Optional[str] = None
+    fused_kinds: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fused_kinds) - set(LAYER_KINDS)
+        if unknown:
+            raise ValueError(f"fused_kinds must be among {LAYER_KINDS}, got {sorted(unknown)}")
 
 
 AUTO_THRESHOLDS: dict[str, AutoThresholds] = {
     "cpu": AutoThresholds(
         4.0, 1 << 23, "2-core x86-64 CPU, torch 2.14.1: `pedconv bench` layer sweep of ResNet-50 / MobileNetV2 "
         "(weight_factor) and the CIFAR-style ResNet-20 layers at batch 128 (small_weight_elements)"),
-    # Not measured yet: `python experiments/gpu_bench.py` on a CUDA machine fits both numbers and
-    # prints the entry to put here (results/gpu/auto_calibration.md).
+    # Not measured yet: `python experiments/gpu_bench.py` on a CUDA machine fits the numbers and the
+    # fused kinds and prints the entry to put here (results/gpu/auto_calibration.md).
     "cuda": AutoThresholds(4.0, 1 << 23, None),
 }
 """``auto``'s thresholds per device type (others use the CPU's)."""
 
 SMALL_WEIGHT_ELEMENTS = AUTO_THRESHOLDS["cpu"].small_weight_elements
 """The CPU's ``small_weight_elements`` (kept as a name for existing code)."""
+
+
+def layer_kind(weight: Tensor, groups: int) -> str:
+    """``"depthwise"`` (one input channel per filter), ``"pointwise"`` (a one-tap kernel),
+    ``"grouped"`` (other grouped layers) or ``"dense"``: the unit of :attr:`AutoThresholds.fused_kinds`.
+
+    Example:
+        >>> layer_kind(torch.empty(8, 1, 3, 3), 8), layer_kind(torch.empty(8, 4, 1, 1), 1)
+        ('depthwise', 'pointwise')
+    """
+    if weight.shape[1] == 1:
+        return "depthwise"
+    if math.prod(weight.shape[2:]) == 1:
+        return "pointwise"
+    return "grouped" if groups > 1 else "dense"
 
 
 def select_strategy(
@@ -129,6 +166,11 @@ def select_strategy(
     cout, cin_g = weight.shape[:2]
     taps, pixels = math.prod(weight.shape[2:]), spatial_numel(x.shape)
     rank = factors.rank
+    limits = AUTO_THRESHOLDS.get(x.device.type, AUTO_THRESHOLDS["cpu"])
+    if (TRITON_AVAILABLE and limits.fused_kinds
+            and layer_kind(weight, geometry.groups) in limits.fused_kinds
+            and not torch.are_deterministic_algorithms_enabled()):
+        return "triton"  # measured faster for this kind of layer on this device type
     if batch == 1:
         return "materialize"  # one weight: as cheap as the static conv
     if torch.compiler.is_compiling() and not compiled.AVAILABLE:
@@ -147,7 +189,6 @@ def select_strategy(
         act_elems = taps * cout * pixels if cin_g == cin and geometry.unit_stride else cin * taps * out_pixels
     else:
         act_elems = cin * pixels + cout * out_pixels  # scaled activations
-    limits = AUTO_THRESHOLDS.get(x.device.type, AUTO_THRESHOLDS["cpu"])
     # "factored" repeats its convolution per rank; "materialize" composes ranks into one
     # weight; batch-sized weights cost more per element than activations (weight_factor).
     if limits.weight_factor * weight_elems <= rank * rank * act_elems:
@@ -283,12 +324,16 @@ def run_strategy(
         y = run_strategy(xc.unsqueeze(-2), wc.unsqueeze(-2), bias, factors, geometry.as_2d(), strategy, exporting)
         return y.squeeze(-2)
     exporting = is_exporting() if exporting is None else exporting
+    if exporting and strategy == "triton":
+        strategy = "factored"  # kernels cannot be exported: the same convolution in exportable form
     if geometry.ndim == 2 and strategy in ("auto", "factored") and exporting:
         # Tracing/export: the factored strategy's export form (constant conv weights, lean graph);
         # 3-D layers export through factored's own traceable form.
         return export_conv2d(xc, wc, bias, factors, geometry)
     if strategy == "auto":
         strategy = select_strategy(xc, wc, factors, geometry, exporting)
+    if strategy == "triton" and torch.compiler.is_compiling():
+        return compiled.fused_conv(xc, wc, bias, factors, geometry)  # opaque to the compiler
     if strategy in BATCH_AS_GROUPS and compiled.AVAILABLE and torch.compiler.is_compiling() and xc.shape[0] != 1:
         # torch.compile: the batch-as-groups convolution as one opaque operator (see .compiled),
         # so that the compiled graph does not depend on the batch size.

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..method.cp import CPFactors, compose_weight, cp_tensor
+from ..method.cp import CPFactors, compose_weight, compose_weight_backward, cp_tensor
 from .factored import scaled_columns_conv
 from .geometry import ConvGeometry, add_bias, batch_as_groups_conv, per_channel, spatial_numel, stride_index
 
@@ -50,44 +50,6 @@ def _per_sample_conv(x: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
         y = torch.bmm(w.reshape(batch, cout, cin_g), x.reshape(batch, cin_g, spatial_numel(x.shape)))
         return y.reshape(batch, cout, *x.shape[2:])
     return batch_as_groups_conv(x, w, geometry)
-
-
-def _cp_grads(
-    grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequence[bool], cp: Optional[Tensor] = None
-) -> tuple[Optional[Tensor], ...]:
-    """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, taps)``.
-
-    With ``G = dL/dW_b * W``, each component gradient contracts ``G`` with the other two
-    components. They share one pass over ``G`` weighted by ``gamma`` (``G_gamma``, size of the
-    input side), so the whole set is one elementwise product and four batched matrix products
-    (two of them on the small ``G_gamma``), whatever the rank. ``cp``: the CP tensor of
-    ``factors`` when the caller has it already.
-    """
-    batch, cout, cin_g, kk = grad_w.shape
-    rank = factors.rank
-    g, p, s = factors.dense(cout, cin_g, kk)
-    grad_weight = grad_gamma = grad_phi = grad_psi = None
-    if needs[0]:
-        cp = cp_tensor(factors, weight.shape) if cp is None else cp
-        grad_weight = (grad_w * cp.view_as(grad_w)).sum(0).view_as(weight)
-    need_gamma = needs[1] and factors.gamma is not None
-    need_phi = needs[2] and factors.phi is not None
-    need_psi = needs[3] and factors.psi is not None
-    if not (need_gamma or need_phi or need_psi):
-        return grad_weight, grad_gamma, grad_phi, grad_psi
-    gw = (grad_w * weight.view(1, cout, cin_g, kk)).view(batch, cout, cin_g * kk)
-    if need_gamma:
-        # dgamma[b, r, o] = sum_(i,t) G[b, o, i, t] phi[b, r, i] psi[b, r, t]
-        ps = (p[:, :, :, None] * s[:, :, None, :]).view(batch, rank, cin_g * kk)
-        grad_gamma = torch.bmm(gw, ps.transpose(1, 2)).transpose(1, 2)
-    if need_phi or need_psi:
-        # G_gamma[b, r, i, t] = sum_o gamma[b, r, o] G[b, o, i, t]
-        gg = torch.bmm(g, gw).view(batch * rank, cin_g, kk)
-        if need_phi:
-            grad_phi = torch.bmm(gg, s.reshape(batch * rank, kk, 1)).view(batch, rank, cin_g)
-        if need_psi:
-            grad_psi = torch.bmm(p.reshape(batch * rank, 1, cin_g), gg).view(batch, rank, kk)
-    return grad_weight, grad_gamma, grad_phi, grad_psi
 
 
 def _weight_grad(
@@ -161,7 +123,7 @@ def materialized_conv_backward(
     w = weight.unsqueeze(0) * cp.view(batch, *weight.shape)
     grad_x, grad_w = _weight_grad(x, w, grad.contiguous(), geometry, needs[0])
     cout, cin_g = w.shape[1:3]
-    grads = _cp_grads(grad_w.reshape(batch, cout, cin_g, -1), weight, factors, needs[1:5], cp)
+    grads = compose_weight_backward(grad_w.reshape(batch, cout, cin_g, -1), weight, factors, needs[1:5], cp)
     return (grad_x, *grads)
 
 

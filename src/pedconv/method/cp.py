@@ -9,12 +9,13 @@ The layers (:mod:`pedconv.method.pedconv_nd`) produce the factors; the execution
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["COMPONENTS", "CPFactors", "compose_weight", "cp_tensor"]
+__all__ = ["COMPONENTS", "CPFactors", "compose_weight", "compose_weight_backward", "cp_tensor"]
 
 COMPONENTS: tuple[str, str, str] = ("gamma", "phi", "psi")
 """Component names in the order of ``g = [gamma; phi; psi]`` (Sec. 3)."""
@@ -104,3 +105,48 @@ def compose_weight(
     factors = CPFactors(gamma, phi, psi)
     cp = cp_tensor(factors, weight.shape)
     return weight.unsqueeze(0) * cp.reshape(factors.batch, *weight.shape)
+
+
+def compose_weight_backward(
+    grad_w: Tensor, weight: Tensor, factors: CPFactors, needs: Sequence[bool], cp: Optional[Tensor] = None
+) -> tuple[Optional[Tensor], ...]:
+    """Gradients of ``W_b = W * sum_r g_r (x) p_r (x) s_r`` from ``dL/dW_b`` ``(B, Cout, Cin_g, taps)``.
+
+    With ``G = dL/dW_b * W``, each component gradient contracts ``G`` with the other two
+    components. They share one pass over ``G`` weighted by ``gamma`` (``G_gamma``, size of the
+    input side), so the whole set is one elementwise product and four batched matrix products
+    (two of them on the small ``G_gamma``), whatever the rank. ``cp``: the CP tensor of
+    ``factors`` when the caller has it already; ``needs``: which of ``(weight, gamma, phi, psi)``.
+    Returns those four gradients (``None`` where not needed or the factor is disabled).
+
+    Example:
+        >>> w, f = torch.randn(4, 2, 3, 3), CPFactors(torch.rand(5, 1, 4), None, torch.rand(5, 1, 9))
+        >>> gw, gg, gp, gs = compose_weight_backward(torch.randn(5, 4, 2, 9), w, f, [True] * 4)
+        >>> gw.shape, gg.shape, gp, gs.shape
+        (torch.Size([4, 2, 3, 3]), torch.Size([5, 1, 4]), None, torch.Size([5, 1, 9]))
+    """
+    batch, cout, cin_g, kk = grad_w.shape
+    rank = factors.rank
+    g, p, s = factors.dense(cout, cin_g, kk)
+    grad_weight = grad_gamma = grad_phi = grad_psi = None
+    if needs[0]:
+        cp = cp_tensor(factors, weight.shape) if cp is None else cp
+        grad_weight = (grad_w * cp.view_as(grad_w)).sum(0).view_as(weight)
+    need_gamma = needs[1] and factors.gamma is not None
+    need_phi = needs[2] and factors.phi is not None
+    need_psi = needs[3] and factors.psi is not None
+    if not (need_gamma or need_phi or need_psi):
+        return grad_weight, grad_gamma, grad_phi, grad_psi
+    gw = (grad_w * weight.view(1, cout, cin_g, kk)).view(batch, cout, cin_g * kk)
+    if need_gamma:
+        # dgamma[b, r, o] = sum_(i,t) G[b, o, i, t] phi[b, r, i] psi[b, r, t]
+        ps = (p[:, :, :, None] * s[:, :, None, :]).view(batch, rank, cin_g * kk)
+        grad_gamma = torch.bmm(gw, ps.transpose(1, 2)).transpose(1, 2)
+    if need_phi or need_psi:
+        # G_gamma[b, r, i, t] = sum_o gamma[b, r, o] G[b, o, i, t]
+        gg = torch.bmm(g, gw).view(batch * rank, cin_g, kk)
+        if need_phi:
+            grad_phi = torch.bmm(gg, s.reshape(batch * rank, kk, 1)).view(batch, rank, cin_g)
+        if need_psi:
+            grad_psi = torch.bmm(p.reshape(batch * rank, 1, cin_g), gg).view(batch, rank, kk)
+    return grad_weight, grad_gamma, grad_phi, grad_psi
