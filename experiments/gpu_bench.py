@@ -21,6 +21,8 @@ headed by the card's name and the precision:
    entry into ``pedconv.execution.dispatch.AUTO_THRESHOLDS``) and which strategy each layer gets.
 
 ``--budget S`` skips the sections that would start after S seconds (they are named as skipped).
+The fused Triton kernels (strategy ``"triton"``) have their own run, ``experiments/fused_bench.py``;
+here they are checked for correctness and timed in the model sections (``ped_triton``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def correctness(device: torch.device, quick: bool) -> dict[str, Any]:
         ref = pedconv.testing.conv2d_per_sample(x, w, None, CPFactors(*comps), geo)
         g = torch.randn_like(ref)
         ref_grads = torch.autograd.grad(ref, [x, w, *comps], g)
-        for s in (*STRATEGY_NAMES, "naive", "auto"):
+        fused = ("triton",) if device.type == "cuda" else ()  # elsewhere the interpreter: see fused_bench.py
+        for s in (*STRATEGY_NAMES, *fused, "naive", "auto"):
             y = pedconv.pedconv_conv2d(x, w, None, *comps, stride, k // 2, 1, groups, strategy=s)
             grads = torch.autograd.grad(y, [x, w, *comps], g)
             diffs = [(y - ref).detach(), *(a - b for a, b in zip(grads, ref_grads))]

@@ -96,3 +96,21 @@ def test_bench_on_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
 def test_options_that_would_do_nothing_are_refused(tmp_path, capsys, flags, message):
     assert cli_main(["bench", "--quick", *flags, "--out", str(tmp_path / "b")]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_fused_kernel_gpu_script_runs_every_section_on_the_cpu(tmp_path):
+    """experiments/fused_bench.py --quick on the CPU (the kernels in Triton's interpreter): every
+    section written, correctness passed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton", reason="the script times the triton strategy, which needs the triton package")
+    script = Path(__file__).resolve().parents[2] / "experiments" / "fused_bench.py"
+    subprocess.run([sys.executable, str(script), "--device", "cpu", "--quick", "--out", str(tmp_path)], check=True,
+                   capture_output=True, timeout=600)
+    for section in ("fused_correctness", "fused_ops_bf16", "fused_calibration", "fused_models_bf16",
+                    "fused_layers_bf16"):
+        assert (tmp_path / f"{section}.md").read_text().startswith(f"# {section}")
+    assert json.loads((tmp_path / "fused_correctness.json").read_text())["data"]["ok"]

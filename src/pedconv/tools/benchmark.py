@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -40,10 +41,12 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from ..baselines import CondConv2d, DyConv2d
+from ..baselines import CondConv2d, DyConv2d, ODConv2d
+from ..baselines.kernelwarehouse import KernelWarehouse, KWConv2d
 from ..convert import convert
 from ..errors import UsageError
 from ..execution import STRATEGIES
+from ..execution.fused import AVAILABLE as TRITON_AVAILABLE
 from ..method import PEDConv1d, PEDConv2d, PEDConv3d
 from ..method.infomax import infomax_loss
 from ..utils.atomic import atomic_write_text
@@ -126,6 +129,17 @@ class Runtime:
 
     def randint(self, high: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randint(0, high, shape, device=self.device)
+
+    def strategies(self, include_naive: bool = False) -> list[str]:
+        """The strategies worth timing here: not the reference ``"loop"``, ``"naive"`` only on
+        request, ``"triton"`` only on CUDA (elsewhere it is Triton's interpreter: a test tool).
+
+        Example:
+            >>> "triton" in Runtime().strategies(), "loop" in Runtime().strategies()
+            (False, False)
+        """
+        return [k for k in STRATEGIES if k != "loop" and (include_naive or k != "naive")
+                and (k != "triton" or (self.device.type == "cuda" and TRITON_AVAILABLE))]
 
     def describe(self) -> str:
         """The device in words (the GPU's name on CUDA) and the precision."""
@@ -286,13 +300,28 @@ def _layer_contestants(s: ConvShape, include_naive: bool) -> dict[str, nn.Module
     kw = dict(stride=s.stride, padding=s.padding, groups=s.groups, bias=False)
     static = nn.Conv2d(*args, **kw)  # type: ignore[arg-type]
     out: dict[str, nn.Module] = {"static": static, "pedconv": PEDConv2d.from_conv(static)}
-    for strat in STRATEGIES:
-        if strat == "loop" or (strat == "naive" and not include_naive):
-            continue
+    for strat in _runtime.strategies(include_naive):
         out[f"ped_{strat}"] = PEDConv2d.from_conv(static, strategy=strat)
     out["condconv4"] = CondConv2d(*args, **kw, num_experts=4)
     out["dyconv4"] = DyConv2d(*args, **kw, num_kernels=4)
+    out["odconv4"] = ODConv2d(*args, **kw, num_kernels=4)
+    if s.groups == 1 and s.cout % 2 == 0 and s.cin % 2 == 0:
+        # KernelWarehouse with this layer's own warehouse: 4 cells, each a quarter of the kernel
+        # (2 x 2 blocks of channels), i.e. the parameters of one static kernel
+        warehouse = KernelWarehouse(4, s.cout // 2, s.cin // 2, s.kernel)
+        out["kw"] = _WithWarehouse(KWConv2d(*args, **kw, warehouse=warehouse), warehouse)
     return out
+
+
+class _WithWarehouse(nn.Module):
+    """A KernelWarehouse layer owning its warehouse (moved and timed with it)."""
+
+    def __init__(self, conv: nn.Module, warehouse: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.warehouse = conv, warehouse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
 
 
 def _train_step(m: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -379,7 +408,7 @@ def bench_models(
             models["ped_naive"] = convert(static, keep_shortcut=True, strategy="naive")
         if strategies:
             models.update({f"ped_{k}": convert(static, keep_shortcut=True, strategy=k)
-                           for k in STRATEGIES if k not in ("loop", "naive")})
+                           for k in _runtime.strategies()})
         if peers:
             models.update({peer: create_model(f"{peer}_{arch}") for peer in MODEL_PEERS
                            if f"{peer}_{arch}" in list_models()})
@@ -537,15 +566,22 @@ def _markdown_small(small_rows: list[dict], nd_rows: list[dict]) -> str:
     return "".join(parts)
 
 
+def _layer_names(layer_rows: list[dict]) -> list[str]:
+    """Every contestant of any layer row (KernelWarehouse has no depthwise or grouped layers)."""
+    return list(dict.fromkeys(k for r in layer_rows for k in r["train"] if k != "static"))
+
+
 def _markdown(layer_rows: list[dict], model_rows: list[dict]) -> str:
     parts = []
     if layer_rows:
-        names = [k for k in layer_rows[0]["train"] if k != "static"]
+        names = _layer_names(layer_rows)
         header = ["net", "shape", "kind", *(f"{n} train / eval / B=1" for n in names), "pedconv mem"]
-        parts.append("### Layers (time ratio to static nn.Conv2d; train = fwd+bwd)\n\n" + markdown_table(header, [
-            [r["arch"], r["shape"], r["kind"],
-             *(f"{r['train'][n]:.2f} / {r['eval'][n]:.2f} / {r['eval_b1'][n]:.2f}" for n in names),
-             f"{r['mem']['pedconv']:.2f}"] for r in layer_rows]))
+        parts.append("### Layers (time ratio to static nn.Conv2d; train = fwd+bwd; - : not applicable)\n\n"
+                     + markdown_table(header, [
+                         [r["arch"], r["shape"], r["kind"],
+                          *(f"{r['train'][n]:.2f} / {r['eval'][n]:.2f} / {r['eval_b1'][n]:.2f}" if n in r["train"]
+                            else "-" for n in names),
+                          f"{r['mem']['pedconv']:.2f}"] for r in layer_rows]))
     if model_rows:
         names = [k for k in model_rows[0]["train"] if k != "static"]
         peak = "peak_mem" in model_rows[0]
@@ -564,12 +600,13 @@ def _plot(layer_rows: list[dict], path: Path) -> bool:
     plt = pyplot()
     if plt is None or not layer_rows:
         return False
-    names = [k for k in layer_rows[0]["train"] if k != "static"]
+    names = _layer_names(layer_rows)
     fig, axes = plt.subplots(3, 1, figsize=(max(10, 0.45 * len(layer_rows)), 11), sharex=True)
     width = 0.8 / len(names)
     for ax, mode in zip(axes, ("train", "eval", "eval_b1")):
         for i, n in enumerate(names):
-            ax.bar([j + i * width for j in range(len(layer_rows))], [r[mode][n] for r in layer_rows], width, label=n)
+            heights = [r[mode].get(n, math.nan) for r in layer_rows]
+            ax.bar([j + i * width for j in range(len(layer_rows))], heights, width, label=n)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
         ax.set_ylabel(f"{mode}: time / static")

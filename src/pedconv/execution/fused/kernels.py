@@ -58,7 +58,10 @@ def conv_forward(
     co = grp * COUT_G + offs_n
     x_b = x + b.to(tl.int64) * sxb + grp * CIN_G * sxc
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, ACC)
-    for t in range(TAPS):
+    k_tiles = (CIN_G + BLOCK_K - 1) // BLOCK_K
+    # one loop over (tap, channel tile), so that the compiler pipelines all of K
+    for kk in range(TAPS * k_tiles):
+        t = kk // k_tiles
         kd = t // (KH * KW)
         kh = (t // KW) % KH
         kw = t % KW
@@ -67,33 +70,32 @@ def conv_forward(
         iw = ow * sw - pw + kw * dw
         row_ok = m_ok & (idd >= 0) & (idd < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         row = idd * sxd + ih * sxh + iw * sxw
-        for k0 in range(0, CIN_G, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_ok = offs_k < CIN_G
-            a = tl.load(x_b + row[:, None] + offs_k[None, :] * sxc, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            wt = tl.load(w + co[None, :] * swo + offs_k[:, None] * swi + t * swt,
-                         mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
-            if R == 1:  # phi and psi scale the weight's input side; gamma waits for the epilogue
+        offs_k = (kk % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < CIN_G
+        a = tl.load(x_b + row[:, None] + offs_k[None, :] * sxc, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        wt = tl.load(w + co[None, :] * swo + offs_k[:, None] * swi + t * swt,
+                     mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
+        if R == 1:  # phi and psi scale the weight's input side; gamma waits for the epilogue
+            side = tl.full((BLOCK_K,), 1.0, ACC)
+            if HAS_P:
+                side = side * tl.load(phi + b * CIN_G + offs_k, mask=k_ok, other=0.0).to(ACC)
+            if HAS_S:
+                side = side * tl.load(psi + b * TAPS + t).to(ACC)
+            wt = wt * side[:, None]
+        else:
+            mod = tl.full((BLOCK_K, BLOCK_N), 0.0, ACC)
+            for r in tl.static_range(R):
                 side = tl.full((BLOCK_K,), 1.0, ACC)
                 if HAS_P:
-                    side = side * tl.load(phi + b * CIN_G + offs_k, mask=k_ok, other=0.0).to(ACC)
+                    side = side * tl.load(phi + (b * R + r) * CIN_G + offs_k, mask=k_ok, other=0.0).to(ACC)
                 if HAS_S:
-                    side = side * tl.load(psi + b * TAPS + t).to(ACC)
-                wt = wt * side[:, None]
-            else:
-                mod = tl.full((BLOCK_K, BLOCK_N), 0.0, ACC)
-                for r in tl.static_range(R):
-                    side = tl.full((BLOCK_K,), 1.0, ACC)
-                    if HAS_P:
-                        side = side * tl.load(phi + (b * R + r) * CIN_G + offs_k, mask=k_ok, other=0.0).to(ACC)
-                    if HAS_S:
-                        side = side * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
-                    out_side = tl.full((BLOCK_N,), 1.0, ACC)
-                    if HAS_G:
-                        out_side = tl.load(gam + (b * R + r) * C_OUT + co, mask=n_ok, other=0.0).to(ACC)
-                    mod += side[:, None] * out_side[None, :]
-                wt = wt * mod
-            acc = tl.dot(a.to(DOT), wt.to(DOT), acc, input_precision=PRECISION)
+                    side = side * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
+                out_side = tl.full((BLOCK_N,), 1.0, ACC)
+                if HAS_G:
+                    out_side = tl.load(gam + (b * R + r) * C_OUT + co, mask=n_ok, other=0.0).to(ACC)
+                mod += side[:, None] * out_side[None, :]
+            wt = wt * mod
+        acc = tl.dot(a.to(DOT), wt.to(DOT), acc, input_precision=PRECISION)
     if R == 1 and HAS_G:
         acc = acc * tl.load(gam + b * C_OUT + co, mask=n_ok, other=0.0).to(ACC)[None, :]
     if HAS_BIAS:
@@ -125,7 +127,9 @@ def conv_backward_input(
     qw = offs_m % W
     dy_b = dy + b.to(tl.int64) * sgb + grp * COUT_G * sgc
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, ACC)
-    for t in range(TAPS):
+    k_tiles = (COUT_G + BLOCK_K - 1) // BLOCK_K
+    for kk in range(TAPS * k_tiles):  # one loop over (tap, channel tile), pipelined as a whole
+        t = kk // k_tiles
         kd = t // (KH * KW)
         kh = (t // KW) % KH
         kw = t % KW
@@ -139,34 +143,33 @@ def conv_backward_input(
         ow = tw // sw
         row_ok = row_ok & (od < DO) & (oh < HO) & (ow < WO)
         row = tl.where(row_ok, od * sgd + oh * sgh + ow * sgw, 0)
-        for k0 in range(0, COUT_G, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_ok = offs_k < COUT_G
-            co = grp * COUT_G + offs_k
-            a = tl.load(dy_b + row[:, None] + offs_k[None, :] * sgc, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            wt = tl.load(w + co[:, None] * swo + offs_n[None, :] * swi + t * swt,
-                         mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
-            if R == 1:  # gamma and psi scale the weight's output side; phi waits for the epilogue
+        offs_k = (kk % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < COUT_G
+        co = grp * COUT_G + offs_k
+        a = tl.load(dy_b + row[:, None] + offs_k[None, :] * sgc, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        wt = tl.load(w + co[:, None] * swo + offs_n[None, :] * swi + t * swt,
+                     mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
+        if R == 1:  # gamma and psi scale the weight's output side; phi waits for the epilogue
+            side = tl.full((BLOCK_K,), 1.0, ACC)
+            if HAS_G:
+                side = side * tl.load(gam + b * C_OUT + co, mask=k_ok, other=0.0).to(ACC)
+            if HAS_S:
+                side = side * tl.load(psi + b * TAPS + t).to(ACC)
+            wt = wt * side[:, None]
+        else:
+            mod = tl.full((BLOCK_K, BLOCK_N), 0.0, ACC)
+            for r in tl.static_range(R):
                 side = tl.full((BLOCK_K,), 1.0, ACC)
                 if HAS_G:
-                    side = side * tl.load(gam + b * C_OUT + co, mask=k_ok, other=0.0).to(ACC)
+                    side = side * tl.load(gam + (b * R + r) * C_OUT + co, mask=k_ok, other=0.0).to(ACC)
                 if HAS_S:
-                    side = side * tl.load(psi + b * TAPS + t).to(ACC)
-                wt = wt * side[:, None]
-            else:
-                mod = tl.full((BLOCK_K, BLOCK_N), 0.0, ACC)
-                for r in tl.static_range(R):
-                    side = tl.full((BLOCK_K,), 1.0, ACC)
-                    if HAS_G:
-                        side = side * tl.load(gam + (b * R + r) * C_OUT + co, mask=k_ok, other=0.0).to(ACC)
-                    if HAS_S:
-                        side = side * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
-                    in_side = tl.full((BLOCK_N,), 1.0, ACC)
-                    if HAS_P:
-                        in_side = tl.load(phi + (b * R + r) * CIN_G + offs_n, mask=n_ok, other=0.0).to(ACC)
-                    mod += side[:, None] * in_side[None, :]
-                wt = wt * mod
-            acc = tl.dot(a.to(DOT), wt.to(DOT), acc, input_precision=PRECISION)
+                    side = side * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
+                in_side = tl.full((BLOCK_N,), 1.0, ACC)
+                if HAS_P:
+                    in_side = tl.load(phi + (b * R + r) * CIN_G + offs_n, mask=n_ok, other=0.0).to(ACC)
+                mod += side[:, None] * in_side[None, :]
+            wt = wt * mod
+        acc = tl.dot(a.to(DOT), wt.to(DOT), acc, input_precision=PRECISION)
     if R == 1 and HAS_P:
         acc = acc * tl.load(phi + b * CIN_G + offs_n, mask=n_ok, other=0.0).to(ACC)[None, :]
     ci = grp * CIN_G + offs_n

@@ -35,6 +35,7 @@ __all__ = [
     "conv_backward",
     "conv_forward",
     "interpreter_enabled",
+    "shared_memory_estimate",
 ]
 
 DIRECT_MAX_CIN_G = 8
@@ -82,14 +83,36 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _prune(n_arg: str, k_arg: str) -> Callable[..., list[triton.Config]]:
-    """Drop tiles far larger than the problem's channel counts (keep at least one)."""
+def shared_memory_estimate(config: triton.Config, itemsize: int) -> int:
+    """Bytes of shared memory a GEMM tile configuration pipelines: ``num_stages`` copies of its
+    two operand tiles (an upper bound of what Triton allocates).
+
+    Example:
+        >>> shared_memory_estimate(triton.Config(dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32), num_stages=3), 2)
+        24576
+    """
+    m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    return config.num_stages * (m * k + k * n) * itemsize
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_memory_limit(index: Optional[int]) -> int:
+    props = torch.cuda.get_device_properties(index)
+    return int(getattr(props, "shared_memory_per_block_optin", 0) or 99 * 1024)
+
+
+def _prune(n_arg: str, k_arg: str, operand: str) -> Callable[..., list[triton.Config]]:
+    """Drop tiles far larger than the problem's channel counts, and tiles whose pipelined operands
+    do not fit the card's shared memory at this dtype (keep at least one)."""
 
     def prune(configs: list[triton.Config], named_args: dict[str, Any], **kwargs: Any) -> list[triton.Config]:
         n = max(16, triton.next_power_of_2(int(named_args[n_arg])))
         k = max(16, triton.next_power_of_2(int(named_args[k_arg])))
-        kept = [c for c in configs if c.kwargs["BLOCK_N"] <= n and c.kwargs.get("BLOCK_K", 0) <= k]
-        return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_M"])]
+        tensor = named_args[operand]
+        limit = _shared_memory_limit(tensor.device.index) if tensor.device.type == "cuda" else 1 << 30
+        kept = [c for c in configs if c.kwargs["BLOCK_N"] <= n and c.kwargs["BLOCK_K"] <= k
+                and shared_memory_estimate(c, tensor.element_size()) <= limit]
+        return kept or [min(configs, key=lambda c: shared_memory_estimate(c, tensor.element_size()))]
 
     return prune
 
@@ -107,11 +130,12 @@ def _kernels(interpret: bool) -> dict[str, Any]:
     direct_key = ["CIN_G", "COUT_G", "TAPS", "DO", "HO", "WO"]
     return {
         "conv_forward": triton.autotune(GEMM_CONFIGS, key=_GEMM_KEY, prune_configs_by={
-            "early_config_prune": _prune("COUT_G", "CIN_G")})(jit["conv_forward"]),
+            "early_config_prune": _prune("COUT_G", "CIN_G", "x")})(jit["conv_forward"]),
         "conv_backward_input": triton.autotune(GEMM_CONFIGS, key=_GEMM_KEY, prune_configs_by={
-            "early_config_prune": _prune("CIN_G", "COUT_G")})(jit["conv_backward_input"]),
+            "early_config_prune": _prune("CIN_G", "COUT_G", "dy")})(jit["conv_backward_input"]),
         "conv_backward_weight": triton.autotune(
-            WEIGHT_GRAD_CONFIGS, key=_GEMM_KEY, reset_to_zero=["dw_base", "dgam", "dside"],
+            WEIGHT_GRAD_CONFIGS, key=_GEMM_KEY, reset_to_zero=["dw_base", "dgam", "dside"], prune_configs_by={
+                "early_config_prune": _prune("COUT_G", "CIN_G", "dy")},
         )(jit["conv_backward_weight"]),
         "conv_forward_direct": triton.autotune(DIRECT_CONFIGS, key=direct_key)(jit["conv_forward_direct"]),
         "conv_backward_input_direct": triton.autotune(DIRECT_CONFIGS, key=direct_key)(
