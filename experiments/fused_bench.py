@@ -30,7 +30,6 @@ Sections (every table is headed by the card's name and the precision):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from _sections import Section, run_sections
 
 import pedconv
 import pedconv.testing
@@ -45,7 +45,6 @@ from pedconv.execution import ConvGeometry
 from pedconv.execution.dispatch import LAYER_KINDS, layer_kind
 from pedconv.method import CPFactors
 from pedconv.tools import benchmark as B
-from pedconv.utils.atomic import atomic_write_text
 from pedconv.utils.reporting import markdown_table
 
 COMPARED = ("triton", "materialize", "factored")
@@ -213,18 +212,18 @@ def main() -> int:
     if device.type != "cuda":
         os.environ["TRITON_INTERPRET"] = "1"  # the kernels on CPU tensors: Triton's interpreter
     args.out.mkdir(parents=True, exist_ok=True)
-    quick, started = args.quick, time.perf_counter()
+    quick = args.quick
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 is fp32
     batch = 2 if quick else args.batch
     fp32, bf16 = B.Runtime(device), B.Runtime(device, torch.bfloat16)
-    results: dict[str, Any] = {}
+    ops_data: dict[str, Any] = {}
     specs = (("resnet18", 2),) if quick else (("resnet50", 32), ("resnet18", 64), ("mobilenet_v2", 64))
-    sections: list[tuple[str, B.Runtime, Callable[[], Any]]] = [
+    sections: list[Section] = [
         ("fused_correctness", fp32, lambda: correctness(device, quick)),
-        ("fused_ops_bf16", fp32, lambda: ops(device, quick, batch, print)),
-        ("fused_calibration", fp32, lambda: calibrate(results["fused_ops_bf16"])),
+        ("fused_ops_bf16", fp32, lambda: ops_data.setdefault("rows", ops(device, quick, batch, print))),
+        ("fused_calibration", fp32, lambda: calibrate(ops_data["rows"])),
         ("fused_models_bf16", bf16, lambda: B.bench_models(
             specs=specs, reps=1 if quick else 10, image_size=32 if quick else 224, eval_batch=2 if quick else 64,
             include_naive=False, strategies=True, peers=not quick, repeats=1 if quick else 2, log=print)),
@@ -232,25 +231,15 @@ def main() -> int:
             ("resnet18",) if quick else ("resnet50", "mobilenet_v2"), batch=batch, reps=1 if quick else 5,
             image_size=32 if quick else 224, max_shapes=2 if quick else None, include_naive=False, log=print)),
     ]
-    summary: dict[str, Any] = {}
-    for name, runtime, fn in sections:
-        if time.perf_counter() - started > args.budget or (name == "fused_calibration" and name not in summary
-                                                            and "fused_ops_bf16" not in results):
-            summary[name] = "skipped (budget)"
-            print(f"{name}: skipped, past the {args.budget:.0f} s budget", flush=True)
-            continue
-        t0 = time.perf_counter()
-        with B.use_runtime(runtime):
-            results[name] = data = fn()
-        desc = runtime.describe() if name not in ("fused_correctness", "fused_ops_bf16") else (
-            runtime.describe().replace("float32", "per row" if name == "fused_correctness" else "bfloat16"))
-        atomic_write_text(args.out / f"{name}.json", json.dumps(dict(device=desc, data=data), indent=1, default=str))
-        atomic_write_text(args.out / f"{name}.md", _markdown(name, data, desc))
-        summary[name] = f"{time.perf_counter() - t0:.0f} s"
-        print(f"{name}: done in {summary[name]}", flush=True)
-        if name == "fused_calibration":
-            print("AUTO_THRESHOLDS fused kinds:", data["entry"], flush=True)
-    atomic_write_text(args.out / "fused_summary.json", json.dumps(summary, indent=1))
+
+    def describe(name: str, runtime: B.Runtime) -> str:
+        if name == "fused_correctness":
+            return runtime.describe().replace("float32", "precision per row")
+        return runtime.describe().replace("float32", "bfloat16") if name == "fused_ops_bf16" else runtime.describe()
+
+    results = run_sections(sections, args.out, args.budget, _markdown, describe, "fused_summary.json")
+    if "fused_calibration" in results:
+        print("AUTO_THRESHOLDS fused kinds:", results["fused_calibration"]["entry"], flush=True)
     ok = "fused_correctness" not in results or results["fused_correctness"]["ok"]
     return 0 if ok else 1
 

@@ -28,13 +28,13 @@ here they are checked for correctness and timed in the model sections (``ped_tri
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from _sections import Section, run_sections
 
 import pedconv
 import pedconv.testing
@@ -42,7 +42,6 @@ from pedconv.execution import ConvGeometry
 from pedconv.execution.dispatch import AutoThresholds
 from pedconv.method import CPFactors
 from pedconv.tools import benchmark as B
-from pedconv.utils.atomic import atomic_write_text
 from pedconv.utils.reporting import markdown_table
 
 STRATEGY_NAMES = ("factored", "materialize", "hybrid")
@@ -152,7 +151,6 @@ def main() -> int:
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
-    started = time.perf_counter()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 is fp32
@@ -163,7 +161,7 @@ def main() -> int:
     small_kw = dict(widths=(4,) if quick else (8, 16), batch=8 if quick else 128, reps=1 if quick else 10,
                     repeats=1 if quick else 3, log=print)
     fp32, bf16 = B.Runtime(device), B.Runtime(device, torch.bfloat16)
-    sections: list[tuple[str, B.Runtime, Callable[[], Any]]] = [
+    sections: list[Section] = [
         ("correctness", fp32, lambda: correctness(device, quick)),
         ("models_bf16", bf16, lambda: B.bench_models(**model_kw)),  # type: ignore[arg-type]
         ("small_bf16", bf16, lambda: B.bench_small(**small_kw)),  # type: ignore[arg-type]
@@ -174,25 +172,10 @@ def main() -> int:
         ("models_fp32", fp32, lambda: B.bench_models(**model_kw)),  # type: ignore[arg-type]
         ("small_fp32", fp32, lambda: B.bench_small(**small_kw)),  # type: ignore[arg-type]
     ]
-    summary: dict[str, Any] = {}
-    for name, runtime, fn in sections:
-        if time.perf_counter() - started > args.budget:
-            summary[name] = "skipped (budget)"
-            print(f"{name}: skipped, past the {args.budget:.0f} s budget", flush=True)
-            continue
-        t0 = time.perf_counter()
-        with B.use_runtime(runtime):
-            data = fn()
-        desc = runtime.describe()
-        atomic_write_text(args.out / f"{name}.json", json.dumps(dict(device=desc, data=data), indent=1, default=str))
-        atomic_write_text(args.out / f"{name}.md", _markdown(name, data, desc))
-        summary[name] = f"{time.perf_counter() - t0:.0f} s"
-        print(f"{name}: done in {summary[name]}", flush=True)
-        if name == "auto_calibration":
-            print("AUTO_THRESHOLDS entry:", data["entry"], flush=True)
-    atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=1))
-    ok = summary.get("correctness") == "skipped (budget)" or json.loads(
-        (args.out / "correctness.json").read_text())["data"]["ok"]
+    results = run_sections(sections, args.out, args.budget, _markdown)
+    if "auto_calibration" in results:
+        print("AUTO_THRESHOLDS entry:", results["auto_calibration"]["entry"], flush=True)
+    ok = "correctness" not in results or results["correctness"]["ok"]
     return 0 if ok else 1
 
 
