@@ -2,8 +2,9 @@
 and the forward and backward of the ``"triton"`` strategy.
 
 On CUDA tensors the kernels are ``triton.jit``-compiled and autotuned over :data:`GEMM_CONFIGS`,
-:data:`WEIGHT_GRAD_CONFIGS` and :data:`DIRECT_CONFIGS` (edit these lists to tune a card: the GPU
-script ``experiments/gpu_bench.py`` reports which configuration won per layer). On CPU tensors
+:data:`WEIGHT_GRAD_CONFIGS` and :data:`DIRECT_CONFIGS` (edit these lists to tune a card:
+``experiments/fused_bench.py`` reports which tiles won per layer). The lists are short on purpose:
+every tile is compiled once per specialisation on first use, which a short GPU run pays for. On CPU tensors
 they run in Triton's interpreter (``TRITON_INTERPRET=1``) with :data:`INTERPRETER_BLOCKS`.
 """
 
@@ -45,8 +46,7 @@ run: a matrix-multiply unit needs at least 16 along every side of a tile."""
 GEMM_CONFIGS: list[triton.Config] = [
     triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), num_warps=warps, num_stages=stages)
     for m, n, k, warps, stages in [
-        (128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4),
-        (128, 128, 64, 8, 3), (64, 64, 64, 4, 3), (128, 32, 32, 4, 4), (32, 64, 32, 4, 4),
+        (128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4), (128, 128, 64, 8, 3),
     ]
 ]
 """Tiles autotuned for the forward and input-gradient implicit GEMMs (M positions, N channels,
@@ -54,23 +54,21 @@ K input or output channels per tap)."""
 
 WEIGHT_GRAD_CONFIGS: list[triton.Config] = [
     triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), num_warps=warps, num_stages=stages)
-    for m, n, k, warps, stages in [
-        (64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3), (64, 64, 64, 4, 3),
-    ]
+    for m, n, k, warps, stages in [(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3)]
 ]
 """Tiles autotuned for the fused weight-gradient kernel (M output channels, N input channels x
 taps, K output positions)."""
 
 DIRECT_CONFIGS: list[triton.Config] = [
     triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=warps)
-    for m, n, warps in [(64, 32, 4), (128, 32, 4), (256, 16, 4), (64, 64, 4), (128, 64, 8), (32, 128, 4)]
+    for m, n, warps in [(64, 32, 4), (128, 32, 4), (64, 64, 4), (256, 16, 4)]
 ]
 """Tiles autotuned for the ``*_direct`` kernels (M positions, N channels)."""
 
 INTERPRETER_BLOCKS: dict[str, int] = dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32)
 """The fixed tiles used in Triton's interpreter (no autotuning there)."""
 
-_GEMM_KEY = ["CIN_G", "COUT_G", "TAPS", "DO", "HO", "WO"]
+_AUTOTUNE_KEY = ["CIN_G", "COUT_G", "TAPS", "DO", "HO", "WO"]  # a layer shape (not the batch)
 
 
 def interpreter_enabled() -> bool:
@@ -127,20 +125,19 @@ def _kernels(interpret: bool) -> dict[str, Any]:
 
         return {name: InterpretedFunction(getattr(kernels, name)) for name in names}
     jit = {name: triton.jit(getattr(kernels, name)) for name in names}
-    direct_key = ["CIN_G", "COUT_G", "TAPS", "DO", "HO", "WO"]
     return {
-        "conv_forward": triton.autotune(GEMM_CONFIGS, key=_GEMM_KEY, prune_configs_by={
+        "conv_forward": triton.autotune(GEMM_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by={
             "early_config_prune": _prune("COUT_G", "CIN_G", "x")})(jit["conv_forward"]),
-        "conv_backward_input": triton.autotune(GEMM_CONFIGS, key=_GEMM_KEY, prune_configs_by={
+        "conv_backward_input": triton.autotune(GEMM_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by={
             "early_config_prune": _prune("CIN_G", "COUT_G", "dy")})(jit["conv_backward_input"]),
         "conv_backward_weight": triton.autotune(
-            WEIGHT_GRAD_CONFIGS, key=_GEMM_KEY, reset_to_zero=["dw_base", "dgam", "dside"], prune_configs_by={
+            WEIGHT_GRAD_CONFIGS, key=_AUTOTUNE_KEY, reset_to_zero=["dw_base", "dgam", "dside"], prune_configs_by={
                 "early_config_prune": _prune("COUT_G", "CIN_G", "dy")},
         )(jit["conv_backward_weight"]),
-        "conv_forward_direct": triton.autotune(DIRECT_CONFIGS, key=direct_key)(jit["conv_forward_direct"]),
-        "conv_backward_input_direct": triton.autotune(DIRECT_CONFIGS, key=direct_key)(
+        "conv_forward_direct": triton.autotune(DIRECT_CONFIGS, key=_AUTOTUNE_KEY)(jit["conv_forward_direct"]),
+        "conv_backward_input_direct": triton.autotune(DIRECT_CONFIGS, key=_AUTOTUNE_KEY)(
             jit["conv_backward_input_direct"]),
-        "conv_backward_weight_direct": triton.autotune(DIRECT_CONFIGS, key=direct_key)(
+        "conv_backward_weight_direct": triton.autotune(DIRECT_CONFIGS, key=_AUTOTUNE_KEY)(
             jit["conv_backward_weight_direct"]),
     }
 
