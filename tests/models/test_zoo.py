@@ -65,3 +65,27 @@ def test_builder_kwargs_reach_the_layers():
     assert len(layers) == 18 and all(layer.rank == 2 and layer.components == ("gamma",) for layer in layers)
     dw = pedconv.create_model("pedconv_mobilenetv1_100", kinds=("depthwise",))
     assert all(layer.groups == layer.in_channels for layer in dw.modules() if isinstance(layer, pedconv.PEDConv2d))
+
+
+def test_create_model_defaults_to_each_builders_own_number_of_classes():
+    """Without num_classes, the builder's default: 91 COCO classes for the detectors, 150 ADE20K
+    classes for the segmenters, 10 for the CIFAR-style nets (it used to force 1000 on every one)."""
+    ssd = pedconv.create_model("ssd300_resnet50")
+    assert ssd.head.classification_head.module_list[0].out_channels % 91 == 0  # anchors x 91 classes
+    assert ssd.head.classification_head.module_list[0].out_channels // 91 in (4, 6)
+    assert sum(p.numel() for p in ssd.parameters()) < 30e6  # the paper's 22.89M, not a 1000-class head
+    upernet = pedconv.create_model("upernet_resnet18").eval()
+    assert upernet(torch.randn(1, 3, 64, 64)).shape[1] == 150
+    assert pedconv.create_model("pedconv_cifar_resnet20", width=8).fc.out_features == 10
+    assert pedconv.create_model("resnet18").fc.out_features == 1000
+    assert pedconv.create_model("resnet18", num_classes=7).fc.out_features == 7
+
+
+def test_every_builder_has_a_default_number_of_classes():
+    import inspect
+
+    from pedconv.models._registry import _MODELS
+
+    for name, builder in _MODELS.items():
+        default = inspect.signature(builder).parameters["num_classes"].default
+        assert isinstance(default, int) and default > 1, name

@@ -39,12 +39,14 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}{hint} (see pedconv.list_models())") from None
 
 
-def create_model(name: str, *, num_classes: int = 1000, init: str = "default", **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, num_classes: Optional[int] = None, init: str = "default", **kwargs: Any) -> nn.Module:
     """Build a registered model.
 
     Args:
         name: a name from :func:`list_models`.
-        num_classes: classifier outputs.
+        num_classes: classifier outputs; ``None``: the builder's own default (1000 for the
+            ImageNet networks, 91 for the COCO detectors, 150 for the ADE20K segmenters, 10 for
+            the CIFAR-style ResNets).
         init: ``"default"`` (each layer's own initialisation) or ``"authors"``: the PEDConv
             authors' network-level one (:func:`pedconv.models.authors.authors_init`).
         **kwargs: passed to the builder (for PEDConv models, any :class:`~pedconv.PEDConv2d`
@@ -55,9 +57,13 @@ def create_model(name: str, *, num_classes: int = 1000, init: str = "default", *
         >>> model = pedconv.create_model("pedconv_resnet18", num_classes=10)
         >>> float(pedconv.create_model("resnet18", num_classes=10, init="authors").bn1.weight[0].detach())
         0.5
+        >>> pedconv.create_model("cifar_resnet20", width=8).fc.out_features  # the builder's default
+        10
     """
     from .authors import apply_init, check_init  # authors.py builds models with create_model
 
     builder = model_entrypoint(name)
     check_init(init)
-    return apply_init(builder(num_classes=num_classes, **kwargs), init)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return apply_init(builder(**kwargs), init)
