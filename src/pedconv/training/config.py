@@ -231,6 +231,8 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: O
     g.add_argument("--decay-milestones", type=non_negative, nargs="+", default=[30.0, 60.0, 80.0],
                    help="multistep epochs")
     g.add_argument("--decay-rate", type=number(float, 0, 1, low_open=True), default=0.1, help="step/multistep factor")
+    g.add_argument("--poly-power", type=positive, default=0.9,
+                   help="power of the poly schedule (0.9: mmsegmentation's PolyLR and the UperNet/PSPNet papers)")
     g.add_argument("--clip-grad", type=positive, default=None, help="gradient clipping threshold (off by default)")
     g.add_argument("--clip-mode", choices=("norm", "value", "agc"), default="norm")
 

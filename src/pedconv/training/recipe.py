@@ -109,7 +109,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, 
     """Per-step timm scheduler over ``args.epochs`` epochs of ``steps_per_epoch`` optimizer steps.
 
     >>> ns = argparse.Namespace(sched="cosine", epochs=2, warmup_epochs=1, warmup_lr=0.0, warmup_prefix=True,
-    ...                         min_lr=0.0, decay_epochs=30, decay_milestones=[30], decay_rate=0.1)
+    ...                         min_lr=0.0, decay_epochs=30, decay_milestones=[30], decay_rate=0.1, poly_power=0.9)
     >>> opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     >>> s = build_scheduler(opt, ns, 4)
     >>> [round(s._get_lr(t)[0], 3) for t in range(9)]
@@ -125,7 +125,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, 
         num_epochs=decay_epochs_total,  # type: ignore[arg-type]
         decay_epochs=args.decay_epochs,
         decay_milestones=list(args.decay_milestones),
-        decay_rate=args.decay_rate,
+        # timm reads decay_rate as the poly schedule's power: the step factor must not leak into it
+        decay_rate=args.poly_power if args.sched == "poly" else args.decay_rate,
         min_lr=args.min_lr,
         warmup_lr=args.warmup_lr,
         warmup_epochs=warmup,  # type: ignore[arg-type]
