@@ -8,11 +8,12 @@ channel count; torchvision-based ones do not, and a 1-channel dataset is then re
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import torch
 import torch.nn as nn
 
 from ..baselines.dyconv import DyConv2d, dyconv_temperature
@@ -118,7 +119,7 @@ def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module
         model.load_state_dict(weights)
         return model
     try:
-        return create_model(margs.name, num_classes=margs.num_classes, static_weights=weights, **margs.kwargs)
+        started = create_model(margs.name, num_classes=margs.num_classes, static_weights=weights, **margs.kwargs)
     except TypeError as e:
         if "static_weights" not in str(e):
             raise
@@ -126,6 +127,28 @@ def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module
                          "converting builder that can start from a static network") from None
     except ValueError as e:
         raise ValueError(f"--init-from {source}: {e}") from None
+    found, total = _tensors_found(started, weights)
+    if found == 0:
+        # Builders that pass their options on to torchvision's detectors or smp's models lose an
+        # unknown keyword there without a word: a start that reaches nothing must not pass.
+        raise ValueError(f"--init-from {source}: none of its {total} weight tensors reached {margs.name} (its "
+                         "builder ignored them); the run's network does not fit this model")
+    return started
+
+
+_STATISTICS = ("running_mean", "running_var")  # zeros and ones in every fresh model: they prove nothing
+
+
+def _tensors_found(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """How many of the checkpoint's floating-point tensors (of more than one element; not
+    normalisation statistics) the model holds, by shape and value, and how many there are."""
+    by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for name, t in model.state_dict().items():
+        if not name.endswith(_STATISTICS):
+            by_shape.setdefault(tuple(t.shape), []).append(t)
+    checked = [v for k, v in weights.items() if v.is_floating_point() and v.numel() > 1 and not k.endswith(_STATISTICS)]
+    found = sum(any(torch.equal(v, t) for t in by_shape.get(tuple(v.shape), ())) for v in checked)
+    return found, len(checked)
 
 
 def dynamic_temperature_modules(model: nn.Module) -> Iterator[Union[DyConv2d, KWConv2d]]:
