@@ -85,9 +85,37 @@ def test_flip_moves_image_and_mask_together(tmp_path):
 
 def test_collate_stacks_and_pads_with_ignore(tmp_path):
     ds = ADE20KSegmentation(_write(tmp_path), num_classes=3)
-    images, masks = collate_segmentation([ds[0], ds[1]])
+    images, masks, sizes = collate_segmentation([ds[0], ds[1]])
     assert images.shape == (2, 3, 3, 4) and masks.shape == (2, 3, 4) and masks.dtype == torch.int64
-    assert torch.equal(masks[1], ds[1][1])
+    assert torch.equal(masks[1], ds[1][1]) and sizes.tolist() == [[3, 4, 3, 4]] * 2
+
+
+def test_keep_ratio_evaluation_resizes_images_only_and_pads_to_the_output_stride(tmp_path):
+    """mmsegmentation's ADE20K test pipeline: Resize(scale=(2048, 512), keep_ratio=True) on the
+    image, the mask untouched (scored at the original resolution), a batch padded to 32."""
+    import numpy as np
+    from PIL import Image
+
+    from pedconv.tasks.segmentation.ade20k import keep_ratio_size
+
+    for folder in ("images/validation", "annotations/validation"):
+        (tmp_path / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, (h, w) in (("a", (30, 60)), ("b", (40, 20))):
+        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / f"images/validation/{name}.jpg")
+        mask = rng.integers(0, 4, (h, w), dtype=np.uint8)
+        Image.fromarray(mask).save(tmp_path / f"annotations/validation/{name}.png")
+    ds = ADE20KSegmentation(tmp_path, "validation", num_classes=3, eval_scale=(64, 16))
+    (image_a, mask_a), (image_b, mask_b) = ds[0], ds[1]
+    assert image_a.shape[1:] == (16, 32) and mask_a.shape == (30, 60)  # 60x30 fits 64x16 at factor 16/30
+    assert image_b.shape[1:] == (32, 16) and mask_b.shape == (40, 20)
+    assert keep_ratio_size((2000, 500), (2048, 512)) == (2048, 512)
+    images, masks, sizes = collate_segmentation([ds[0], ds[1]])
+    assert images.shape == (2, 3, 32, 32) and masks.shape == (2, 40, 60)
+    assert sizes.tolist() == [[16, 32, 30, 60], [32, 16, 40, 20]]
+    with pytest.raises(ValueError, match="excludes size"):
+        ADE20KSegmentation(tmp_path, "validation", num_classes=3, eval_scale=(64, 16), size=16)
 
 
 def test_missing_folder(tmp_path):
@@ -134,3 +162,43 @@ def test_mask_must_be_single_channel(tmp_path):
     _write(tmp_path)
     Image.fromarray(np.zeros((3, 4, 3), dtype=np.uint8)).save(tmp_path / "annotations" / "training" / "ADE_0.png")
     _raises(tmp_path, "ADE_0.png", "single-channel")
+
+
+def test_keep_ratio_evaluation_scores_every_original_pixel(tmp_path):
+    """A network that predicts class 0 everywhere: its pixel accuracy must be the share of 0s among
+    the *original-resolution* labelled pixels (square resizing of the masks would change it)."""
+    import argparse
+
+    import numpy as np
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    from pedconv.tasks.segmentation.task import Segmentation
+    from pedconv.training.data import DataSpec
+    from pedconv.training.distributed import DistEnv
+
+    for folder in ("images/validation", "annotations/validation"):
+        (tmp_path / folder).mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    labels = []
+    for name, (h, w) in (("a", (30, 61)), ("b", (47, 20))):
+        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / f"images/validation/{name}.jpg")
+        raw = rng.integers(0, 4, (h, w), dtype=np.uint8)
+        Image.fromarray(raw).save(tmp_path / f"annotations/validation/{name}.png")
+        labels.append(raw[raw > 0] - 1)  # reduce_zero_label: raw 0 is ignored
+    ds = ADE20KSegmentation(tmp_path, "validation", num_classes=3, eval_scale=(64, 16))
+
+    class AlwaysZero(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 3, *x.shape[2:])
+            logits[:, 0] = 1.0
+            return logits
+
+    spec = DataSpec(name="t", train=ds, val=ds, num_classes=3, in_chans=3, input_size=(16, 16), mean=(0.5,) * 3,
+                    std=(0.5,) * 3, in_memory=False, augment_on_device=False, collate_fn=collate_segmentation)
+    args = argparse.Namespace(channels_last=False, amp="none")
+    loader = DataLoader(ds, batch_size=2, collate_fn=collate_segmentation)
+    result = Segmentation().evaluate(AlwaysZero(), loader, args, spec, None, DistEnv())
+    everything = np.concatenate(labels)
+    assert abs(result["aAcc"] - 100.0 * float((everything == 0).mean())) < 1e-6

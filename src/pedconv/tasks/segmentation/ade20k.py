@@ -31,7 +31,8 @@ from torch.utils.data import Dataset
 from ...errors import DataError
 from ...training.data import load_image
 
-__all__ = ["IGNORE_INDEX", "IMAGE_SUFFIXES", "NUM_CLASSES", "SPLITS", "ADE20KSegmentation", "collate_segmentation"]
+__all__ = ["IGNORE_INDEX", "IMAGE_SUFFIXES", "NUM_CLASSES", "PAD_MULTIPLE", "SPLITS", "ADE20KSegmentation",
+           "collate_segmentation", "keep_ratio_size"]
 
 NUM_CLASSES = 150
 IGNORE_INDEX = 255
@@ -61,6 +62,10 @@ class ADE20KSegmentation(Dataset):
             scenes of :mod:`pedconv.tasks.scenes` have 10).
         size: images are resized (bilinear) and masks (nearest) to ``size x size`` so that a
             batch stacks; ``None`` keeps each image's own size (:func:`collate_segmentation` pads).
+        eval_scale: ``(long, short)``: the standard evaluation (mmsegmentation's ``Resize(scale=(2048,
+            512), keep_ratio=True)`` for 512 crops): the image is resized keeping its aspect ratio to
+            fit ``long x short``, the mask stays at the original resolution, where it is scored
+            (:func:`collate_segmentation` records both sizes). Excludes ``size``.
         reduce_zero_label: raw 0 ("other") -> :data:`IGNORE_INDEX`, raw ``k`` -> ``k - 1``; else
             the raw values are the labels (0 is a class).
         augment: for the training sampler's ``(i, seed)`` keys: a random rescale by a factor in
@@ -87,11 +92,17 @@ class ADE20KSegmentation(Dataset):
 
     def __init__(self, root: PathLike, split: str = "training", *, num_classes: int = NUM_CLASSES,
                  size: Optional[int] = None, reduce_zero_label: bool = True, augment: bool = False,
-                 scale_range: tuple[float, float] = (0.5, 2.0), validate: bool = True) -> None:
+                 scale_range: tuple[float, float] = (0.5, 2.0), validate: bool = True,
+                 eval_scale: Optional[tuple[int, int]] = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, not {split!r}")
         if not 1 <= num_classes < IGNORE_INDEX:
             raise ValueError(f"num_classes must be in 1..{IGNORE_INDEX - 1}, not {num_classes}")
+        if eval_scale is not None and (size is not None or augment):
+            raise ValueError("eval_scale (keep-ratio evaluation) excludes size and augment")
+        if eval_scale is not None and not (len(eval_scale) == 2 and min(eval_scale) >= 1):
+            raise ValueError(f"eval_scale must be (long, short) sides of at least 1, not {eval_scale!r}")
+        self.eval_scale = eval_scale
         self.root, self.split = Path(root), SPLITS[split]
         self.num_classes, self.size, self.reduce_zero_label = num_classes, size, reduce_zero_label
         self.augment, self.scale_range = augment, scale_range
@@ -187,6 +198,8 @@ class ADE20KSegmentation(Dataset):
         if self.size is not None:
             image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
             mask = mask.resize((self.size, self.size), Image.Resampling.NEAREST)
+        elif self.eval_scale is not None:
+            image = image.resize(keep_ratio_size(image.size, self.eval_scale), Image.Resampling.BILINEAR)
         pixels, labels = np.array(image), np.array(mask)
         if self.augment and seed is not None:
             pixels, labels = self._augment(image, mask, np.random.default_rng(seed))
@@ -209,20 +222,44 @@ class ADE20KSegmentation(Dataset):
         return out_p, out_l
 
 
-def collate_segmentation(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-    """Stack :class:`ADE20KSegmentation` items into ``(images uint8 [B, 3, H, W], masks int64 [B, H, W])``;
-    items of different sizes (``size=None``) are padded at the bottom and right with 0 and :data:`IGNORE_INDEX`.
+def keep_ratio_size(size: tuple[int, int], scale: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` of an image of ``size`` resized keeping its aspect ratio to fit ``scale``
+    = ``(long, short)``, as mmsegmentation's ``Resize(keep_ratio=True)`` (rounded to pixels).
 
-    >>> images, masks = collate_segmentation([(torch.zeros(3, 2, 3, dtype=torch.uint8), torch.zeros(2, 3).long()),
-    ...                                       (torch.zeros(3, 4, 2, dtype=torch.uint8), torch.zeros(4, 2).long())])
-    >>> images.shape, masks.shape, masks[0, 3, 0].item()
-    (torch.Size([2, 3, 4, 3]), torch.Size([2, 4, 3]), 255)
+    >>> keep_ratio_size((683, 512), (2048, 512)), keep_ratio_size((4000, 1000), (2048, 512))
+    ((683, 512), (2048, 512))
     """
-    h = max(image.shape[1] for image, _ in batch)
-    w = max(image.shape[2] for image, _ in batch)
+    w, h = size
+    factor = min(max(scale) / max(w, h), min(scale) / min(w, h))
+    return max(1, int(w * factor + 0.5)), max(1, int(h * factor + 0.5))
+
+
+PAD_MULTIPLE = 32
+"""Batches whose images differ from their masks in size (keep-ratio evaluation) are padded to a
+multiple of this (the networks' output stride), as mmsegmentation's ``size_divisor``."""
+
+
+def collate_segmentation(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack :class:`ADE20KSegmentation` items into ``(images uint8 [B, 3, h, w], masks int64 [B, H, W],
+    sizes int64 [B, 4])``: items of different sizes are padded at the bottom and right with 0 and
+    :data:`IGNORE_INDEX`, and ``sizes[k]`` is ``(h_k, w_k, H_k, W_k)``, item ``k``'s image and mask
+    sizes (they differ in keep-ratio evaluation, whose images are also padded to a multiple of
+    :data:`PAD_MULTIPLE`).
+
+    >>> images, masks, sizes = collate_segmentation([
+    ...     (torch.zeros(3, 2, 3, dtype=torch.uint8), torch.zeros(2, 3).long()),
+    ...     (torch.zeros(3, 4, 2, dtype=torch.uint8), torch.zeros(4, 2).long())])
+    >>> images.shape, masks.shape, masks[0, 3, 0].item(), sizes[1].tolist()
+    (torch.Size([2, 3, 4, 3]), torch.Size([2, 4, 3]), 255, [4, 2, 4, 2])
+    """
+    sizes = torch.tensor([[*image.shape[1:], *mask.shape] for image, mask in batch], dtype=torch.int64)
+    h, w = (int(v) for v in sizes[:, :2].max(0).values)
+    if not torch.equal(sizes[:, :2], sizes[:, 2:]):
+        h, w = (-(-v // PAD_MULTIPLE) * PAD_MULTIPLE for v in (h, w))
+    mh, mw = (int(v) for v in sizes[:, 2:].max(0).values)
     images = torch.zeros(len(batch), 3, h, w, dtype=torch.uint8)
-    masks = torch.full((len(batch), h, w), IGNORE_INDEX, dtype=torch.int64)
+    masks = torch.full((len(batch), mh, mw), IGNORE_INDEX, dtype=torch.int64)
     for k, (image, mask) in enumerate(batch):
         images[k, :, : image.shape[1], : image.shape[2]] = image
         masks[k, : mask.shape[0], : mask.shape[1]] = mask
-    return images, masks
+    return images, masks, sizes

@@ -56,7 +56,7 @@ class SegmentationStep:
     """Pixel cross-entropy (ignoring :data:`IGNORE_INDEX`) of a segmentation network on one micro-batch.
 
     >>> net = nn.Conv2d(3, 4, 1)
-    >>> batch = (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.full((2, 8, 8), 255))
+    >>> batch = (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.full((2, 8, 8), 255))  # (images, masks[, sizes])
     >>> step = SegmentationStep(BatchPreprocessor((0.5,) * 3, (0.5,) * 3), torch.device("cpu"))
     >>> r = step(net, (batch[0], torch.zeros(2, 8, 8, dtype=torch.long)), seed=0); r.count
     2
@@ -65,8 +65,8 @@ class SegmentationStep:
     def __init__(self, preprocess: BatchPreprocessor, device: torch.device) -> None:
         self.preprocess, self.device = preprocess, device
 
-    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], seed: int) -> StepResult:
-        images, masks = batch
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], seed: int) -> StepResult:
+        images, masks = batch[0], batch[1]
         x = self.preprocess(images.to(self.device, non_blocking=True))
         y = masks.to(self.device, non_blocking=True)
         logits = model(x)
@@ -108,6 +108,10 @@ class Segmentation(Task):
                        help=f"classes, not counting the unlabelled 0 (default: {NUM_CLASSES} for --data-dir, "
                             "10 for the offline set)")
         g.add_argument("--img-size", type=positive_int, default=512, help="the square images are resized to")
+        g.add_argument("--eval-resize", choices=("keep-ratio", "square"), default="keep-ratio",
+                       help="validation images: keep-ratio (the standard: resized to fit 4*img-size x img-size, "
+                            "e.g. 2048x512, scored at the masks' original resolution) or square (img-size, masks "
+                            "resized too: faster, not comparable to published numbers)")
         g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                        help="random horizontal flips and scale-crops in training")
         g.add_argument("--val-subset", type=positive_int, default=None,
@@ -119,7 +123,11 @@ class Segmentation(Task):
         """Both splits, validated (a bad mask fails here, naming the file)."""
         root = args.data_dir or offline_root(args, "ade20k")
         classes = args.num_classes or (NUM_CLASSES if args.data_dir else 10)
-        val = ADE20KSegmentation(root, "validation", num_classes=classes, size=args.img_size)
+        if args.eval_resize == "keep-ratio":
+            val = ADE20KSegmentation(root, "validation", num_classes=classes,
+                                     eval_scale=(4 * args.img_size, args.img_size))
+        else:
+            val = ADE20KSegmentation(root, "validation", num_classes=classes, size=args.img_size)
         train = ADE20KSegmentation(root, "training", num_classes=classes, size=args.img_size,
                                    augment=args.augment) if need_train else val
         subset = Subset(val, range(min(args.val_subset, len(val)))) if args.val_subset else val
@@ -137,10 +145,18 @@ class Segmentation(Task):
         pre = BatchPreprocessor(spec.mean, spec.std, channels_last=args.channels_last)
         metric = SegmentationMetric(spec.num_classes, ignore_index=IGNORE_INDEX, device=env.device)
         with EvalPass(module) as run:
-            for raw, masks in loader:
+            for raw, masks, sizes in loader:
                 with autocast(env.device, args.amp, None):
                     logits = module(pre(raw.to(env.device)))
-                metric.update(logits.argmax(1), masks.to(env.device))
+                masks = masks.to(env.device)
+                for k, (h, w, mh, mw) in enumerate(sizes.tolist()):
+                    # each image's own region, scored at its mask's resolution (upsampled where the
+                    # image was resized keeping its ratio)
+                    scores = logits[k : k + 1, :, :h, :w]
+                    if (h, w) != (mh, mw):
+                        scores = F.interpolate(scores.float(), size=(mh, mw), mode="bilinear",
+                                               align_corners=False)
+                    metric.update(scores.argmax(1), masks[k : k + 1, :mh, :mw])
                 run.images += int(raw.shape[0])
         result = metric.compute()
         return {**{k: float(result[k]) for k in self.result_metrics}, **run.speed(env)}
