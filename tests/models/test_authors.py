@@ -92,3 +92,18 @@ def test_authors_checkpoint_errors(tmp_path):
         pedconv.load_authors_checkpoint(bad, "resnet18")
     with pytest.raises(FileNotFoundError):
         pedconv.load_authors_checkpoint(tmp_path / "none.pth", "resnet18")
+
+
+def test_init_from_the_authors_file_loads_a_pedconv_task_models_backbone(tmp_path):
+    """`--init-from` the authors' released file: converted by load_authors_checkpoint, then placed
+    as the backbone of a PEDConv segmenter (the dynamic convs' generators included)."""
+    from pedconv.training.model import ModelArgs, start_from_run
+
+    ref = _authors_model("resnet18")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "authors.pth")
+    ours = pedconv.models.authors.load_authors_checkpoint(tmp_path / "authors.pth", "resnet18", 10).state_dict()
+    model = start_from_run(pedconv.create_model("pedconv_upernet_resnet18"), ModelArgs("pedconv_upernet_resnet18", 150),
+                           str(tmp_path / "authors.pth"))
+    state = model.state_dict()
+    for key in ("layer2.0.conv1.weight", "layer2.0.conv1.generator.head.weight", "layer4.1.bn2.running_var"):
+        assert torch.equal(state[f"encoder.{key}"], ours[key]), key

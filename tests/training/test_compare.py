@@ -143,7 +143,7 @@ def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys
     with pytest.raises(ValueError, match="static_weights do not fit the static CifarResNet"):
         start_from_run(wide.build(), wide, str(base / "runs" / "cifar_resnet20" / "seed0"))
     other = ModelArgs("resnet18", 10, {}, 1, 3)
-    with pytest.raises(ValueError, match="resnet18 is not a converting builder"):
+    with pytest.raises(ValueError, match="none of its weight tensors fit resnet18, neither as the same network"):
         start_from_run(other.build(), other, str(base / "runs" / "cifar_resnet20" / "seed0"))
     with pytest.raises(FileNotFoundError):
         start_from_run(other.build(), other, str(tmp_path / "nothing"))

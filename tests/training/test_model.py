@@ -25,10 +25,20 @@ def _checkpoint_of(model: torch.nn.Module, path) -> None:
     torch.save(ckpt, path)
 
 
-@pytest.mark.parametrize("task_model", ["pedconv_ssd300_resnet18", "pedconv_upernet_resnet18"])
-def test_init_from_a_run_that_reaches_no_weight_of_a_task_model_is_an_error(tmp_path, task_model) -> None:
+TASK_MODELS = {  # task model -> (classes, a backbone tensor, the ResNet-18 tensor it is)
+    "ssd300_resnet18": (91, "backbone.body.4.0.conv1.weight", "layer1.0.conv1.weight"),
+    "pedconv_ssd300_resnet18": (91, "backbone.body.5.1.bn2.weight", "layer2.1.bn2.weight"),
+    "upernet_resnet18": (150, "encoder.conv1.weight", "conv1.weight"),
+    "pedconv_upernet_resnet18": (150, "encoder.layer3.0.conv2.weight", "layer3.0.conv2.weight"),
+    "pedconv_fasterrcnn_resnet18_fpn": (91, "backbone.body.layer4.1.conv1.weight", "layer4.1.conv1.weight"),
+}
+
+
+@pytest.mark.parametrize("task_model", sorted(TASK_MODELS))
+def test_init_from_a_classification_run_loads_the_task_models_backbone(tmp_path, task_model, capsys) -> None:
     """The issue's reproduction: a ResNet-18 run (every weight 0.123) given to a detector or a
-    segmenter used to leave it random without a word (their builders swallow static_weights)."""
+    segmenter used to leave it random without a word (their builders swallow static_weights).
+    Now the backbone takes it (static into PEDConv as the base weights), reported in one line."""
     import pedconv
     from pedconv.training.model import start_from_run
 
@@ -37,9 +47,21 @@ def test_init_from_a_run_that_reaches_no_weight_of_a_task_model_is_an_error(tmp_
         for p in resnet.parameters():
             p.fill_(0.123)
     _checkpoint_of(resnet, tmp_path / "last.pt")
-    model = pedconv.create_model(task_model)
-    with pytest.raises(ValueError, match=r"none of its \d+ weight tensors reached"):
-        start_from_run(model, ModelArgs(task_model, 91 if "ssd" in task_model else 150), str(tmp_path))
+    classes, target, source = TASK_MODELS[task_model]
+    model = start_from_run(pedconv.create_model(task_model), ModelArgs(task_model, classes), str(tmp_path))
+    loaded = model.state_dict()[target]
+    assert torch.equal(loaded, resnet.state_dict()[source]) and float(loaded.flatten()[0]) == pytest.approx(0.123)
+    line = capsys.readouterr().err
+    assert "tensors loaded into" in line and "fc.bias, fc.weight" in line
+
+
+def test_init_from_a_run_that_fits_nothing_is_an_error(tmp_path) -> None:
+    import pedconv
+    from pedconv.training.model import start_from_run
+
+    _checkpoint_of(pedconv.create_model("cifar_resnet20", width=3), tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="none of its weight tensors fit upernet_resnet18"):
+        start_from_run(pedconv.create_model("upernet_resnet18"), ModelArgs("upernet_resnet18", 150), str(tmp_path))
 
 
 def test_init_from_a_run_of_the_same_network_loads_it(tmp_path) -> None:
@@ -54,3 +76,21 @@ def test_init_from_a_run_of_the_same_network_loads_it(tmp_path) -> None:
     converted = start_from_run(pedconv.create_model("pedconv_cifar_resnet20", width=8),
                                ModelArgs("pedconv_cifar_resnet20", 10, {"width": 8}), str(tmp_path))
     assert torch.equal(converted.conv1.weight, source.conv1.weight)
+
+
+def test_init_from_a_torchvision_state_dict_file(tmp_path, capsys) -> None:
+    """A torchvision (or timm) ResNet-18 state dict on disk into a PEDConv detector's backbone."""
+    import torchvision
+
+    import pedconv
+    from pedconv.training.model import start_from_run
+
+    resnet = torchvision.models.resnet18()
+    torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
+    name = "pedconv_fasterrcnn_resnet18_fpn"
+    model = start_from_run(pedconv.create_model(name), ModelArgs(name, 91), str(tmp_path / "resnet18.pth"))
+    assert torch.equal(model.state_dict()["backbone.body.layer3.1.conv2.weight"], resnet.layer3[1].conv2.weight)
+    assert "loaded into" in capsys.readouterr().err
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match=r"junk\.pth"):
+        start_from_run(pedconv.create_model(name), ModelArgs(name, 91), str(tmp_path / "junk.pth"))

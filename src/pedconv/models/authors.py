@@ -22,9 +22,15 @@ from torch import Tensor
 from ..method.pedconv_nd import PEDConv2d
 from ._registry import create_model
 
-__all__ = ["AUTHORS_ARCHS", "INITS", "apply_init", "authors_init", "check_init", "load_authors_checkpoint"]
+__all__ = ["AUTHORS_ARCHS", "INITS", "apply_init", "authors_init", "check_init", "is_authors_state_dict",
+           "load_authors_checkpoint", "read_state_dict"]
 
 AUTHORS_ARCHS = ("resnet18", "resnet50")
+
+
+def is_authors_state_dict(weights: Mapping[str, Tensor]) -> bool:
+    """Whether ``weights`` are in the authors' layout (their attention modules, ``*.attn.fc_share.*``)."""
+    return any(".attn.fc_share." in k for k in weights)
 
 
 def authors_init(model: nn.Module) -> nn.Module:
@@ -72,7 +78,13 @@ def check_init(init: str) -> None:
         raise ValueError(f"init={init!r}: expected one of {INITS}")
 
 
-def _read(source: Union[str, os.PathLike, Mapping[str, Tensor]]) -> dict[str, Tensor]:
+def read_state_dict(source: Union[str, os.PathLike, Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    """A state dict from a file or mapping: torchvision's, timm's and the authors' files (the tensors
+    optionally under ``state_dict``, names optionally prefixed by DataParallel's ``module.``).
+
+    >>> read_state_dict({"state_dict": {"module.fc.bias": torch.zeros(2)}})
+    {'fc.bias': tensor([0., 0.])}
+    """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -109,7 +121,7 @@ def load_authors_checkpoint(
 
     if arch not in AUTHORS_ARCHS:
         raise ValueError(f"arch must be one of {AUTHORS_ARCHS}, got {arch!r}")
-    theirs = _read(source)
+    theirs = read_state_dict(source)
     model = create_model(f"pedconv_{arch}", num_classes=num_classes, activation="sigmoid",
                          preserve_function=False, sigma=0.1, min_hidden=1)
     ours = model.state_dict()

@@ -192,10 +192,12 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: O
     g = p.add_argument_group("model")
     g.add_argument("--model", default=task.default_model, help="a name from pedconv.list_models()")
     add_model_kwargs_argument(g, "builder options, values parsed as YAML (e.g. width=8 rank=2 components=[gamma])")
-    g.add_argument("--init-from", default=None, metavar="RUN|CHECKPOINT",
-                   help="start from a trained run's weights (its folder or a .pt): the same architecture loads "
-                        "them; a converting model (pedconv_*, odconv_*, ...) is built from that static network "
-                        "with its function kept (fine-tuning a pretrained static network)")
+    g.add_argument("--init-from", default=None, metavar="RUN|CHECKPOINT|STATE_DICT",
+                   help="start from a trained run's weights (its folder or a .pt), or a state-dict file "
+                        "(torchvision/timm ResNet weights, the authors' PEDConv-ResNet file): the same architecture "
+                        "loads them; a converting model (pedconv_*, odconv_*, ...) is built from that static network "
+                        "with its function kept; a detector or segmenter takes the classifier as its backbone "
+                        "(one line reports what was loaded; a start that fits nothing is an error)")
 
     task.add_arguments(p)
 

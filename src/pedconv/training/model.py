@@ -20,7 +20,8 @@ from ..baselines.dyconv import DyConv2d, dyconv_temperature
 from ..baselines.kernelwarehouse import KWConv2d, kw_temperature
 from ..models import create_model, model_entrypoint
 
-__all__ = ["ModelArgs", "build_model", "dynamic_temperature_modules", "set_dyconv_temperature", "start_from_run"]
+__all__ = ["ModelArgs", "build_model", "dynamic_temperature_modules", "match_backbone", "set_dyconv_temperature",
+           "start_from_run"]
 
 
 @dataclass
@@ -97,23 +98,22 @@ def build_model(name: str, num_classes: int, in_chans: int, model_kwargs: dict[s
 
 
 def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module:
-    """``model`` (built from ``margs``) started from the weights of the trained run ``source``
-    (a run folder, whose ``best.pt`` or else ``last.pt`` is read, or a checkpoint file).
+    """``model`` (built from ``margs``) started from the weights of ``source``: a trained run (a
+    run folder, whose ``best.pt`` or else ``last.pt`` is read, or a checkpoint file), or a plain
+    state-dict file (torchvision's or timm's ResNet weights; the authors' released PEDConv-ResNet,
+    converted by :func:`~pedconv.models.authors.load_authors_checkpoint`).
 
-    The same architecture loads the weights as they are. Otherwise ``source`` must hold the
-    static network that ``margs.name``'s builder converts: the model is rebuilt from those
-    weights (``static_weights``), every converted layer keeping its conv's function.
+    The same architecture loads the weights as they are. Otherwise, if ``source`` holds the
+    static network that ``margs.name``'s builder converts, the model is rebuilt from those
+    weights (``static_weights``), every converted layer keeping its conv's function. Otherwise
+    ``source`` is a classifier whose network is the model's backbone (a detector's or a
+    segmenter's): :func:`match_backbone` places it, and one line reports what was loaded.
 
     Raises:
         FileNotFoundError, CheckpointError: no readable checkpoint at ``source``;
         ValueError: the weights fit neither the model nor its static architecture.
     """
-    from .checkpoint import load_training_checkpoint
-
-    path = Path(source)
-    if path.is_dir():
-        path = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), path / "last.pt")
-    weights = load_training_checkpoint(path)["model"]
+    weights = _read_weights(source)
     own = model.state_dict()
     if own.keys() == weights.keys() and all(own[k].shape == v.shape for k, v in weights.items()):
         model.load_state_dict(weights)
@@ -123,30 +123,120 @@ def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module
     except TypeError as e:
         if "static_weights" not in str(e):
             raise
-        raise ValueError(f"--init-from {source}: its weights do not fit {margs.name}, and {margs.name} is not a "
-                         "converting builder that can start from a static network") from None
+        started = None
     except ValueError as e:
         raise ValueError(f"--init-from {source}: {e}") from None
-    found, total = _tensors_found(started, weights)
-    if found == 0:
-        # Builders that pass their options on to torchvision's detectors or smp's models lose an
-        # unknown keyword there without a word: a start that reaches nothing must not pass.
-        raise ValueError(f"--init-from {source}: none of its {total} weight tensors reached {margs.name} (its "
-                         "builder ignored them); the run's network does not fit this model")
-    return started
+    if started is not None and _tensors_found(started, weights)[0] > 0:
+        return started
+    # A task model (detector, segmenter) around the run's network: load it as the backbone.
+    # (Builders that pass their options on to torchvision's detectors or smp's models lose an
+    # unknown keyword there without a word, so "rebuilt from static_weights" proves nothing.)
+    mapping = match_backbone(model.state_dict(), weights)
+    if not mapping:
+        raise ValueError(f"--init-from {source}: none of its weight tensors fit {margs.name}, neither as the same "
+                         "network, nor as the static network it converts, nor as its backbone")
+    model.load_state_dict({target: weights[key] for target, key in mapping.items()}, strict=False)
+    skipped = sorted(set(weights) - set(mapping.values()))
+    _report(f"--init-from {source}: {len(mapping)} of {len(weights)} tensors loaded into {margs.name}'s backbone"
+            + (f"; not loaded: {_abbreviate(skipped)}" if skipped else ""))
+    return model
+
+
+def _read_weights(source: str) -> dict[str, torch.Tensor]:
+    """The model weights of a run, a training checkpoint or a state-dict file."""
+    from ..models.authors import AUTHORS_ARCHS, is_authors_state_dict, load_authors_checkpoint, read_state_dict
+    from .checkpoint import CHECKPOINT_FORMAT, load_training_checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        path = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), path / "last.pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from {source}: no checkpoint at {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # damaged or foreign: the checkpoint reader names the problem
+        return load_training_checkpoint(path)["model"]
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        return load_training_checkpoint(path)["model"]
+    try:
+        weights = read_state_dict(obj)
+    except ValueError as e:
+        raise ValueError(f"--init-from {source}: neither a pedconv training checkpoint nor a state dict "
+                         f"({e})") from None
+    if is_authors_state_dict(weights):
+        arch = AUTHORS_ARCHS[1] if any(k.endswith("conv3.weight") for k in weights) else AUTHORS_ARCHS[0]
+        weights = load_authors_checkpoint(weights, arch, int(weights["fc.weight"].shape[0])).state_dict()
+    return weights
+
+
+_RESNET_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
+"""torchvision's ResNet children in order: backbones built as ``nn.Sequential(*resnet.children())``
+(SSD's) name them by position."""
+
+
+def match_backbone(own: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Where a classification network's tensors go in a task model that holds it as a backbone:
+    ``{task model key: checkpoint key}``.
+
+    Each checkpoint key is looked up under one common prefix (``encoder.`` for smp's segmenters,
+    ``backbone.body.`` for torchvision's detectors), as it is or with its first component
+    renamed by its position among the ResNet children (``layer1`` -> ``4``: SSD's sequential
+    body); the prefix matching most floating-point tensors of the same shape wins. The classifier
+    head and integer counters are never matched. Static convolutions load into PEDConv ones as
+    their base weight (``weight``); the components keep their initial ones, so the start is
+    function-preserving.
+
+    >>> own = {"encoder.conv1.weight": torch.zeros(2, 3), "encoder.layer1.0.conv1.weight": torch.zeros(2, 2)}
+    >>> match_backbone(own, {"conv1.weight": torch.ones(2, 3), "layer1.0.conv1.weight": torch.ones(2, 2),
+    ...                      "fc.weight": torch.ones(5, 2)})
+    {'encoder.conv1.weight': 'conv1.weight', 'encoder.layer1.0.conv1.weight': 'layer1.0.conv1.weight'}
+    """
+    def spellings(key: str) -> list[str]:
+        first, _, rest = key.partition(".")
+        if first in _RESNET_CHILDREN and rest:
+            return [key, f"{_RESNET_CHILDREN.index(first)}.{rest}"]
+        return [key]
+
+    candidates: dict[str, dict[str, str]] = {}  # prefix -> {target: source}
+    for key, value in weights.items():
+        if key.startswith("fc.") or not value.is_floating_point():
+            continue  # the head; and step counters, which match any counter
+        for spelled in spellings(key):
+            for target, mine in own.items():
+                if (target == spelled or target.endswith("." + spelled)) and mine.shape == value.shape:
+                    candidates.setdefault(target[: len(target) - len(spelled)], {})[target] = key
+    if not candidates:
+        return {}
+    return max(candidates.values(), key=len)
+
+
+def _abbreviate(keys: list[str], shown: int = 4) -> str:
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def _report(line: str) -> None:
+    """One line on the main process's stderr."""
+    import sys
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        print(line, file=sys.stderr, flush=True)
 
 
 _STATISTICS = ("running_mean", "running_var")  # zeros and ones in every fresh model: they prove nothing
 
 
 def _tensors_found(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """How many of the checkpoint's floating-point tensors (of more than one element; not
-    normalisation statistics) the model holds, by shape and value, and how many there are."""
+    """How many of the checkpoint's floating-point tensors (not constant, such as a fresh
+    normalisation's ones and zeros; not normalisation statistics) the model holds, by shape and
+    value, and how many there are."""
     by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
     for name, t in model.state_dict().items():
         if not name.endswith(_STATISTICS):
             by_shape.setdefault(tuple(t.shape), []).append(t)
-    checked = [v for k, v in weights.items() if v.is_floating_point() and v.numel() > 1 and not k.endswith(_STATISTICS)]
+    checked = [v for k, v in weights.items()
+               if v.is_floating_point() and v.numel() > 1 and not k.endswith(_STATISTICS) and bool(v.max() > v.min())]
     found = sum(any(torch.equal(v, t) for t in by_shape.get(tuple(v.shape), ())) for v in checked)
     return found, len(checked)
 
