@@ -43,9 +43,11 @@ __all__ = ["Detection", "DetectionStep"]
 # COCO train2017's 117,266 images with boxes at a global batch of 64: 1,832 steps per epoch.
 _SSD_PAPER = {"_help": "Table 2's SSD300 recipe (the defaults): pedconv_ssd300_resnet50 at 300x300, SGD momentum "
                        "0.9, global batch 64 (8 processes x 8), weight decay 5e-4, lr 1e-3 for 160k iterations, "
-                       "then /10 and /100 for 40k each (epochs 87.3, 109.2 and 131 of COCO train2017)",
-              "model": "pedconv_ssd300_resnet50", "img_size": 300, "opt": "sgd", "lr": 1e-3, "lr_scale": "none",
-              "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 8, "sched": "multistep",
+                       "then /10 and /100 for 40k each (epochs 87.3, 109.2 and 131 of COCO train2017); the lr "
+                       "follows the global batch (1e-3 per 64 images) when it is not 64",
+              "model": "pedconv_ssd300_resnet50", "img_size": 300, "opt": "sgd", "lr": 1e-3, "lr_scale": "linear",
+              "lr_base_batch": 64, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 8,
+              "sched": "multistep",
               "epochs": 131, "decay_milestones": [87.3, 109.2], "decay_rate": 0.1}
 
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision detectors normalise with

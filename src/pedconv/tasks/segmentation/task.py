@@ -46,8 +46,10 @@ _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # 5e-4, poly decay (power 0.9) to 1e-4. Epochs of ADE20K's 20,210 training images: 126.7.
 _PAPER = {"_help": "the ADE20K 160k schedule (the defaults): pedconv_upernet_resnet50, 512x512 crops, global batch "
                    "16 (8 processes x 2), SGD lr 0.01 momentum 0.9, weight decay 5e-4, poly decay to 1e-4 over "
-                   "160k iterations (126.7 epochs of ADE20K's 20,210 training images)",
-          "model": "pedconv_upernet_resnet50", "img_size": 512, "opt": "sgd", "lr": 0.01, "lr_scale": "none",
+                   "160k iterations (126.7 epochs of ADE20K's 20,210 training images); the lr follows the global "
+                   "batch (0.01 per 16 images) when it is not 16",
+          "model": "pedconv_upernet_resnet50", "img_size": 512, "opt": "sgd", "lr": 0.01, "lr_scale": "linear",
+          "lr_base_batch": 16,
           "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 2, "sched": "poly",
           "min_lr": 1e-4, "epochs": 127}
 
