@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,3 +47,12 @@ def _triton_interpreter(request, monkeypatch):
         pytest.importorskip("triton", reason="strategy 'triton' needs the triton package, which is not installed")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     yield
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """The environment of a ``python -m pedconv`` child: this checkout's sources, one thread."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
+    return env

@@ -7,7 +7,6 @@ machine this is both the fastest setting and a fixed one, so runs compare bit fo
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -54,15 +53,6 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: None) -> d
     result = train(dict(TINY, output=str(out)))
     result["seconds"] = time.perf_counter() - start
     return result
-
-
-@pytest.fixture
-def subprocess_env() -> dict[str, str]:
-    """The environment of a ``python -m pedconv`` child: this checkout's sources, one thread."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    src = str(ROOT / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
-    return env
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@
 ``faster_coco_eval``, or by ``pycocotools`` where faster-coco-eval cannot be imported) and
 reports the numbers of Table 2 in percent.
 
-Distributed: the wrapped metric is a torchmetrics ``Metric``, whose ``compute()`` gathers the
-detections of every rank (its list states are all-gathered) when ``torch.distributed`` is
-initialised, so every rank must call :meth:`DetectionMetric.compute` and gets the same, global
-result. With NCCL the metric must live on the rank's GPU (:meth:`DetectionMetric.to`).
+Distributed: when ``torch.distributed`` is initialised, :meth:`DetectionMetric.compute` gathers
+every rank's images (as objects, so ranks may hold different numbers of them) before the COCO
+evaluation, so every rank must call it and gets the same, global result. The detections are
+kept on the CPU between batches (a few hundred boxes per image).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Sequence
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 __all__ = ["DETECTION_KEYS", "DetectionMetric"]
@@ -65,39 +66,47 @@ class DetectionMetric:
     """
 
     def __init__(self, backend: Optional[_Backend] = None, device: Union[str, torch.device, None] = None) -> None:
-        from torchmetrics.detection import MeanAveragePrecision
-
         self.backend = backend or _default_backend()
-        self.metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=self.backend)
-        # COCO's AP keeps each image's 100 best-scored detections; detectors return more
-        # (SSD: 200), which is expected, not worth a warning per image.
-        self.metric.warn_on_many_detections = False
-        if device is not None:
-            self.metric = self.metric.to(device)
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self._preds: list[dict[str, Tensor]] = []
+        self._targets: list[dict[str, Tensor]] = []
 
     @property
     def device(self) -> torch.device:
-        """Where the accumulated detections live."""
-        return self.metric.device
+        """Where the inputs are computed (the detections are kept on the CPU until :meth:`compute`)."""
+        return self._device
 
     def to(self, device: Union[str, torch.device]) -> DetectionMetric:
-        """Move the accumulated state (and later inputs) to ``device``; returns ``self``."""
-        self.metric = self.metric.to(device)
+        """Record ``device`` as the inputs' device; returns ``self``."""
+        self._device = torch.device(device)
         return self
 
     def update(self, preds: Sequence[dict[str, Tensor]], targets: Sequence[dict[str, Tensor]]) -> None:
         """Add one batch: a prediction and a target dict per image (see the class docstring)."""
         if len(preds) != len(targets):
             raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
-        dev = self.device
-        self.metric.update(
-            [{k: p[k].detach().to(dev) for k in _PRED_KEYS} for p in preds],
-            [{k: t[k].detach().to(dev) for k in _TARGET_KEYS if k in t} for t in targets],
-        )
+        self._preds += [{k: p[k].detach().cpu() for k in _PRED_KEYS} for p in preds]
+        self._targets += [{k: t[k].detach().cpu() for k in _TARGET_KEYS if k in t} for t in targets]
 
     def compute(self) -> dict[str, float]:
         """``AP, AP50, AP75, AP_S, AP_M, AP_L, AR100`` in percent over everything added (all ranks)."""
-        raw = self.metric.compute()
+        from torchmetrics.detection import MeanAveragePrecision
+
+        preds, targets = self._preds, self._targets
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Every rank's images, gathered as objects: torchmetrics' own sync gathers its list states
+            # element by element and breaks when the ranks hold different numbers of images (an
+            # uneven validation split), as the shard sampler gives them.
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (preds, targets))
+            preds = [p for rank_preds, _ in gathered for p in rank_preds]
+            targets = [t for _, rank_targets in gathered for t in rank_targets]
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=self.backend, sync_on_compute=False)
+        # COCO's AP keeps each image's 100 best-scored detections; detectors return more
+        # (SSD: 200), which is expected, not worth a warning per image.
+        metric.warn_on_many_detections = False
+        metric.update(preds, targets)
+        raw = metric.compute()
         out = {}
         for key, name in _TORCHMETRICS_KEYS.items():
             value = float(raw[name])
@@ -106,4 +115,4 @@ class DetectionMetric:
 
     def reset(self) -> None:
         """Forget every detection added so far."""
-        self.metric.reset()
+        self._preds, self._targets = [], []
