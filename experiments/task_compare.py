@@ -13,6 +13,16 @@ and the mean train/eval images per second, with the machine they were measured o
     python experiments/task_compare.py --device cuda --output results/tasks-h100 --set detect:epochs=12
 
 ``--set TASK:KEY=VALUE`` changes one option of that task's runs (values parsed as YAML).
+
+The paper's protocol (a pretrained backbone, then the task): ``--init-from COMPARISON`` starts
+seed k of the static task model from seed k of the static classifier in a ``pedconv compare``
+output folder, and seed k of the PEDConv task model from seed k of the PEDConv classifier
+(``--init-models STATIC PEDCONV``, default ``resnet18 pedconv_resnet18``); the tables then also
+give the PEDConv - static difference per seed.
+
+    pedconv compare --models resnet18 pedconv_resnet18 --seeds 0 1 2 ... --output results/transfer-pretrain
+    python experiments/task_compare.py --tasks detect segment --init-from results/transfer-pretrain \
+        --output results/transfer-tasks
 """
 
 from __future__ import annotations
@@ -46,6 +56,14 @@ def _task(path: str) -> Task:
 
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)()
+
+
+def _pretrained(comparison: Path, classifier: str, seed: int) -> str:
+    """Seed ``seed``'s run of ``classifier`` in a ``pedconv compare`` folder (it must have finished)."""
+    run = comparison / "runs" / classifier / f"seed{seed}"
+    if not (run / "result.json").is_file():
+        raise SystemExit(f"--init-from {comparison}: no finished {classifier} seed {seed} run at {run}")
+    return str(run)
 
 
 def _run(task: Task, model: str, seed: int, folder: Path, device: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +106,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="TASK:KEY=VALUE",
                    help="an option of one task's runs, e.g. detect:epochs=12")
+    p.add_argument("--init-from", type=Path, default=None, metavar="COMPARISON",
+                   help="start each seed's task models from that seed's classifiers in this `pedconv compare` folder")
+    p.add_argument("--init-models", nargs=2, default=["resnet18", "pedconv_resnet18"], metavar=("STATIC", "PEDCONV"),
+                   help="the classifiers of --init-from that start the static and the PEDConv task models")
     args = p.parse_args()
     overrides: dict[str, dict[str, Any]] = {name: {} for name in PAIRS}
     for item in args.set:
@@ -109,8 +131,10 @@ def main() -> None:
         path, static, dynamic = PAIRS[name]
         task = _task(path)
         rows, table = [], []
-        for model in (static, dynamic):
-            runs = [_run(task, model, seed, args.output / name / model / f"seed{seed}", args.device, overrides[name])
+        for model, classifier in zip((static, dynamic), args.init_models):
+            runs = [_run(task, model, seed, args.output / name / model / f"seed{seed}", args.device,
+                         {**overrides[name], **({"init_from": _pretrained(args.init_from, classifier, seed)}
+                                                if args.init_from else {})})
                     for seed in args.seeds]
             results = [r["result"] for r in runs]
             first = results[0]
@@ -126,7 +150,14 @@ def main() -> None:
                           *[_mean_std(v) for v in metrics.values()], f"{train_ips:.1f}", f"{eval_ips:.1f}"])
         report["tasks"][name] = rows
         header = ["model", "params", "FLOPs (MACs)", *rows[0]["metrics"], "train img/s", "eval img/s"]
-        lines += [f"### {task.train_command}", "", markdown_table(header, table)]
+        differences = {k: [d - s for s, d in zip(rows[0]["metrics"][k], rows[1]["metrics"][k])]
+                       for k in rows[0]["metrics"]}
+        report["tasks"][name + ":difference_per_seed"] = differences
+        table.append(["PEDConv - static, per seed", "", "",
+                      *(" / ".join(f"{v:+.2f}" for v in values) for values in differences.values()), "", ""])
+        start_line = (f"Started from `{args.init_from}` ({' / '.join(args.init_models)}, same seed)."
+                      if args.init_from else "From scratch.")
+        lines += [f"### {task.train_command}", "", start_line, "", markdown_table(header, table)]
         report["wall_time_s"] = time.time() - start
         args.output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.output / "tasks.json", json.dumps(report, indent=1))
