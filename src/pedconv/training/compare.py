@@ -123,6 +123,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # reference rows (static, default PEDConv) are the study's runs with the same seeds.
     "ablations": {"models": _ABLATIONS, "seeds": [0, 1, 2], "width": 8,
                   "train": {**_RECIPE, "epochs": 12, "train_subset": 10000, "warmup_epochs": 1.0}},
+    # The transfer study's first half (the paper's protocol at this machine's scale): ImageNet-style
+    # ResNet-18 backbones, static and PEDConv, pretrained as classifiers on all of Fashion-MNIST at
+    # the offline scenes' resolution (96 px; the grey images replicated to 3 channels), for
+    # experiments/task_compare.py --init-from to fine-tune the SSD300 and UperNet ResNet-18s from.
+    "transfer-pretrain": {"models": ["resnet18", "pedconv_resnet18"], "seeds": [0, 1, 2], "width": None,
+                          "train": {**_RECIPE, "epochs": 3, "train_subset": None, "img_size": 96,
+                                    "warmup_epochs": 0.5}},
 }
 
 # What a comparison writes in its output folder.
