@@ -29,7 +29,11 @@ AUTHORS_ARCHS = ("resnet18", "resnet50")
 
 
 def is_authors_state_dict(weights: Mapping[str, Tensor]) -> bool:
-    """Whether ``weights`` are in the authors' layout (their attention modules, ``*.attn.fc_share.*``)."""
+    """Whether ``weights`` are in the authors' layout (their attention modules, ``*.attn.fc_share.*``).
+
+    >>> is_authors_state_dict({"layer1.0.conv1.attn.fc_share.weight": torch.zeros(1)})
+    True
+    """
     return any(".attn.fc_share." in k for k in weights)
 
 

@@ -48,13 +48,33 @@ def _launch() -> Any:
 
 def fused_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], factors: CPFactors,
                   geometry: ConvGeometry) -> Tensor:
-    """The forward kernels, without autograd (what the custom operator runs)."""
+    """The forward kernels, without autograd (what the custom operator runs).
+
+    Example:
+        >>> import os
+        >>> os.environ["TRITON_INTERPRET"] = "1"
+        >>> f = CPFactors(None, torch.rand(2, 1, 4), None)
+        >>> fused_forward(torch.randn(2, 4, 5, 5), torch.randn(3, 4, 1, 1), None, f, ConvGeometry()).shape
+        torch.Size([2, 3, 5, 5])
+        >>> del os.environ["TRITON_INTERPRET"]
+    """
     return _launch().conv_forward(x, weight, bias, factors, geometry)
 
 
 def fused_backward(grad: Tensor, x: Tensor, weight: Tensor, has_bias: bool, factors: CPFactors,
                    geometry: ConvGeometry, needs: Any) -> tuple[Optional[Tensor], ...]:
-    """Gradients ``(x, weight, bias, gamma, phi, psi)`` from the backward kernels (``needs``: which)."""
+    """Gradients ``(x, weight, bias, gamma, phi, psi)`` from the backward kernels (``needs``: which;
+    ``None`` for the others and for disabled components).
+
+    Example:
+        >>> import os
+        >>> os.environ["TRITON_INTERPRET"] = "1"
+        >>> x, w, f = torch.randn(2, 4, 5, 5), torch.randn(3, 4, 1, 1), CPFactors(None, torch.rand(2, 1, 4), None)
+        >>> grads = fused_backward(torch.ones(2, 3, 5, 5), x, w, False, f, ConvGeometry(), [True] * 6)
+        >>> [None if g is None else tuple(g.shape) for g in grads]
+        [(2, 4, 5, 5), (3, 4, 1, 1), None, None, (2, 1, 4), None]
+        >>> del os.environ["TRITON_INTERPRET"]
+    """
     if (needs[1] or needs[3] or needs[4] or needs[5]) and torch.are_deterministic_algorithms_enabled():
         # atomic additions: refused, or warned about, as torch does for its own such kernels
         message = ("pedconv strategy 'triton' sums its weight and component gradients with atomic additions "
