@@ -130,3 +130,23 @@ def test_quick_presets_beat_an_untrained_model(task: str, metric: str, tmp_path:
     # what it reliably clears, not the static model's.
     margin = {"detect": 0.1, "segment": 3.0, "adv": 20.0}[task]
     assert trained[metric] > untrained[metric] + margin, (untrained, trained)
+
+
+def test_the_paper_preset_names_the_pretrained_start_it_expects(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`segment train --preset paper` without --init-from says that it trains from scratch while
+    the recipe starts from an ImageNet-pretrained ResNet-50; with a torchvision file it loads it."""
+    import torch
+    import torchvision
+
+    tiny = ["segment", "train", "--preset", "paper", "--model", "upernet_resnet18", "--model-kwargs",
+            "decoder_channels=16", "--offline-dir", str(tmp_path / "cache"), *SCENES, "--img-size", "64",
+            "--epochs", "1", "--batch-size", "4", "--val-subset", "4"]
+    assert main([*tiny, "--output", str(tmp_path / "scratch")]) == 0
+    assert "note: no --init-from: training from scratch" in capsys.readouterr().out + (
+        tmp_path / "scratch" / "log.txt").read_text()
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pth")
+    assert main([*tiny, "--init-from", str(tmp_path / "resnet18.pth"), "--output", str(tmp_path / "pretrained")]) == 0
+    out = capsys.readouterr()
+    assert "tensors loaded into upernet_resnet18's backbone" in out.err
+    assert "note: no --init-from" not in out.out + (tmp_path / "pretrained" / "log.txt").read_text()

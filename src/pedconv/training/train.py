@@ -508,6 +508,10 @@ def _announce(parts: _Parts, args: argparse.Namespace, env: DistEnv, out: Path, 
                   f"train / {parts.spec.num_val} val images, {start_line_device(env.device, env.world_size)}, global "
                   f"batch {layout.global_batch}, lr {parts.lr:.4g}, {layout.steps_per_epoch} steps/epoch x "
                   f"{args.epochs} epochs" + (", DDP find_unused_parameters" if find_unused else "") + f" -> {out}")
+    expected = parts.task.presets.get(getattr(args, "preset", None) or "", {}).get("_pretrained")
+    if expected and not getattr(args, "init_from", None) and progress.epoch == 0:
+        reporter.info(f"note: no --init-from: training from scratch; the --preset {args.preset} recipe starts from "
+                      f"{expected}")
 
 
 # ----------------------------------------------------------------------------- the epochs

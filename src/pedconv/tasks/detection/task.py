@@ -48,7 +48,9 @@ _SSD_PAPER = {"_help": "Table 2's SSD300 recipe (the defaults): pedconv_ssd300_r
               "model": "pedconv_ssd300_resnet50", "img_size": 300, "opt": "sgd", "lr": 1e-3, "lr_scale": "linear",
               "lr_base_batch": 64, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 8,
               "sched": "multistep",
-              "epochs": 131, "decay_milestones": [87.3, 109.2], "decay_rate": 0.1}
+              "epochs": 131, "decay_milestones": [87.3, 109.2], "decay_rate": 0.1,
+              "_pretrained": "an ImageNet-pretrained ResNet-50 (--init-from a torchvision/timm resnet50 "
+                             "state-dict file, a `pedconv train` run, or the authors' PEDConv-ResNet-50 file)"}
 
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision detectors normalise with
 

@@ -51,7 +51,9 @@ _PAPER = {"_help": "the ADE20K 160k schedule (the defaults): pedconv_upernet_res
           "model": "pedconv_upernet_resnet50", "img_size": 512, "opt": "sgd", "lr": 0.01, "lr_scale": "linear",
           "lr_base_batch": 16,
           "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "batch_size": 2, "sched": "poly",
-          "min_lr": 1e-4, "epochs": 127}
+          "min_lr": 1e-4, "epochs": 127,
+          "_pretrained": "an ImageNet-pretrained ResNet-50 (--init-from a torchvision/timm resnet50 state-dict file, a "
+                         "`pedconv train` run, or the authors' PEDConv-ResNet-50 file)"}
 
 
 class SegmentationStep:
