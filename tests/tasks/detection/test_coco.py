@@ -70,6 +70,22 @@ def test_skip_crowd_and_images_without_annotations(tmp_path):
     assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,)
 
 
+def test_training_leaves_out_images_without_annotations(tmp_path):
+    """As torchvision's detection references: an image with no annotation (or only crowd ones,
+    which training skips) is not a training item; evaluation keeps every image."""
+    doc = _mutated(lambda d: (d["images"].append({"id": 30, "file_name": "a.png", "width": 40, "height": 30}),
+                              d["images"].append({"id": 40, "file_name": "b.png", "width": 20, "height": 20}),
+                              d["annotations"].append({"id": 4, "image_id": 40, "category_id": 3,
+                                                       "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 1})))
+    ann, images = _write(tmp_path, doc)
+    train = CocoDetection(ann, images, skip_crowd=True, skip_empty=True)
+    assert len(train) == 2 and train.image_ids == [10, 20] and train[1][1]["image_id"].item() == 20
+    assert len(CocoDetection(ann, images)) == 4
+    only_empty = _mutated(lambda d: d.update(annotations=[]))
+    with pytest.raises(DataError, match="no image has an annotation"):
+        CocoDetection(*_write(tmp_path, only_empty), skip_empty=True)
+
+
 def test_seeded_flip_is_reproducible_and_moves_the_boxes(tmp_path):
     ds = CocoDetection(*_write(tmp_path), hflip=True)
     plain_image, plain = ds[0]

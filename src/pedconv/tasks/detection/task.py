@@ -134,7 +134,7 @@ class Detection(Task):
             return CocoDetection(root / "annotations" / f"instances_{name}.json", root / name, **kwargs)
 
         val = split(splits[1])
-        train = split(splits[0], skip_crowd=True, hflip=args.augment) if need_train else val
+        train = split(splits[0], skip_crowd=True, skip_empty=True, hflip=args.augment) if need_train else val
         if need_train and train.cat_ids != val.cat_ids:
             raise DataError(f"{train.ann_file} and {val.ann_file} have different categories")
         subset = Subset(val, range(min(args.val_subset, len(val)))) if args.val_subset else val
