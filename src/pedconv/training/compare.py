@@ -129,7 +129,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # experiments/task_compare.py --init-from to fine-tune the SSD300 and UperNet ResNet-18s from.
     "transfer-pretrain": {"models": ["resnet18", "pedconv_resnet18"], "seeds": [0, 1, 2], "width": None,
                           "train": {**_RECIPE, "epochs": 3, "train_subset": None, "img_size": 96,
-                                    "warmup_epochs": 0.5}},
+                                    "warmup_epochs": 0.5, "checkpoint_every_steps": 50}},
 }
 
 # What a comparison writes in its output folder.
