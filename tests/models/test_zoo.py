@@ -89,3 +89,15 @@ def test_every_builder_has_a_default_number_of_classes():
     for name, builder in _MODELS.items():
         default = inspect.signature(builder).parameters["num_classes"].default
         assert isinstance(default, int) and default > 1, name
+
+
+@pytest.mark.parametrize("name", ["ssd300_resnet18", "pedconv_ssd300_resnet18", "fasterrcnn_resnet18_fpn",
+                                  "upernet_resnet18", "pedconv_pspnet_resnet18"])
+def test_task_builders_refuse_keywords_their_libraries_would_drop(name):
+    """torchvision's detectors and smp's models take **kwargs and ignore unknown ones; the builders
+    refuse them (a typo, or static_weights that they cannot use, used to do nothing)."""
+    with pytest.raises(TypeError, match=rf"{name.removeprefix('pedconv_')}\(\) got an unexpected keyword argument "
+                                        "'static_weight'"):
+        pedconv.create_model(name, static_weight={})
+    if "pspnet" in name:  # what smp passes on to the encoder still works
+        assert pedconv.create_model(name, output_stride=16).encoder.layer4[0].conv1.dilation == (2, 2)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, TypeVar
 
 import torch.nn as nn
 
-__all__ = ["create_model", "list_models", "model_entrypoint", "register_model"]
+__all__ = ["check_builder_options", "create_model", "list_models", "model_entrypoint", "register_model"]
 
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -67,3 +69,27 @@ def create_model(name: str, *, num_classes: Optional[int] = None, init: str = "d
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     return apply_init(builder(**kwargs), init)
+
+
+def check_builder_options(kwargs: Mapping[str, Any], *accepting: Callable[..., Any], extra: Iterable[str] = (),
+                          builder: str) -> None:
+    """Refuse a keyword that none of the ``accepting`` callables names: torchvision's detectors and
+    smp's models take ``**kwargs`` and drop an unknown one without a word (a typo, or
+    ``static_weights`` for a builder that cannot use them, would otherwise do nothing). ``extra``:
+    names those ``**kwargs`` do use.
+
+    >>> def net(depth=2, *, width=8): ...
+    >>> check_builder_options({"width": 4}, net, builder="tiny")
+    >>> check_builder_options({"widht": 4}, net, builder="tiny")
+    Traceback (most recent call last):
+    ...
+    TypeError: tiny() got an unexpected keyword argument 'widht' (its options: depth, width)
+    """
+    names = set(extra)
+    for fn in accepting:
+        names |= {p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise TypeError(f"{builder}() got an unexpected keyword argument {unknown[0]!r} "
+                        f"(its options: {', '.join(sorted(n for n in names if not n.startswith('_')))})")

@@ -28,10 +28,14 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.ssd import SSD
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from ..convert import convert, split_convert_options
 from ..method import PEDConv2d  # noqa: F401  (the doctests use it)
-from ._registry import register_model
+from ._registry import check_builder_options, register_model
+
+# torchvision's SSD and FasterRCNN pass their **kwargs on to the image transform, which reads this too
+_TRANSFORM_EXTRA = ("_skip_resize",)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SSDResNetFeatures"]
 
@@ -106,6 +110,8 @@ class SSDResNetFeatures(nn.Module):
 
 
 def _ssd(arch: str, num_classes: int, image_size: int, kwargs: dict[str, Any]) -> SSD:
+    check_builder_options(kwargs, SSD.__init__, GeneralizedRCNNTransform.__init__, extra=_TRANSFORM_EXTRA,
+                          builder=f"ssd300_{arch}")
     features = SSDResNetFeatures(getattr(torchvision.models, arch)(), image_size)
     anchors = DefaultBoxGenerator(_SSD_ASPECT_RATIOS)
     return SSD(features, anchors, (image_size, image_size), num_classes,
@@ -190,6 +196,8 @@ def _fasterrcnn(arch: str, num_classes: int, kwargs: dict[str, Any], pedconv: bo
     # No pretrained weights: all five stages trainable and plain BatchNorm (torchvision freezes
     # BatchNorm only for pretrained backbones).
     options, rest = split_convert_options(kwargs) if pedconv else ({}, kwargs)
+    check_builder_options(rest, FasterRCNN.__init__, GeneralizedRCNNTransform.__init__, extra=_TRANSFORM_EXTRA,
+                          builder=f"fasterrcnn_{arch}_fpn")
     backbone = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5)
     if pedconv:
         # The ResNet body only (stem and shortcuts static); FPN, RPN and box head stay static.

@@ -27,7 +27,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..convert import convert, split_convert_options
-from ._registry import register_model
+from ._registry import check_builder_options, register_model
 
 __all__: list[str] = []
 
@@ -39,9 +39,14 @@ _RESNET_POLICY = {"keep_shortcut": True}
 _WIDTH = {"resnet50": 512, "resnet18": 128}
 
 
+# smp's models pass their **kwargs on to the encoder, which reads this
+_ENCODER_EXTRA = ("output_stride",)
+
+
 def _upernet(encoder: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
     import segmentation_models_pytorch as smp
 
+    check_builder_options(kwargs, smp.UPerNet.__init__, extra=_ENCODER_EXTRA, builder=f"upernet_{encoder}")
     return smp.UPerNet(encoder_name=encoder, encoder_weights=None, classes=num_classes,
                        **{"decoder_channels": _WIDTH[encoder], **kwargs})
 
@@ -49,6 +54,7 @@ def _upernet(encoder: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Modul
 def _pspnet(encoder: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
     import segmentation_models_pytorch as smp
 
+    check_builder_options(kwargs, smp.PSPNet.__init__, extra=_ENCODER_EXTRA, builder=f"pspnet_{encoder}")
     model = smp.PSPNet(encoder_name=encoder, encoder_weights=None, classes=num_classes,
                        **{"encoder_depth": 5, "output_stride": 8, "upsampling": 8,
                           "psp_out_channels": _WIDTH[encoder], **kwargs})

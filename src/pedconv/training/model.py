@@ -119,19 +119,15 @@ def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module
         model.load_state_dict(weights)
         return model
     try:
-        started = create_model(margs.name, num_classes=margs.num_classes, static_weights=weights, **margs.kwargs)
+        return create_model(margs.name, num_classes=margs.num_classes, static_weights=weights, **margs.kwargs)
     except TypeError as e:
         if "static_weights" not in str(e):
             raise
-        started = None
     except ValueError as e:
         raise ValueError(f"--init-from {source}: {e}") from None
-    if started is not None and _tensors_found(started, weights)[0] > 0:
-        return started
-    # A task model (detector, segmenter) around the run's network: load it as the backbone.
-    # (Builders that pass their options on to torchvision's detectors or smp's models lose an
-    # unknown keyword there without a word, so "rebuilt from static_weights" proves nothing.)
-    mapping = match_backbone(model.state_dict(), weights)
+    # Not a converting builder (builders refuse keywords they cannot use: check_builder_options):
+    # a task model (detector, segmenter) around the run's network, which loads it as the backbone.
+    mapping = match_backbone(own, weights)
     if not mapping:
         raise ValueError(f"--init-from {source}: none of its weight tensors fit {margs.name}, neither as the same "
                          "network, nor as the static network it converts, nor as its backbone")
@@ -222,23 +218,6 @@ def _report(line: str) -> None:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
         print(line, file=sys.stderr, flush=True)
-
-
-_STATISTICS = ("running_mean", "running_var")  # zeros and ones in every fresh model: they prove nothing
-
-
-def _tensors_found(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """How many of the checkpoint's floating-point tensors (not constant, such as a fresh
-    normalisation's ones and zeros; not normalisation statistics) the model holds, by shape and
-    value, and how many there are."""
-    by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
-    for name, t in model.state_dict().items():
-        if not name.endswith(_STATISTICS):
-            by_shape.setdefault(tuple(t.shape), []).append(t)
-    checked = [v for k, v in weights.items()
-               if v.is_floating_point() and v.numel() > 1 and not k.endswith(_STATISTICS) and bool(v.max() > v.min())]
-    found = sum(any(torch.equal(v, t) for t in by_shape.get(tuple(v.shape), ())) for v in checked)
-    return found, len(checked)
 
 
 def dynamic_temperature_modules(model: nn.Module) -> Iterator[Union[DyConv2d, KWConv2d]]:
