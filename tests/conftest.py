@@ -1,4 +1,6 @@
+import inspect
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ settings.register_profile(
     derandomize=True,
 )
 settings.register_profile("dev", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Local edit-test loops: HYPOTHESIS_PROFILE=quick pytest ... (a tenth of the CI examples).
+settings.register_profile("quick", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -31,8 +35,25 @@ def _seed():
 INTERPRETED_IN_DEFAULT_RUN = ("test_fused.py", "test_ecosystem.py")
 
 
+# A test that starts another Python process (the CLI, torchrun, a lock holder, a killed run) is
+# an integration test: `pytest -m "not slow and not integration"` is the quick in-process loop.
+_STARTS_A_PROCESS = re.compile(r"\bsubprocess\.|\bsubprocess_env\b|\b_pedconv\(")
+
+
+def _starts_a_process(item) -> bool:
+    function = getattr(item, "function", None)
+    if function is None:
+        return False
+    try:
+        return bool(_STARTS_A_PROCESS.search(inspect.getsource(function)))
+    except (OSError, TypeError):
+        return False
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if _starts_a_process(item):
+            item.add_marker(pytest.mark.integration)
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "triton" in [v for v in params.values() if isinstance(v, str)] and item.path.name not in (
             INTERPRETED_IN_DEFAULT_RUN

@@ -54,9 +54,22 @@ def test_a_signalled_run_saves_its_step_and_resumes_bit_exactly(tmp_path: Path, 
 
 
 def test_stop_requests_catch_the_first_signal_and_a_second_ctrl_c_stops_at_once() -> None:
+    # Compared with the handler installed before: a suite run from a background job or under
+    # nohup starts with SIGINT ignored, not with Python's default handler.
+    before = signal.getsignal(signal.SIGINT)
     with StopRequests() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.requested and stop.signal_number == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is before  # restored
+
+
+def test_stop_requests_restore_an_ignored_sigint() -> None:
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequests():
+            assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
