@@ -31,8 +31,8 @@ from torch import Tensor
 
 from pedconv.method.cp import cp_tensor
 from pedconv.method.pedconv_nd import PEDConvNd
-from pedconv.training.checkpoint import model_from_checkpoint
 from pedconv.training.data import build_data
+from pedconv.training.resume import model_from_checkpoint
 from pedconv.utils.reporting import machine_description, markdown_table
 
 PARTS = ("gamma", "phi", "psi", "T")

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pedconv.baselines import KernelWarehouse, KWConv2d, kw_temperature
-from pedconv.training.model import set_dyconv_temperature
+from pedconv.baselines.temperature import anneal_attention_temperatures
 
 
 def _alpha(layer, x):
@@ -93,7 +93,7 @@ def test_temperature_schedule_and_training_hook():
     assert kw_temperature(25.0, 20.0) == 0.0 and kw_temperature(-1.0, 20.0) == 1.0
     wh = KernelWarehouse(4, 4, 4, 3)
     layer = KWConv2d(8, 8, 3, warehouse=wh)
-    assert set_dyconv_temperature(nn.Sequential(wh, layer), 5.0, 10.0) == 0.5 and layer.temperature == 0.5
+    assert anneal_attention_temperatures(nn.Sequential(wh, layer), 5.0, 10.0) == 0.5 and layer.temperature == 0.5
 
 
 def test_kw_bad_arguments():

@@ -10,21 +10,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pedconv.training.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    CheckpointSaver,
-    RunLayout,
-    RunProgress,
-    atomic_save,
-    capture_rng_state,
-    load_training_checkpoint,
-    restore_rng_state,
-    restore_training_state,
-)
+from pedconv.errors import CheckpointError
+from pedconv.training.checkpoint import CHECKPOINT_FORMAT, CheckpointSaver, atomic_save, load_training_checkpoint
 from pedconv.training.distributed import DistEnv
-from pedconv.training.loop import EpochSums
 from pedconv.training.model import ModelArgs
+from pedconv.training.resume import restore_training_state
+from pedconv.training.state import EpochSums, RunLayout, RunProgress, capture_rng_state, restore_rng_state
 from pedconv.training.train import train
 
 

@@ -124,7 +124,7 @@ def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys
     capsys.readouterr()
     import torch
 
-    from pedconv.training.checkpoint import model_from_checkpoint
+    from pedconv.training.resume import model_from_checkpoint
 
     pre, _, _ = model_from_checkpoint(base / "runs" / "cifar_resnet20" / "seed0" / "last.pt")
     args = yaml_args(ft / "runs" / "pedconv_cifar_resnet20" / "seed0")

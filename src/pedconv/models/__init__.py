@@ -7,6 +7,7 @@
 * :mod:`.paper`         the published params / FLOPs of those builders (``PAPER_NUMBERS``)
 * :mod:`.cifar_resnet`  CIFAR-style ResNets for small images
 * :mod:`.authors`       loading the authors' released checkpoints
+* :mod:`.initialization` network-level initialisation rules (``init=`` of ``create_model``)
 """
 
 from . import detection, segmentation, zoo  # noqa: F401  (registers the builders)

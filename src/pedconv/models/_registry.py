@@ -10,6 +10,8 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch.nn as nn
 
+from .initialization import apply_init, check_init
+
 __all__ = ["check_builder_options", "create_model", "list_models", "model_entrypoint", "register_model"]
 
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
@@ -50,7 +52,7 @@ def create_model(name: str, *, num_classes: Optional[int] = None, init: str = "d
             ImageNet networks, 91 for the COCO detectors, 150 for the ADE20K segmenters, 10 for
             the CIFAR-style ResNets).
         init: ``"default"`` (each layer's own initialisation) or ``"authors"``: the PEDConv
-            authors' network-level one (:func:`pedconv.models.authors.authors_init`).
+            authors' network-level one (:func:`pedconv.models.initialization.authors_init`).
         **kwargs: passed to the builder (for PEDConv models, any :class:`~pedconv.PEDConv2d`
             option such as ``rank`` or ``components``, and conversion policies).
 
@@ -62,7 +64,6 @@ def create_model(name: str, *, num_classes: Optional[int] = None, init: str = "d
         >>> pedconv.create_model("cifar_resnet20", width=8).fc.out_features  # the builder's default
         10
     """
-    from .authors import apply_init, check_init  # authors.py builds models with create_model
 
     builder = model_entrypoint(name)
     check_init(init)

@@ -22,8 +22,7 @@ from torch import Tensor
 from ..method.pedconv_nd import PEDConv2d
 from ._registry import create_model
 
-__all__ = ["AUTHORS_ARCHS", "INITS", "apply_init", "authors_init", "check_init", "is_authors_state_dict",
-           "load_authors_checkpoint", "read_state_dict"]
+__all__ = ["AUTHORS_ARCHS", "is_authors_state_dict", "load_authors_checkpoint", "read_state_dict"]
 
 AUTHORS_ARCHS = ("resnet18", "resnet50")
 
@@ -35,51 +34,6 @@ def is_authors_state_dict(weights: Mapping[str, Tensor]) -> bool:
     True
     """
     return any(".attn.fc_share." in k for k in weights)
-
-
-def authors_init(model: nn.Module) -> nn.Module:
-    """The authors' network-level initialisation (their ``image_classification/resnet.py``),
-    applied after the model is built: every ``nn.Linear`` (the classifier and each dynamic
-    layer's generator and decoder) drawn from N(0, 0.01) with a zero bias, and every BatchNorm
-    weight set to 0.5. Convolutions keep their own initialisation. Returns ``model``.
-
-    Example:
-        >>> import torch.nn as nn
-        >>> m = authors_init(nn.Sequential(nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2)))
-        >>> m[0].weight.tolist(), m[2].bias.tolist(), round(float(m[2].weight.detach().std()), 1) < 0.1
-        ([0.5, 0.5, 0.5, 0.5], [0.0, 0.0], True)
-    """
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
-                nn.init.constant_(m.weight, 0.5)
-    return model
-
-
-INITS = ("default", "authors")
-"""The values of :func:`~pedconv.create_model`'s ``init``: each builder's own, or :func:`authors_init`."""
-
-
-def apply_init(model: nn.Module, init: str) -> nn.Module:
-    """Apply the network-level initialisation named ``init`` (one of :data:`INITS`) to ``model``.
-
-    >>> apply_init(nn.Linear(2, 2), "kaiming")
-    Traceback (most recent call last):
-    ...
-    ValueError: init='kaiming': expected one of ('default', 'authors')
-    """
-    check_init(init)
-    return authors_init(model) if init == "authors" else model
-
-
-def check_init(init: str) -> None:
-    """Raise a one-line ``ValueError`` unless ``init`` is one of :data:`INITS`."""
-    if init not in INITS:
-        raise ValueError(f"init={init!r}: expected one of {INITS}")
 
 
 def read_state_dict(source: Union[str, os.PathLike, Mapping[str, Tensor]]) -> dict[str, Tensor]:

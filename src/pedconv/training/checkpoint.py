@@ -36,44 +36,33 @@ The schema, :data:`CHECKPOINT_FORMAT` ``pedconv-train-v1``:
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 
+from ..baselines.temperature import annealed_attention_layers
 from ..errors import CheckpointError
 from ..utils.atomic import atomic_copy, atomic_write
-from .data import mix_seed
 from .distributed import DistEnv, all_gather_object, broadcast_object
-from .loop import EpochSums
-from .model import ModelArgs, dynamic_temperature_modules
+from .state import EpochSums, RunLayout, RunProgress, capture_rng_state
+
+if TYPE_CHECKING:  # the model module reads checkpoints (--init-from); this one only stores ModelArgs.as_dict()
+    from .model import ModelArgs
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "MODEL_KEYS",
     "RUNTIME_KEYS",
-    "CheckpointError",
     "CheckpointSaver",
-    "RunLayout",
-    "RunProgress",
-    "atomic_copy",
     "atomic_save",
-    "capture_rng_state",
     "changed_options",
     "check_layout",
     "check_model_compatible",
     "load_shared_checkpoint",
     "load_training_checkpoint",
-    "model_from_checkpoint",
-    "restore_rng_state",
-    "restore_session",
-    "restore_training_state",
-    "seed_everything",
 ]
 
 CHECKPOINT_FORMAT = "pedconv-train-v1"
@@ -89,104 +78,7 @@ RUNTIME_KEYS = frozenset({"config", "output", "resume", "overwrite", "quiet", "l
 PathLike = Union[str, os.PathLike]
 
 
-# ----------------------------------------------------------------------------- RNG states
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators.
-
-    >>> seed_everything(3); a = torch.rand(1); seed_everything(3); torch.equal(a, torch.rand(1))
-    True
-    """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and (if initialised) CUDA generator states, ``weights_only``-loadable.
-
-    >>> s = capture_rng_state(); a = torch.rand(1); restore_rng_state(s); torch.equal(a, torch.rand(1))
-    True
-    """
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state` (a CUDA state is restored only where CUDA is in use).
-
-    >>> restore_rng_state(capture_rng_state())
-    """
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available() and torch.cuda.is_initialized():
-        cuda = list(state["cuda"])[: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-
-
-# ----------------------------------------------------------------------------- what a checkpoint holds
-@dataclass
-class RunProgress:
-    """Where a run stands: the counters, the per-epoch records, and the best epoch so far.
-
-    ``metric`` is the record key that picks the best epoch (higher is better): ``val_top1``
-    for classification, the task's :attr:`~pedconv.training.task.Task.best_metric` otherwise.
-
-    >>> p = RunProgress()
-    >>> p.add_epoch({"epoch": 1, "val_top1": 50.0}), p.add_epoch({"epoch": 2, "val_top1": 40.0}), p.best_epoch
-    (True, False, 1)
-    """
-
-    epoch: int = 0
-    batches_done: int = 0
-    global_step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_value: Optional[float] = None
-    best_epoch: Optional[int] = None
-    metric: str = "val_top1"
-
-    def add_epoch(self, record: dict[str, Any]) -> bool:
-        """Append a completed epoch's record (with ``epoch`` and :attr:`metric`); True if it is the best so far.
-
-        A nan metric is never the best (a metric that cannot be computed does not replace ``best.pt``).
-        """
-        self.history.append(record)
-        self.epoch, self.batches_done = record["epoch"], 0
-        value = float(record[self.metric])
-        is_best = value == value and (self.best_value is None or value > self.best_value)
-        if is_best:
-            self.best_value, self.best_epoch = value, record["epoch"]
-        return is_best
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> RunProgress:
-        """The progress recorded in a checkpoint."""
-        return cls(ckpt["epoch"], ckpt["batches_done"], ckpt["global_step"], list(ckpt["history"]),
-                   ckpt.get("best_value", ckpt.get("best_top1")), ckpt.get("best_epoch"),
-                   ckpt.get("best_metric", "val_top1"))
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """What fixes the data order of a run (with the seed): a resumed run must have the same."""
-
-    global_batch: int
-    steps_per_epoch: int
-    world_size: int
-    num_samples: int
-
-
+# ----------------------------------------------------------------------------- writing
 def atomic_save(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj, path)`` so that ``path`` is always either the old or the complete new file.
 
@@ -228,7 +120,7 @@ class CheckpointSaver:
         """The checkpoint dict at ``progress``; ``ranks`` holds every rank's ``{"rng", "sums"}``."""
         from .. import __version__
 
-        temps = [m.temperature for m in dynamic_temperature_modules(self.module)]
+        temps = [m.temperature for m in annealed_attention_layers(self.module)]
         layout = self.layout
         return {
             "format": CHECKPOINT_FORMAT, "model": self.module.state_dict(), "model_args": self.model_args.as_dict(),
@@ -373,75 +265,3 @@ def changed_options(ckpt: Mapping[str, Any], config: Mapping[str, Any]) -> list[
     return [f"{k} {saved.get(k)!r} -> {config.get(k)!r}" for k in keys]
 
 
-# ----------------------------------------------------------------------------- restoring
-def restore_training_state(ckpt: Mapping[str, Any], path: PathLike, module: nn.Module,
-                           optimizer: torch.optim.Optimizer, scheduler: Any,
-                           scaler: torch.amp.GradScaler) -> RunProgress:
-    """Load the model, the optimizer's buffers and the GradScaler from ``ckpt``; returns its progress.
-
-    The optimizer's hyper-parameters (lr, weight decay, momentum) stay those of this run, so a
-    changed option takes effect; the per-step lr schedule is a function of the options and the
-    step count, so it is recomputed, not loaded.
-    """
-    module.load_state_dict(ckpt["model"])
-    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    try:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {path}: optimizer state does not fit this run ({e})") from None
-    for group, values in zip(optimizer.param_groups, hyper):
-        group.update(values)
-    if ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    progress = RunProgress.from_checkpoint(ckpt)
-    scheduler.step_update(num_updates=progress.global_step)
-    return progress
-
-
-def restore_session(ckpt: Mapping[str, Any], env: DistEnv, seed: int, warn: Callable[[str], None],
-                    task_state: Any = None) -> EpochSums:
-    """This rank's RNG state, running epoch sums and task step state (``task_state.load_state_dict``,
-    when the step has one and the checkpoint holds it) from ``ckpt``.
-
-    When the number of processes changed, the RNG streams are re-seeded (with a warning), the
-    task state starts afresh and the main rank carries the sums of all the checkpoint's ranks.
-    """
-    ranks = ckpt["rng"]
-    if len(ranks) == env.world_size:
-        restore_rng_state(ranks[env.rank]["rng"])
-        if ranks[env.rank].get("task") is not None and callable(getattr(task_state, "load_state_dict", None)):
-            task_state.load_state_dict(ranks[env.rank]["task"])
-        return EpochSums.from_dict(ranks[env.rank]["sums"])
-    warn(f"the checkpoint was written by {len(ranks)} processes, this run has {env.world_size}: RNG "
-         "streams are re-seeded, so the run will not reproduce an uninterrupted one exactly")
-    seed_everything(mix_seed(seed, env.rank, ckpt["global_step"]))
-    if not env.is_main:
-        return EpochSums()
-    total = EpochSums()
-    for r in ranks:
-        s = EpochSums.from_dict(r["sums"])
-        total = EpochSums(total.loss + s.loss, total.infomax + s.infomax, total.correct + s.correct,
-                          total.images + s.images, max(total.steps, s.steps), max(total.seconds, s.seconds))
-    return total
-
-
-def model_from_checkpoint(path: PathLike) -> tuple[nn.Module, ModelArgs, dict[str, Any]]:
-    """Rebuild the model a training checkpoint holds (weights and DY-Conv temperature); also its
-    :class:`~pedconv.training.model.ModelArgs` and the checkpoint itself.
-
-    Raises:
-        FileNotFoundError, CheckpointError: as :func:`load_training_checkpoint`, or when the
-        weights do not fit the model as the registry builds it now.
-    """
-    ckpt = load_training_checkpoint(path)
-    margs = ModelArgs(**ckpt["model_args"])
-    model = margs.build()
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit {margs.name} as built now: {e}") from None
-    temperature = ckpt.get("dyconv_temperature")
-    if temperature is not None:
-        for m in dynamic_temperature_modules(model):
-            m.temperature = float(temperature)
-    return model, margs, ckpt

@@ -32,13 +32,13 @@ from ..models.authors import AUTHORS_ARCHS, load_authors_checkpoint
 from ..tools.flops import parameter_summary, profile_model
 from ..utils.atomic import atomic_write_text
 from ..utils.options import check_output_folder
-from .checkpoint import model_from_checkpoint
 from .config import add_data_arguments, add_eval_run_arguments, add_model_kwargs_argument
 from .data import BatchPreprocessor, DataSpec, ShardBatchSampler, build_data, make_loader
 from .distributed import DistEnv, resolve_device
 from .loop import evaluate
 from .model import ModelArgs, build_model
 from .recipe import amp_dtype
+from .resume import model_from_checkpoint
 
 __all__ = ["CheckpointError", "EvalError", "build_parser", "evaluate_args", "evaluate_model", "main", "run",
            "validate_args"]

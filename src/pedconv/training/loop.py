@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable
 from typing import Any, Callable, Optional, cast
 
 import torch
@@ -24,36 +23,15 @@ import torch.nn.functional as F
 from timm.utils import dispatch_clip_grad
 from torch import Tensor
 
+from ..baselines.temperature import anneal_attention_temperatures
 from ..method.infomax import infomax_loss
 from .data import BatchPreprocessor, GlobalBatchSampler, mix_seed
 from .distributed import DistEnv, all_gather_object, all_reduce_sum
-from .model import set_dyconv_temperature
 from .recipe import autocast
+from .state import EpochSums
 from .task import StepResult, TrainStep
 
-__all__ = ["ClassifyStep", "EpochSums", "Trainer", "evaluate", "topk_correct"]
-
-
-@dataclass
-class EpochSums:
-    """Running sums of one rank over the optimizer steps done so far in an epoch (checkpointed)."""
-
-    loss: float = 0.0
-    infomax: float = 0.0
-    correct: float = 0.0
-    images: float = 0.0
-    steps: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        """The sums as a plain dict (checkpointed per rank)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> EpochSums:
-        """Inverse of :meth:`as_dict`; unknown keys are ignored, missing ones are 0."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+__all__ = ["ClassifyStep", "Trainer", "evaluate", "topk_correct"]
 
 
 def topk_correct(logits: Tensor, target: Tensor, ks: Iterable[int] = (1, 5)) -> list[Tensor]:
@@ -223,7 +201,7 @@ class Trainer:
         t_start = time.perf_counter()
         batches = iter(self.loader)
         for step in range(start_step, steps):
-            set_dyconv_temperature(self.module, epoch + step / steps, args.dyconv_anneal_epochs)
+            anneal_attention_temperatures(self.module, epoch + step / steps, args.dyconv_anneal_epochs)
             # --skip-nonfinite also undoes what a skipped step's forward did to the buffers
             # (BatchNorm statistics), so that a spike leaves no trace.
             buffers = [b.detach().clone() for b in self.module.buffers()] if args.skip_nonfinite else None

@@ -8,20 +8,17 @@ channel count; torchvision-based ones do not, and a 1-channel dataset is then re
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..baselines.dyconv import DyConv2d, dyconv_temperature
-from ..baselines.kernelwarehouse import KWConv2d, kw_temperature
 from ..models import create_model, model_entrypoint
 
-__all__ = ["ModelArgs", "build_model", "dynamic_temperature_modules", "match_backbone", "set_dyconv_temperature",
-           "start_from_run"]
+__all__ = ["ModelArgs", "build_model", "match_backbone", "start_from_run"]
 
 
 @dataclass
@@ -218,26 +215,3 @@ def _report(line: str) -> None:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
         print(line, file=sys.stderr, flush=True)
-
-
-def dynamic_temperature_modules(model: nn.Module) -> Iterator[Union[DyConv2d, KWConv2d]]:
-    """The DY-Conv and KernelWarehouse layers (their attention has an annealed ``temperature``)."""
-    return (m for m in model.modules() if isinstance(m, (DyConv2d, KWConv2d)) and hasattr(m, "temperature"))
-
-
-def set_dyconv_temperature(model: nn.Module, epoch: float, anneal_epochs: float) -> float:
-    """Set every DY-Conv layer's temperature (30 -> 1) and every KernelWarehouse layer's
-    ``tau`` (1 -> 0, :func:`kw_temperature`) for fractional ``epoch``, both annealed over
-    ``anneal_epochs``; returns the value set (KW's when the model has KW layers).
-
-    >>> import torch
-    >>> set_dyconv_temperature(torch.nn.Linear(1, 1), 5.0, 10.0)
-    15.5
-    """
-    t = dyconv_temperature(epoch, anneal_epochs=anneal_epochs)
-    tau = kw_temperature(epoch, anneal_epochs=anneal_epochs)
-    has_kw = False
-    for m in dynamic_temperature_modules(model):
-        has_kw = has_kw or isinstance(m, KWConv2d)
-        m.temperature = tau if isinstance(m, KWConv2d) else t
-    return tau if has_kw else t

@@ -161,7 +161,7 @@ def _options(task: Task, args: argparse.Namespace, eval_parser: argparse.Argumen
 def _load_model(task: Task, args: argparse.Namespace, options: argparse.Namespace, spec: Any
                 ) -> tuple[nn.Module, ModelArgs, dict[str, Any]]:
     if args.checkpoint is not None:
-        from .checkpoint import model_from_checkpoint
+        from .resume import model_from_checkpoint
 
         model, margs, ckpt = model_from_checkpoint(args.checkpoint)
         return model, margs, {"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"]}

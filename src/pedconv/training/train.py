@@ -64,6 +64,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..errors import (
+    CheckpointError,
     ConfigError,
     DataError,
     DivergedError,
@@ -82,17 +83,11 @@ from ..utils.lock import FolderLock
 from ..utils.options import check_output_folder
 from ..utils.reporting import json_ready
 from .checkpoint import (
-    CheckpointError,
     CheckpointSaver,
-    RunLayout,
-    RunProgress,
     changed_options,
     check_layout,
     check_model_compatible,
     load_shared_checkpoint,
-    restore_session,
-    restore_training_state,
-    seed_everything,
 )
 from .classify import Classification
 from .config import apply_mapping, build_train_parser, load_yaml_config, preset_values, write_args_yaml
@@ -108,7 +103,7 @@ from .distributed import (
     resolve_device,
 )
 from .interruption import StopRequests
-from .loop import EpochSums, Trainer
+from .loop import Trainer
 from .model import ModelArgs, start_from_run
 from .recipe import (
     amp_dtype,
@@ -119,7 +114,9 @@ from .recipe import (
     grad_scaler,
 )
 from .report import Reporter, plot_curves, write_metrics
+from .resume import restore_session, restore_training_state
 from .run_folder import ARTIFACTS, decide_resume, output_folder, previous_args_yaml, resume_hint, start_line_device
+from .state import EpochSums, RunLayout, RunProgress, seed_everything
 from .task import Task, TrainStep
 
 __all__ = ["ARTIFACTS", "TrainError", "TrainOptionsError", "build_parser", "config_layer", "main", "parse_args",
