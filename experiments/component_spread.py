@@ -31,7 +31,7 @@ from torch import Tensor
 
 from pedconv.method.cp import cp_tensor
 from pedconv.method.pedconv_nd import PEDConvNd
-from pedconv.training.data import build_data
+from pedconv.tasks.classification.data import build_data
 from pedconv.training.resume import model_from_checkpoint
 from pedconv.utils.reporting import machine_description, markdown_table
 

@@ -45,6 +45,7 @@ from pedconv.execution import ConvGeometry
 from pedconv.execution.dispatch import LAYER_KINDS, layer_kind
 from pedconv.method import CPFactors
 from pedconv.tools import benchmark as B
+from pedconv.tools.bench_tables import markdown_layers_models
 from pedconv.utils.reporting import markdown_table
 
 COMPARED = ("triton", "materialize", "factored")
@@ -196,8 +197,8 @@ def _markdown(section: str, data: Any, device: str) -> str:
                                         k["fused"]] for k in data["kinds"]])
                 + f"\n\nEntry: `{data['entry']}`\n")
     if section == "fused_models_bf16":
-        return head + B._markdown([], data) + "\n"
-    return head + B._markdown(data, []) + "\n"
+        return head + markdown_layers_models([], data) + "\n"
+    return head + markdown_layers_models(data, []) + "\n"
 
 
 def main() -> int:

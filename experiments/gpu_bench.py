@@ -42,6 +42,7 @@ from pedconv.execution import ConvGeometry
 from pedconv.execution.dispatch import AutoThresholds
 from pedconv.method import CPFactors
 from pedconv.tools import benchmark as B
+from pedconv.tools.bench_tables import markdown_layers_models, markdown_small
 from pedconv.utils.reporting import markdown_table
 
 STRATEGY_NAMES = ("factored", "materialize", "hybrid")
@@ -130,9 +131,9 @@ def _markdown(section: str, data: Any, device: str) -> str:
                                      [[r["case"], r["strategy"], f"{r['max_abs_error']:.1e}", r["ok"]]
                                       for r in data["rows"]]) + "\n"
     if section.startswith("models"):
-        return head + B._markdown([], data) + "\n"
+        return head + markdown_layers_models([], data) + "\n"
     if section.startswith("small"):
-        return head + B._markdown_small(data, []) + "\n"
+        return head + markdown_small(data, []) + "\n"
     table = markdown_table(
         ["net", "shape", "kind", *(f"{k} (time / static)" for k in STRATEGY_NAMES), "best", "fitted auto"],
         [[r["arch"], r["shape"], r["kind"], *(f"{r['times'][k]:.2f}" for k in STRATEGY_NAMES), r["best"],

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import pedconv
 from pedconv.models import cifar_resnet
-from pedconv.training.datasets import load_fashion_mnist
+from pedconv.tasks.classification.readers import load_fashion_mnist
 
 VARIANTS = {
     "static": None,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pedconv.cli
-from pedconv.training.datasets import DEBIAN_FASHION_MNIST, find_idx
+from pedconv.tasks.classification.readers import DEBIAN_FASHION_MNIST, find_idx
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 no_fashion_mnist = find_idx(DEBIAN_FASHION_MNIST, "t10k-images-idx3-ubyte") is None
@@ -49,8 +49,9 @@ def show(argv):
     return out.getvalue()
 
 def commands():  # pedconv.tools.flops is not among them: the package itself exports profile_model
-    return sorted(m for m in ("pedconv.tools.benchmark", "pedconv.training.compare", "pedconv.training.evaluate",
-                              "pedconv.training.train") if m in sys.modules)
+    return sorted(m for m in ("pedconv.tools.benchmark", "pedconv.compare.command",
+                              "pedconv.tasks.classification.evaluate", "pedconv.tasks.classification.command")
+                  if m in sys.modules)
 
 text = show(["--help"])
 assert all(name in text for name in ("bench", "profile", "train", "eval", "compare")), text
@@ -62,7 +63,7 @@ print(commands())
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["[]", "['pedconv.training.train']"]
+    assert proc.stdout.splitlines() == ["[]", "['pedconv.tasks.classification.command']"]
 
 
 def test_errors_are_one_line_with_the_exit_status_of_their_kind(tmp_path: Path) -> None:

@@ -94,3 +94,92 @@ def test_the_readme_layout_names_every_package_and_top_level_module():
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
 def test_every_module_opens_with_a_docstring(path):
     assert ast.get_docstring(ast.parse(path.read_text())), f"{path.relative_to(SRC)} has no module docstring"
+
+
+MAX_MODULE_LINES = 500
+
+
+def _runtime_imports(path: pathlib.Path) -> set[str]:
+    """The ``pedconv`` modules ``path`` imports when it runs (at import time or inside functions;
+    ``if TYPE_CHECKING:`` blocks left out), a ``from package import submodule`` as the submodule."""
+    known = {_module_name(p) for p in MODULES}
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for n in ast.walk(node)}
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            for alias in node.names:
+                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in known else module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m in known} - {_module_name(path)}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    return {_module_name(p): _runtime_imports(p) for p in MODULES}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles_in_src():
+    """Lazy imports inside functions count too: a circle hidden in a function is still a circle."""
+    assert _cycles(_import_graph()) == []
+
+
+def test_the_training_pipeline_imports_no_task():
+    """Tasks build on pedconv.training, never the other way round (no task is special-cased there)."""
+    offenders = sorted(f"{m} -> {i}" for m, imports in _import_graph().items() if m.startswith("pedconv.training")
+                       for i in imports if i.startswith("pedconv.tasks"))
+    assert offenders == []
+
+
+def test_no_module_is_over_500_lines():
+    long = {str(p.relative_to(SRC)): n for p in MODULES if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}

@@ -64,9 +64,9 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("bench", "pedconv.tools.benchmark", "layer and model speed/memory benchmark"),
     Command("profile", "pedconv.tools.flops", "params/FLOPs table vs the paper"),
-    Command("train", "pedconv.training.train", "train a model (resumable, DDP)"),
-    Command("eval", "pedconv.training.evaluate", "evaluate a checkpoint or weights"),
-    Command("compare", "pedconv.training.compare", "static vs dynamic models, one recipe, several seeds"),
+    Command("train", "pedconv.tasks.classification.command", "train a classifier (resumable, DDP)"),
+    Command("eval", "pedconv.tasks.classification.evaluate", "evaluate a classifier's checkpoint or weights"),
+    Command("compare", "pedconv.compare.command", "static vs dynamic models, one recipe, several seeds"),
     Command("detect", "pedconv.tasks.detection.command", "object detection: train|eval SSD300 / Faster R-CNN"),
     Command("segment", "pedconv.tasks.segmentation.command", "semantic segmentation: train|eval UperNet / PSPNet"),
     Command("adv", "pedconv.tasks.adversarial.command", "Free adversarial training and PGD evaluation: train|eval"),

@@ -8,10 +8,10 @@ import torch
 from pycocotools.coco import COCO
 
 from pedconv.tasks import scenes as scenes_module
+from pedconv.tasks.classification.readers import load_fashion_mnist
 from pedconv.tasks.detection.coco import CocoDetection
 from pedconv.tasks.scenes import CLASSES, MARKER, generate_scenes, make_offline_sets, write_ade20k, write_coco
 from pedconv.tasks.segmentation.ade20k import IGNORE_INDEX, ADE20KSegmentation
-from pedconv.training.datasets import load_fashion_mnist
 
 # pycocotools' annToMask under numpy 2 (its code, not ours)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")

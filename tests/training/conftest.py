@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pedconv.training.datasets import load_fashion_mnist
-from pedconv.training.train import train
+from pedconv.tasks.classification import train
+from pedconv.tasks.classification.readers import load_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,12 +11,12 @@ import torch
 import torch.nn as nn
 
 from pedconv.errors import CheckpointError
+from pedconv.tasks.classification import train
 from pedconv.training.checkpoint import CHECKPOINT_FORMAT, CheckpointSaver, atomic_save, load_training_checkpoint
 from pedconv.training.distributed import DistEnv
 from pedconv.training.model import ModelArgs
 from pedconv.training.resume import restore_training_state
 from pedconv.training.state import EpochSums, RunLayout, RunProgress, capture_rng_state, restore_rng_state
-from pedconv.training.train import train
 
 
 class _Unpicklable:

@@ -12,10 +12,10 @@ import time
 import pytest
 
 import pedconv
-import pedconv.training.train
+import pedconv.tasks.classification
+from pedconv import compare
 from pedconv.cli import parse_args
 from pedconv.tools.flops import format_count, profile_model
-from pedconv.training import compare
 from pedconv.utils.lock import FolderLock
 
 TINY = ["--models", "cifar_resnet20", "pedconv_cifar_resnet20", "--seeds", "0", "--width", "4", "--epochs", "1",
@@ -229,12 +229,13 @@ def _fake_train(interrupt):
     """train() that finishes the first run and is interrupted in the second."""
     calls = []
 
-    def fake(config):
+    def fake(config, on_epoch=None):
         calls.append(config)
         if len(calls) == 2:
             interrupt()
         final = {"val_top1": 50.0, "train_images_per_s": 1.0, "eval_images_per_s": 1.0}
-        return {"final": final, "best_top1": 50.0, "history": [final], "model_args": {}, "input_size": [1, 28, 28]}
+        return {"final": final, "best_metric": "val_top1", "best_value": 50.0, "history": [final], "model_args": {},
+                "input_size": [1, 28, 28]}
     return fake
 
 
@@ -249,7 +250,7 @@ def _sigterm():
 
 @pytest.mark.parametrize("interrupt, status, name", [(_keyboard_interrupt, 130, "SIGINT"), (_sigterm, 143, "SIGTERM")])
 def test_an_interrupted_comparison_says_how_to_continue(tmp_path, capsys, monkeypatch, interrupt, status, name):
-    monkeypatch.setattr(pedconv.training.train, "train", _fake_train(interrupt))
+    monkeypatch.setattr(pedconv.tasks.classification, "train", _fake_train(interrupt))
     out = tmp_path / "cmp"
     argv = ["--output", str(out), *TINY]
     assert compare.main(argv) == status
@@ -271,12 +272,10 @@ def test_progress_bar_names_the_run_and_its_epoch(tmp_path):
     (second / "metrics.jsonl").write_text('{"epoch": 1}\n')  # an interrupted run: 1 of its 2 epochs done
     stream, lines = io.StringIO(), io.StringIO()
     progress = compare.CompareProgress([("a seed 0", first), ("b seed 0", second)], epochs=2, stream=stream,
-                                       out=lines, use_tqdm=True, interval=0.05)
+                                       out=lines, use_tqdm=True)
     assert progress.todo == 3 and progress.where() == "after 0 of 2 runs"
     with progress.watch(0):
-        first.mkdir()
-        (first / "metrics.jsonl").write_text('{"epoch": 1}\n')
-        time.sleep(0.3)  # the follower thread sees it
+        progress.epoch_done({"epoch": 1})  # what train(on_epoch=...) calls after the run's first epoch
         assert progress.trained == 1 and "run 1/2 a seed 0: epoch 1/2" in stream.getvalue()
         assert progress.where() == "in run 1/2 (a seed 0)"
     progress.run_done("  a: done")

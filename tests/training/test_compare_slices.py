@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pedconv.training import compare
+from pedconv import compare
 
 _PATH = Path(__file__).resolve().parents[2] / "experiments" / "compare_slices.py"
 _spec = importlib.util.spec_from_file_location("compare_slices", _PATH)

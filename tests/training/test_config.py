@@ -9,8 +9,9 @@ import yaml
 
 import pedconv
 from pedconv.errors import TrainOptionsError
-from pedconv.training.config import build_train_parser, load_yaml_config
-from pedconv.training.train import parse_args, resolve_config
+from pedconv.tasks.classification import Classification
+from pedconv.tasks.classification.command import parse_args
+from pedconv.training.config import build_train_parser, load_yaml_config, resolve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -22,7 +23,7 @@ def test_config_precedence_and_merging(tmp_path: Path) -> None:
     a = parse_args(["--config", str(cfg), "--lr", "0.3", "--model-kwargs", "rank=4", "components=[gamma]"])
     assert (a.epochs, a.lr, a.weight_decay, a.nesterov) == (7, 0.3, 1e-4, False)  # flags > YAML > defaults
     assert a.model_kwargs == {"width": 8, "rank": 4, "components": ["gamma"]}
-    b = resolve_config({"config": str(cfg), "epochs": 2}, lr=0.05)
+    b = resolve_config({"config": str(cfg), "epochs": 2}, Classification(), lr=0.05)
     assert (b.epochs, b.lr, b.weight_decay) == (2, 0.05, 1e-4)
 
 
@@ -59,7 +60,7 @@ def test_shipped_configs_load(path: Path) -> None:
 
 def test_paper_recipes_in_configs() -> None:
     def load(name: str) -> dict:
-        return load_yaml_config(ROOT / "configs" / name, build_train_parser())
+        return load_yaml_config(ROOT / "configs" / name, build_train_parser(None, Classification()))
 
     r = load("resnet_imagenet.yaml")
     assert (r["lr"], r["batch_size"], r["epochs"], r["weight_decay"], r["momentum"], r["img_size"], r["data"]) == \
@@ -83,7 +84,7 @@ def test_paper_recipes_in_configs() -> None:
 def test_train_refuses_out_of_range_options_as_the_command_line_does(options: dict, message: str) -> None:
     """train() and YAML configs go through the options' own argparse types: the same ranges everywhere."""
     with pytest.raises(TrainOptionsError) as e:
-        resolve_config(options)
+        resolve_config(options, Classification())
     assert message in str(e.value)
 
 

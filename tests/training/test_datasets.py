@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import pedconv.training.datasets
-from pedconv.training.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist, read_idx
-from pedconv.training.train import train
+import pedconv.tasks.classification.readers
+from pedconv.tasks.classification import train
+from pedconv.tasks.classification.readers import DEBIAN_FASHION_MNIST, load_fashion_mnist, read_idx
 
 
 def _write_idx(path, array, compress=True):
@@ -54,7 +54,7 @@ def test_torchvision_raw_layout_under_root(tmp_path):
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(pedconv.training.datasets, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr(pedconv.tasks.classification.readers, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path, train=True)
 
@@ -89,10 +89,11 @@ def test_cifar_pickle_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
-    x, y = pedconv.training.datasets.load_cifar(tmp_path, 10, train=False)
+    x, y = pedconv.tasks.classification.readers.load_cifar(tmp_path, 10, train=False)
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.uint8 and y.tolist() == list(range(8))
     assert torch.equal(x[3], rows["test_batch"][3].view(3, 32, 32))
-    assert len(pedconv.training.datasets.load_cifar(folder, 10, train=True)[0]) == 40  # the folder itself works too
+    readers = pedconv.tasks.classification.readers
+    assert len(readers.load_cifar(folder, 10, train=True)[0]) == 40  # the folder itself works too
     r = train(model="cifar_resnet20", model_kwargs={"width": 4}, data="cifar10", data_dir=str(tmp_path), epochs=1,
               batch_size=8, output=str(tmp_path / "run"), quiet=True, threads=1)
     assert r["model_args"]["input_chans"] == 3 and r["final"]["val_images"] == 8

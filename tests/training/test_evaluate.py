@@ -10,10 +10,10 @@ import torch
 
 import pedconv
 import pedconv.cli
-import pedconv.training.evaluate
+from pedconv.tasks.classification.evaluate import build_parser
+from pedconv.tasks.classification.evaluate import main as evaluate_main
 from pedconv.tools.flops import count_parameters, parameter_summary, profile_model
 from pedconv.training.checkpoint import load_training_checkpoint
-from pedconv.training.evaluate import build_parser
 
 
 @pytest.mark.usefixtures("fashion_mnist")
@@ -26,7 +26,7 @@ def test_eval_reproduces_the_run_metrics(tiny_run: dict, tmp_path: Path, capsys:
     result = json.loads(js.read_text())
     # Same 1000 images (same subset seed), same eval-mode network: the run's best top-1, up to
     # batch-size-dependent rounding flipping at most a couple of predictions.
-    assert result["top1"] == pytest.approx(tiny_run["best_top1"], abs=0.21)
+    assert result["top1"] == pytest.approx(tiny_run["best_value"], abs=0.21)
     assert result["images"] == 1000 and result["data"] == "fashion_mnist"
     assert result["params"] > 50_000 and result["macs"] > 1_000_000 and result["eval_images_per_s"] > 0
     assert result["input_size"] == [1, 28, 28]
@@ -49,15 +49,15 @@ def test_eval_reproduces_the_run_metrics(tiny_run: dict, tmp_path: Path, capsys:
 
 @pytest.mark.usefixtures("fashion_mnist")
 def test_eval_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert pedconv.training.evaluate.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 1
+    assert evaluate_main(["--checkpoint", str(tmp_path / "missing.pt")]) == 1
     assert "does not exist" in capsys.readouterr().err
     sd = tmp_path / "sd.pt"
     torch.save(pedconv.create_model("cifar_resnet20", num_classes=10, in_chans=1, width=4).state_dict(), sd)
-    assert pedconv.training.evaluate.main(["--model", "cifar_resnet20", "--weights", str(sd), "--val-subset", "8"]) == 1
+    assert evaluate_main(["--model", "cifar_resnet20", "--weights", str(sd), "--val-subset", "8"]) == 1
     err = capsys.readouterr().err
     assert "do not fit the model" in err  # width 16 model, width 4 weights
     assert err.startswith("pedconv eval: error: ") and err.count("\n") == 1  # torch's many lines, as one
-    assert pedconv.training.evaluate.main(["--model", "cifar_resnet20", "--weights", str(tmp_path / "nope.pt")]) == 1
+    assert evaluate_main(["--model", "cifar_resnet20", "--weights", str(tmp_path / "nope.pt")]) == 1
     assert "no such file" in capsys.readouterr().err
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pedconv.tasks.classification import train
+from pedconv.tasks.classification.command import parse_args
 from pedconv.training.checkpoint import load_training_checkpoint
 from pedconv.training.interruption import StopRequests
-from pedconv.training.train import parse_args, train
 
 ARGS = ["--model", "pedconv_cifar_resnet20", "--model-kwargs", "width=4", "--epochs", "2", "--train-subset", "640",
         "--val-subset", "200", "--batch-size", "32", "--lr", "0.8", "--deterministic", "--threads", "1", "--seed", "5",

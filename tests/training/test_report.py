@@ -13,7 +13,7 @@ def test_progress_plain_lines_and_bar() -> None:
     r.start_epoch(0, 2, 12, 0)
     for step in range(12):
         r.step(step, lambda: {"loss": 0.5})
-    r.end_epoch({"epoch": 1, "train_loss": 0.5, "val_top1": 80.0})
+    r.end_epoch({"epoch": 1, "train_loss": 0.5, "val_top1": 80.0}, ("val_top1",))
     lines = plain.getvalue().splitlines()
     assert lines == ["epoch 1/2 step 5/12  loss 0.5", "epoch 1/2 step 10/12  loss 0.5",
                      "epoch 1/2 step 12/12  loss 0.5", "epoch 1/2  train_loss 0.5  val_top1 80"]

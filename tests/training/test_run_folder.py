@@ -15,7 +15,7 @@ import torch
 
 import pedconv.cli
 from pedconv.errors import CheckpointError, FolderBusyError, TrainError
-from pedconv.training.train import train
+from pedconv.tasks.classification import train
 from pedconv.utils.lock import LOCK_NAME, FolderLock
 
 SMALL: dict[str, Any] = dict(model="cifar_resnet20", model_kwargs={"width": 4}, epochs=1, train_subset=128,

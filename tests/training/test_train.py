@@ -16,10 +16,12 @@ import torch
 
 import pedconv
 import pedconv.cli
-from pedconv.errors import DivergedError
+from pedconv.errors import DivergedError, TrainError
+from pedconv.tasks.classification import Classification, train
+from pedconv.tasks.classification.command import parse_args
 from pedconv.training.checkpoint import load_training_checkpoint
 from pedconv.training.config import build_train_parser, load_yaml_config
-from pedconv.training.train import ARTIFACTS, TrainError, parse_args, train
+from pedconv.training.run_folder import ARTIFACTS
 from pedconv.utils.atomic import atomic_write_text, temp_prefix
 
 
@@ -53,7 +55,7 @@ def test_tiny_run_learns_fashion_mnist(tiny_run: dict) -> None:
     assert json.loads((out / "result.json").read_text())["val_top1"] == records[-1]["val_top1"]
     assert {"python", "numpy", "torch"} <= set(ckpt["rng"][0]["rng"])
     # args.yaml is the resolved configuration and works as a --config file.
-    saved = load_yaml_config(out / "args.yaml", build_train_parser())
+    saved = load_yaml_config(out / "args.yaml", build_train_parser(None, Classification()))
     assert saved["model_kwargs"] == {"width": 8} and saved["infomax_weight"] == pedconv.INFOMAX_WEIGHT
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
 
@@ -270,12 +272,12 @@ def test_skip_nonfinite_rides_out_a_spike_and_stops_past_its_allowance(tmp_path:
     calls = {"n": 0}
     real = loop.Trainer._micro_batch
 
-    def spiky(self, batch, epoch, step, micro, acc):  # step 1's loss is nan, the others are real
+    def spiky(self, batch, epoch, step, micro, *sums):  # step 1's loss is nan, the others are real
         images, labels = batch
         calls["n"] += 1
         if step == 1:
             images = images.float().fill_(float("nan"))
-        return real(self, (images, labels), epoch, step, micro, acc)
+        return real(self, (images, labels), epoch, step, micro, *sums)
 
     monkeypatch.setattr(loop.Trainer, "_micro_batch", spiky)
     small = dict(model="cifar_resnet20", model_kwargs={"width": 4}, epochs=1, train_subset=128, val_subset=64,

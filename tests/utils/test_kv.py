@@ -2,8 +2,8 @@
 
 import pytest
 
+from pedconv.compare import parse_spec
 from pedconv.errors import UsageError
-from pedconv.training.compare import parse_spec
 from pedconv.training.config import parse_model_kwargs
 from pedconv.utils.kv import KeyValueError, parse_key_values
 

@@ -2,7 +2,7 @@
 
 No detection or segmentation data set ships with Debian, and the machines that run the
 tests cannot download one, so :func:`generate_scenes` composes scenes from real Fashion-MNIST
-items (the ``dataset-fashion-mnist`` package, see :mod:`pedconv.training.datasets`): each
+items (the ``dataset-fashion-mnist`` package, see :mod:`pedconv.tasks.classification.readers`): each
 scene is an RGB canvas with a few objects, each one an item rescaled (16..64 px on the
 default 128 px canvas), tinted with a colour and pasted through its own silhouette (its
 pixels above a threshold). Later objects occlude earlier ones; an object left with a tiny
@@ -44,8 +44,8 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..training.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
 from ..utils.atomic import atomic_write_text
+from .classification.readers import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 __all__ = [
     "CLASSES",

@@ -26,14 +26,11 @@ memory), de-duplicated by storage, as a ratio to the static layer/model.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
-import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -45,13 +42,28 @@ from ..baselines import CondConv2d, DyConv2d, ODConv2d
 from ..baselines.kernelwarehouse import KernelWarehouse, KWConv2d
 from ..convert import convert
 from ..errors import UsageError
-from ..execution import STRATEGIES
-from ..execution.fused import AVAILABLE as TRITON_AVAILABLE
 from ..method import PEDConv1d, PEDConv2d, PEDConv3d
 from ..method.infomax import infomax_loss
 from ..utils.atomic import atomic_write_text
 from ..utils.options import positive_int
-from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
+from ..utils.reporting import machine_description
+from .bench_tables import markdown_layers_models, markdown_small, plot_layers
+from .measure import (
+    Runtime,
+    compiled_models,
+    current_runtime,
+    first_calls,
+    forward_call,
+    inference_call,
+    peak_bytes,
+    ratio_summary,
+    record_ratios,
+    saved_bytes,
+    sgd_step_call,
+    time_interleaved,
+    time_spread,
+    use_runtime,
+)
 
 __all__ = ["MODEL_PEERS", "ConvShape", "Runtime", "bench_layers", "bench_models", "bench_nd", "bench_small",
            "build_parser", "conv_shapes", "main", "run", "run_benchmark", "time_interleaved", "use_runtime"]
@@ -103,204 +115,13 @@ def conv_shapes(arch: str, image_size: int = 224) -> list[ConvShape]:
     return list(dict.fromkeys(shapes[1:]))
 
 
-@dataclass
-class Runtime:
-    """Where the benchmark runs: the device of every model and input, and the autocast dtype.
-
-    ``pedconv bench --device cuda --amp bfloat16`` sets it for the whole run (:func:`use_runtime`);
-    timing synchronises the device around every timed call, so asynchronous CUDA work is counted.
-    """
-
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    amp: Optional[torch.dtype] = None
-
-    def autocast(self) -> Any:
-        """``torch.autocast`` on the device when ``amp`` is set, else a null context."""
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def randn(self, *shape: int) -> torch.Tensor:
-        return torch.randn(*shape, device=self.device)
-
-    def randint(self, high: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(0, high, shape, device=self.device)
-
-    def strategies(self, include_naive: bool = False) -> list[str]:
-        """The strategies worth timing here: not the reference ``"loop"``, ``"naive"`` only on
-        request, ``"triton"`` only on CUDA (elsewhere it is Triton's interpreter: a test tool).
-
-        Example:
-            >>> "triton" in Runtime().strategies(), "loop" in Runtime().strategies()
-            (False, False)
-        """
-        return [k for k in STRATEGIES if k != "loop" and (include_naive or k != "naive")
-                and (k != "triton" or (self.device.type == "cuda" and TRITON_AVAILABLE))]
-
-    def describe(self) -> str:
-        """The device in words (the GPU's name on CUDA) and the precision."""
-        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else machine_description()
-        return f"{name}, {'autocast ' + str(self.amp).replace('torch.', '') if self.amp else 'float32'}"
-
-
-_runtime = Runtime()
-
-
-@contextlib.contextmanager
-def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
-    """Run the benchmark functions of this module on ``runtime`` inside the ``with`` block.
-
-    >>> with use_runtime(Runtime(amp=torch.bfloat16)) as rt:
-    ...     rt.randn(2, 3).device.type
-    'cpu'
-    """
-    global _runtime
-    previous, _runtime = _runtime, runtime
-    try:
-        yield runtime
-    finally:
-        _runtime = previous
-
-
-def _peak_bytes(fn: Callable[[], object]) -> Optional[int]:
-    """Peak CUDA memory allocated while running ``fn`` (None on other devices)."""
-    if _runtime.device.type != "cuda":
-        return None
-    _runtime.sync()
-    torch.cuda.reset_peak_memory_stats(_runtime.device)
-    base = torch.cuda.memory_allocated(_runtime.device)
-    fn()
-    _runtime.sync()
-    return torch.cuda.max_memory_allocated(_runtime.device) - base
-
-
-def _saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes autograd saves for backward while running ``fn`` (distinct storages)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            st = t.untyped_storage()
-            seen[st.data_ptr()] = st.nbytes()
-        except (RuntimeError, NotImplementedError):
-            pass
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
-    return sum(seen.values())
-
-
-def _call(m: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """``m(x)`` as a function of no arguments (``m`` and ``x`` bound now, not when it is called)."""
-    return lambda: m(x)
-
-
-def _inference(m: nn.Module, x: torch.Tensor, set_eval: bool = False) -> Callable[[], object]:
-    """``m(x)`` under ``torch.inference_mode`` (after ``m.eval()`` when ``set_eval``), as a function."""
-    def infer() -> object:
-        if set_eval:
-            m.eval()
-        with torch.inference_mode(), _runtime.autocast():
-            return m(x)
-
-    return infer
-
-
-def _sgd_step(m: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, target: torch.Tensor) -> Callable[[], object]:
-    """One training step of ``m`` (cross-entropy + info-max term, SGD update) as a function."""
-    def step() -> object:
-        m.train()
-        with _runtime.autocast():
-            loss = nn.functional.cross_entropy(m(x), target) + 1e-3 * infomax_loss(m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
-
-
-def _spread(fns: dict[str, Callable[[], object]], reps: int, repeats: int) -> dict[str, list[float]]:
-    """``repeats`` independent interleaved measurements: each contestant's time ratio to
-    ``"static"`` per repeat (the spread that one figure hides)."""
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        times = time_interleaved(fns, reps)
-        for k, v in times.items():
-            out[k].append(v / times["static"])
-    return out
-
-
-def _summary(ratios: list[float]) -> dict[str, float]:
-    """Median, min and max of repeated ratios."""
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-
-
-def _record(row: dict, mode: str, fns: dict[str, Callable[[], object]], reps: int, repeats: int) -> float:
-    """Time ``fns`` ``repeats`` times into ``row[mode]`` (median ratio to static) and
-    ``row[mode + "_range"]`` (min, max); returns static's median seconds of the last repeat."""
-    ratios: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        times = time_interleaved(fns, reps)
-        for k, v in times.items():
-            ratios[k].append(v / times["static"])
-    row[mode] = {k: statistics.median(v) for k, v in ratios.items()}
-    row[f"{mode}_range"] = {k: [min(v), max(v)] for k, v in ratios.items()}
-    return times["static"]
-
-
-def _compiled(models: dict[str, nn.Module], enabled: bool, mode: Optional[str] = None
-              ) -> tuple[dict[str, nn.Module], float]:
-    """``models`` under ``torch.compile`` (``mode``: e.g. ``"reduce-overhead"``, CUDA graphs) when
-    ``enabled`` (compilation happens at the first call, inside the warm-up), and the seconds that
-    ``torch.compile`` itself took (0 if not enabled)."""
-    if not enabled:
-        return models, 0.0
-    t0 = time.perf_counter()
-    out = {k: torch.compile(m, mode=mode) for k, m in models.items()}
-    return out, time.perf_counter() - t0  # type: ignore[return-value]
-
-
-def _first_calls(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Run each function once (the warm-up, where ``torch.compile`` compiles); seconds each."""
-    out = {}
-    for k, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        out[k] = time.perf_counter() - t0
-    return out
-
-
-def time_interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each function over ``reps`` rounds, each round calling every function
-    once in turn (so that load drifts hit all contestants alike), after ``warmup`` calls each."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            _runtime.sync()
-            t0 = time.perf_counter()
-            fn()
-            _runtime.sync()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _layer_contestants(s: ConvShape, include_naive: bool) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     args = (s.cin, s.cout, s.kernel)
     kw = dict(stride=s.stride, padding=s.padding, groups=s.groups, bias=False)
     static = nn.Conv2d(*args, **kw)  # type: ignore[arg-type]
     out: dict[str, nn.Module] = {"static": static, "pedconv": PEDConv2d.from_conv(static)}
-    for strat in _runtime.strategies(include_naive):
+    for strat in current_runtime().strategies(include_naive):
         out[f"ped_{strat}"] = PEDConv2d.from_conv(static, strategy=strat)
     out["condconv4"] = CondConv2d(*args, **kw, num_experts=4)
     out["dyconv4"] = DyConv2d(*args, **kw, num_kernels=4)
@@ -326,7 +147,7 @@ class _WithWarehouse(nn.Module):
 
 def _train_step(m: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
     def step() -> torch.Tensor:
-        with _runtime.autocast():
+        with current_runtime().autocast():
             y = m(x)
             loss = y.float().mean()
             if isinstance(m, PEDConv2d) or any(isinstance(c, PEDConv2d) for c in m.modules()):
@@ -354,21 +175,21 @@ def bench_layers(
             step = max(1, len(shapes) // max_shapes)
             shapes = shapes[::step][:max_shapes]
         for s in shapes:
-            mods = {k: m.to(_runtime.device) for k, m in _layer_contestants(s, include_naive).items()}
+            mods = {k: m.to(current_runtime().device) for k, m in _layer_contestants(s, include_naive).items()}
             row: dict = dict(arch=arch, shape=s.label(), kind=s.kind, **asdict(s))
             for mode, b in (("train", batch), ("eval", batch), ("eval_b1", 1)):
-                x = _runtime.randn(b, s.cin, s.height, s.width)
+                x = current_runtime().randn(b, s.cin, s.height, s.width)
                 if mode == "train":
                     for m in mods.values():
                         m.train()
                     xg = x.requires_grad_(True)
                     fns: dict[str, Callable[[], object]] = {k: _train_step(m, xg) for k, m in mods.items()}
-                    mem = {k: _saved_bytes(_call(m, xg)) for k, m in mods.items()}
+                    mem = {k: saved_bytes(forward_call(m, xg)) for k, m in mods.items()}
                     row["mem"] = {k: v / mem["static"] for k, v in mem.items()}
                 else:
                     for m in mods.values():
                         m.eval()
-                    fns = {k: _inference(m, x) for k, m in mods.items()}
+                    fns = {k: inference_call(m, x) for k, m in mods.items()}
                 times = time_interleaved(fns, reps)
                 row[mode] = {k: v / times["static"] for k, v in times.items()}
                 row[f"{mode}_static_ms"] = 1e3 * times["static"]
@@ -408,34 +229,34 @@ def bench_models(
             models["ped_naive"] = convert(static, keep_shortcut=True, strategy="naive")
         if strategies:
             models.update({f"ped_{k}": convert(static, keep_shortcut=True, strategy=k)
-                           for k in _runtime.strategies()})
+                           for k in current_runtime().strategies()})
         if peers:
             models.update({peer: create_model(f"{peer}_{arch}") for peer in MODEL_PEERS
                            if f"{peer}_{arch}" in list_models()})
-        models = {k: m.to(_runtime.device) for k, m in models.items()}
+        models = {k: m.to(current_runtime().device) for k, m in models.items()}
         opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
-        runners, compile_s = _compiled(models, compile)
+        runners, compile_s = compiled_models(models, compile)
         row: dict = dict(arch=arch, train_batch=train_batch, eval_batch=eval_batch, compile=compile)
-        x = _runtime.randn(train_batch, 3, image_size, image_size)
-        target = _runtime.randint(1000, (train_batch,))
+        x = current_runtime().randn(train_batch, 3, image_size, image_size)
+        target = current_runtime().randint(1000, (train_batch,))
 
-        fns = {k: _sgd_step(m, opts[k], x, target) for k, m in runners.items()}
+        fns = {k: sgd_step_call(m, opts[k], x, target) for k, m in runners.items()}
         if compile:
-            row["train_first_call_s"] = _first_calls(fns)
-        row["train_static_s"] = _record(row, "train", fns, reps, repeats)
-        mem = {k: _saved_bytes(_call(m.train(), x)) for k, m in models.items()}
+            row["train_first_call_s"] = first_calls(fns)
+        row["train_static_s"] = record_ratios(row, "train", fns, reps, repeats)
+        mem = {k: saved_bytes(forward_call(m.train(), x)) for k, m in models.items()}
         row["mem"] = {k: v / mem["static"] for k, v in mem.items()}
         row["mem_static_mb"] = mem["static"] / 2**20
-        peak = {k: _peak_bytes(fn) for k, fn in fns.items()}
+        peak = {k: peak_bytes(fn) for k, fn in fns.items()}
         if peak["static"]:
             row["peak_mem"] = {k: v / peak["static"] for k, v in peak.items() if v is not None}
             row["peak_mem_static_mb"] = peak["static"] / 2**20
         for mode, b in (("eval", eval_batch), ("eval_b1", 1)):
-            xe = _runtime.randn(b, 3, image_size, image_size)
-            fns = {k: _inference(m, xe, set_eval=True) for k, m in runners.items()}
+            xe = current_runtime().randn(b, 3, image_size, image_size)
+            fns = {k: inference_call(m, xe, set_eval=True) for k, m in runners.items()}
             if compile:
-                row[f"{mode}_first_call_s"] = _first_calls(fns)
-            row[f"{mode}_static_s"] = _record(row, mode, fns, reps, repeats)
+                row[f"{mode}_first_call_s"] = first_calls(fns)
+            row[f"{mode}_static_s"] = record_ratios(row, mode, fns, reps, repeats)
         row["compile_s"] = compile_s
         rows.append(row)
         log(f"{arch}: train {row['train']['pedconv']:.2f}x  eval {row['eval']['pedconv']:.2f}x  "
@@ -476,25 +297,25 @@ def bench_small(
     from ..models import create_model
 
     rows = []
-    x, target = _runtime.randn(batch, 1, 28, 28), _runtime.randint(10, (batch,))
+    x, target = current_runtime().randn(batch, 1, 28, 28), current_runtime().randint(10, (batch,))
     chosen = {k: v for k, v in SMALL_MODELS.items() if contestants is None or k == "static" or k in contestants}
     for width in widths:
         models = {}
         for k, name in chosen.items():
             torch.manual_seed(0)
-            models[k] = create_model(name, num_classes=10, in_chans=1, width=width).to(_runtime.device)
+            models[k] = create_model(name, num_classes=10, in_chans=1, width=width).to(current_runtime().device)
         opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
-        runners, compile_s = _compiled(models, compile, compile_mode)
+        runners, compile_s = compiled_models(models, compile, compile_mode)
         row: dict = dict(width=width, batch=batch, compile=compile and (compile_mode or "default"))
         for mode in ("train", "eval"):
             if mode == "train":
-                fns = {k: _sgd_step(m, opts[k], x, target) for k, m in runners.items()}
+                fns = {k: sgd_step_call(m, opts[k], x, target) for k, m in runners.items()}
             else:
-                fns = {k: _inference(m, x, set_eval=True) for k, m in runners.items()}
+                fns = {k: inference_call(m, x, set_eval=True) for k, m in runners.items()}
             if compile:
-                row[f"{mode}_first_call_s"] = _first_calls(fns)
-            ratios = _spread(fns, reps, repeats)
-            row[mode] = {k: _summary([1.0 / r for r in v]) for k, v in ratios.items()}
+                row[f"{mode}_first_call_s"] = first_calls(fns)
+            ratios = time_spread(fns, reps, repeats)
+            row[mode] = {k: ratio_summary([1.0 / r for r in v]) for k, v in ratios.items()}
         row["compile_s"] = compile_s
         rows.append(row)
         log(f"ResNet-20 w{width}{' (compiled)' if compile else ''}: "
@@ -518,18 +339,18 @@ def bench_nd(reps: int = 5, cases: Optional[dict[str, dict]] = None, log: Callab
         torch.manual_seed(0)
         static = case["conv"](case["cin"], case["cout"], case["kernel"], padding=1, bias=False)
         pair = {"static": static, "pedconv": case["layer"].from_conv(static)}
-        mods = {k: m.to(_runtime.device) for k, m in pair.items()}
+        mods = {k: m.to(current_runtime().device) for k, m in pair.items()}
         row: dict = dict(case=name, input=list(case["input"]))
         for mode in ("train", "eval", "eval_b1"):
             shape = list(case["input"])
             if mode == "eval_b1":
                 shape[0] = 1
-            x = _runtime.randn(*shape)
+            x = current_runtime().randn(*shape)
             if mode == "train":
                 xg = x.requires_grad_(True)
                 fns: dict[str, Callable[[], object]] = {k: _train_step(m.train(), xg) for k, m in mods.items()}
             else:
-                fns = {k: _inference(m.eval(), x) for k, m in mods.items()}
+                fns = {k: inference_call(m.eval(), x) for k, m in mods.items()}
             times = time_interleaved(fns, reps)
             row[mode] = {k: v / times["static"] for k, v in times.items()}
             row[f"{mode}_static_ms"] = 1e3 * times["static"]
@@ -537,85 +358,6 @@ def bench_nd(reps: int = 5, cases: Optional[dict[str, dict]] = None, log: Callab
         log(f"{name} {tuple(case['input'])}: " + "  ".join(f"{m} {row[m]['pedconv']:.2f}x"
                                                            for m in ("train", "eval", "eval_b1")))
     return rows
-
-
-# ----------------------------------------------------------------------------- ``pedconv bench``
-def _with_range(row: dict, mode: str, name: str) -> str:
-    lo, hi = row.get(f"{mode}_range", {}).get(name, (None, None))
-    return f"{row[mode][name]:.2f}" + ("" if lo is None or lo == hi else f" ({lo:.2f}-{hi:.2f})")
-
-
-def _markdown_small(small_rows: list[dict], nd_rows: list[dict]) -> str:
-    parts = []
-    if small_rows:
-        names = [k for k in small_rows[0]["train"] if k != "static"]
-        header = ["ResNet-20 (B, 1x28x28)", "contestant", "train throughput / static", "eval throughput / static"]
-        parts.append("\n### Small networks (throughput as a share of static; median and range over repeats)\n\n"
-                     + markdown_table(header, [
-                         [f"width {r['width']} (B={r['batch']}"
-                          f"{', compiled ' + str(r['compile']) if r['compile'] else ''})", n,
-                          *(f"{r[m][n]['median']:.2f} ({r[m][n]['min']:.2f}-{r[m][n]['max']:.2f})"
-                            for m in ("train", "eval"))]
-                         for r in small_rows for n in names]))
-    if nd_rows:
-        header = ["case", "input", "train", "eval", "eval B=1", "static train (ms)"]
-        parts.append("\n### 1-D and 3-D (time ratio of PEDConv1d/3d to nn.Conv1d/3d)\n\n" + markdown_table(header, [
-            [r["case"], "x".join(map(str, r["input"])),
-             *(f"{r[m]['pedconv']:.2f}" for m in ("train", "eval", "eval_b1")), f"{r['train_static_ms']:.1f}"]
-            for r in nd_rows]))
-    return "".join(parts)
-
-
-def _layer_names(layer_rows: list[dict]) -> list[str]:
-    """Every contestant of any layer row (KernelWarehouse has no depthwise or grouped layers)."""
-    return list(dict.fromkeys(k for r in layer_rows for k in r["train"] if k != "static"))
-
-
-def _markdown(layer_rows: list[dict], model_rows: list[dict]) -> str:
-    parts = []
-    if layer_rows:
-        names = _layer_names(layer_rows)
-        header = ["net", "shape", "kind", *(f"{n} train / eval / B=1" for n in names), "pedconv mem"]
-        parts.append("### Layers (time ratio to static nn.Conv2d; train = fwd+bwd; - : not applicable)\n\n"
-                     + markdown_table(header, [
-                         [r["arch"], r["shape"], r["kind"],
-                          *(f"{r['train'][n]:.2f} / {r['eval'][n]:.2f} / {r['eval_b1'][n]:.2f}" if n in r["train"]
-                            else "-" for n in names),
-                          f"{r['mem']['pedconv']:.2f}"] for r in layer_rows]))
-    if model_rows:
-        names = [k for k in model_rows[0]["train"] if k != "static"]
-        peak = "peak_mem" in model_rows[0]
-        header = ["model", "contestant", "train step", "eval", "eval B=1", "saved-activation memory",
-                  *(["peak memory (train)"] if peak else []), "static train step (s)"]
-        parts.append("\n### Models (time ratio to the static torchvision model)\n\n" + markdown_table(header, [
-            [f"{r['arch']} (train B={r['train_batch']}, eval B={r['eval_batch']}"
-             f"{', compiled' if r.get('compile') else ''})", n,
-             *(_with_range(r, m, n) for m in ("train", "eval", "eval_b1")), f"{r['mem'][n]:.2f}",
-             *([f"{r['peak_mem'][n]:.2f}"] if peak else []), f"{r['train_static_s']:.3f}"]
-            for r in model_rows for n in names]))
-    return "".join(parts) or "\n"
-
-
-def _plot(layer_rows: list[dict], path: Path) -> bool:
-    plt = pyplot()
-    if plt is None or not layer_rows:
-        return False
-    names = _layer_names(layer_rows)
-    fig, axes = plt.subplots(3, 1, figsize=(max(10, 0.45 * len(layer_rows)), 11), sharex=True)
-    width = 0.8 / len(names)
-    for ax, mode in zip(axes, ("train", "eval", "eval_b1")):
-        for i, n in enumerate(names):
-            heights = [r[mode].get(n, math.nan) for r in layer_rows]
-            ax.bar([j + i * width for j in range(len(layer_rows))], heights, width, label=n)
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_ylabel(f"{mode}: time / static")
-    axes[0].legend(ncol=len(names), fontsize=8)
-    axes[-1].set_xticks(range(len(layer_rows)))
-    axes[-1].set_xticklabels([f"{r['arch'][:6]} {r['shape']}" for r in layer_rows], rotation=90, fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
@@ -722,10 +464,10 @@ def run(args: argparse.Namespace) -> int:
     """``pedconv bench`` on parsed options: benchmark, print the tables, write ``<out>.json/.md/.png``."""
     result = run_benchmark(args)
     md = (f"Device: {result['meta']['device']}; torch {result['meta']['torch']}; {result['meta']['date']}\n\n"
-          + _markdown(result["layers"], result["models"]) + _markdown_small(result["small"], result["nd"]))
+          + markdown_layers_models(result["layers"], result["models"]) + markdown_small(result["small"], result["nd"]))
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(result, indent=1))
     atomic_write_text(args.out.with_suffix(".md"), md)
-    plotted = _plot(result["layers"], args.out.with_suffix(".png"))
+    plotted = plot_layers(result["layers"], args.out.with_suffix(".png"))
     print(md)
     print(f"wrote {args.out}.json, {args.out}.md"
           + (f", {args.out}.png" if plotted else " (no PNG: needs matplotlib and layer rows)"))

@@ -1,17 +1,23 @@
-"""``pedconv train`` / ``eval`` / ``compare`` and their building blocks (one concept per module).
+"""The training pipeline every task runs on (one concept per module); tasks live in :mod:`pedconv.tasks`.
 
-* :mod:`.config`       options, YAML configs and their precedence; ``args.yaml``
-* :mod:`.datasets`     raw readers: Fashion-MNIST IDX files, CIFAR pickles
-* :mod:`.data`         datasets, resumable samplers, on-device preprocessing, the loaders
-* :mod:`.model`        building a registered model for a dataset; DY-Conv temperatures
+* :mod:`.task`         the :class:`~pedconv.training.task.Task` interface a task implements
+* :mod:`.config`       the options every task shares, YAML configs, their precedence and checks
+* :mod:`.data`         the DataSpec, resumable samplers, on-device preprocessing, the loaders
+* :mod:`.model`        building a registered model for a dataset; starting from another run's weights
 * :mod:`.recipe`       optimizer, lr schedule, losses, AMP (timm building blocks)
-* :mod:`.loop`         the training epoch and the evaluation loop
-* :mod:`.checkpoint`   the run checkpoint: its schema, its one writer, validated reading, RNG states
+* :mod:`.loop`         the training epoch (:class:`~pedconv.training.loop.Trainer`)
+* :mod:`.state`        what a run carries besides the model: RNG states, progress, running sums
+* :mod:`.checkpoint`   the run checkpoint: its schema, its one writer, validated reading
+* :mod:`.resume`       restoring a run from its checkpoint; rebuilding a checkpoint's model
+* :mod:`.assembly`     what a run is made of, built from its options
+* :mod:`.train`        :func:`~pedconv.training.train.train`: the run folder, the epochs, ``result.json``
+* :mod:`.task_command` ``pedconv <task> train|eval`` for a task
 * :mod:`.distributed`  torchrun / DDP process groups and metric reduction
+* :mod:`.run_folder`, :mod:`.interruption`   run folder safety; stopping cleanly on a signal
 * :mod:`.report`       progress, log.txt, metrics.jsonl, curves.png
-* :mod:`.train`, :mod:`.evaluate`, :mod:`.compare`   the commands (rows of :data:`pedconv.cli.COMMANDS`)
+* :mod:`.compare`      ``pedconv compare``: static vs dynamic classifiers over seeds
 
-The programmatic entry points are :func:`pedconv.training.train.train`,
-:func:`pedconv.training.evaluate.evaluate_model` and :func:`pedconv.training.compare.run_compare`.
-Errors are the typed ones of :mod:`pedconv.errors`; files are written with :mod:`pedconv.utils.atomic`.
+The programmatic entry point is :func:`pedconv.training.train.train` with a task;
+:func:`pedconv.tasks.classification.train` is ``pedconv train``'s. Errors are the typed ones of
+:mod:`pedconv.errors`; files are written with :mod:`pedconv.utils.atomic`.
 """

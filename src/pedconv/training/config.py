@@ -1,7 +1,9 @@
-"""Command-line options of ``pedconv train``, YAML configs, and their precedence.
+"""The training options every task shares, YAML configs, their precedence and their checks.
 
-Precedence, lowest to highest: the parser's defaults, the ``--config`` YAML file, the
-command-line flags. A YAML file's keys are argparse destination names (``batch_size``,
+Precedence, lowest to highest: the parser's defaults (the task's recipe), the task's
+``--preset``, the ``--config`` YAML file (when resuming without one: the run's ``args.yaml``),
+the command-line flags (:func:`config_layer`, :func:`resolve_config`); :func:`validate_args`
+refuses what cannot work before anything is loaded. A YAML file's keys are argparse destination names (``batch_size``,
 ``model_kwargs``, ...); unknown keys are an error that names the file and suggests the
 closest option. YAML strings are converted with the option's own type (so ``lr: 1e-4``,
 which YAML reads as a string, works), and checked against its choices.
@@ -18,30 +20,40 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+import torch
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError, TrainError, TrainOptionsError, UsageError
+from ..models import model_entrypoint
 from ..utils.atomic import atomic_write_text
 from ..utils.kv import KeyValueError, parse_key_values
-from ..utils.options import non_negative, non_negative_int, number, positive, positive_int, probability
-from .data import DATASETS
-from .recipe import SCHEDULES
+from ..utils.options import (
+    check_output_folder,
+    non_negative,
+    non_negative_int,
+    number,
+    positive,
+    positive_int,
+)
+from .distributed import resolve_device
+from .recipe import SCHEDULES, check_optimizer
+from .run_folder import output_folder, previous_args_yaml
 
 if TYPE_CHECKING:
     from .task import Task
 
 __all__ = [
     "ConfigError",
-    "add_data_arguments",
     "add_eval_run_arguments",
-    "add_image_data_arguments",
-    "add_label_regularisation_arguments",
     "add_model_kwargs_argument",
     "apply_mapping",
     "build_train_parser",
+    "config_layer",
     "load_yaml_config",
     "parse_model_kwargs",
     "preset_values",
+    "resolve_config",
+    "validate_args",
     "write_args_yaml",
 ]
 
@@ -95,33 +107,6 @@ def add_model_kwargs_argument(group: Any, help: str) -> None:
                        help=help)
 
 
-def add_data_arguments(p: argparse.ArgumentParser, defaults_from_checkpoint: bool = False) -> Any:
-    """Dataset options shared by ``train`` and ``eval``; returns the argument group."""
-    g = p.add_argument_group("data")
-    g.add_argument("--data", choices=DATASETS, default=None if defaults_from_checkpoint else "fashion_mnist",
-                   help="dataset (default: fashion_mnist%s)"
-                        % (", or the checkpoint's" if defaults_from_checkpoint else ""))
-    g.add_argument("--data-dir", default=None,
-                   help="dataset folder: Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist), the "
-                        "folder holding cifar-10-batches-py/ or cifar-100-python/, or an ImageFolder root with "
-                        "train/ and val/")
-    g.add_argument("--download", action="store_true",
-                   help="download Fashion-MNIST/CIFAR with torchvision if missing")
-    g.add_argument("--val-subset", type=positive_int, default=None,
-                   help="evaluate on a fixed seeded subset of N validation images")
-    g.add_argument("--subset-seed", type=non_negative_int, default=None if defaults_from_checkpoint else 0,
-                   help="seed of the --train-subset/--val-subset choice (default: 0%s)"
-                        % (", or the checkpoint's" if defaults_from_checkpoint else ""))
-    g.add_argument("--img-size", type=positive_int, default=None,
-                   help="input resolution (default: 28 Fashion-MNIST, 32 CIFAR, 224 ImageFolder; in-memory "
-                        "datasets are resized on the device)")
-    g.add_argument("--crop-pct", type=number(float, 0, 1, low_open=True), default=0.875,
-                   help="ImageFolder validation: resize to img_size/crop_pct, then center-crop")
-    g.add_argument("--workers", type=non_negative_int, default=None,
-                   help="DataLoader worker processes (default: 0 for in-memory datasets, min(8, CPUs) for ImageFolder)")
-    return g
-
-
 def add_eval_run_arguments(p: argparse.ArgumentParser, batch_size: int) -> Any:
     """The hardware options of an evaluation (``pedconv eval``, ``pedconv <task> eval``); returns the group.
 
@@ -139,44 +124,17 @@ def add_eval_run_arguments(p: argparse.ArgumentParser, batch_size: int) -> Any:
     return g
 
 
-def add_image_data_arguments(p: argparse.ArgumentParser) -> Any:
-    """The training data options of image classification datasets (``pedconv train``, ``pedconv adv
-    train``): :func:`add_data_arguments`, ``--train-subset`` and ``--augment``; returns the group."""
-    g = add_data_arguments(p)
-    g.add_argument("--train-subset", type=positive_int, default=None,
-                   help="train on a fixed seeded subset of N images")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="training augmentation (in-memory datasets: random crop, padding 4, + horizontal flip; "
-                        "ImageFolder: RandomResizedCrop + flip)")
-    return g
-
-
-def add_label_regularisation_arguments(p: argparse.ArgumentParser) -> None:
-    """Label smoothing, mixup and cutmix (classification)."""
-    g = p.add_argument_group("regularisation")
-    g.add_argument("--smoothing", "--label-smoothing", type=number(float, 0, 1, high_open=True), default=0.0,
-                   help="label smoothing")
-    g.add_argument("--mixup", type=non_negative, default=0.0, help="mixup alpha (0 = off)")
-    g.add_argument("--cutmix", type=non_negative, default=0.0, help="cutmix alpha (0 = off)")
-    g.add_argument("--mixup-prob", type=probability, default=1.0, help="probability of mixing a batch")
-    g.add_argument("--mixup-switch-prob", type=probability, default=0.5, help="probability of cutmix when both are on")
-    g.add_argument("--mixup-mode", choices=("batch", "pair", "elem"), default="batch")
-
-
-def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: Optional[Task] = None
-                       ) -> argparse.ArgumentParser:
-    """The training options of ``task`` (default: image classification, ``pedconv train``; see
-    :mod:`pedconv.training.train`): the options every task shares, the task's own
+def build_train_parser(parser: Optional[argparse.ArgumentParser], task: Task) -> argparse.ArgumentParser:
+    """The training options of ``task``, added to ``parser`` (the CLI's sub-command) or to a new
+    parser: the options every task shares, the task's own
     (:meth:`~pedconv.training.task.Task.add_arguments`) and its defaults.
 
-    >>> args = build_train_parser().parse_args(["--model", "cifar_resnet20", "--model-kwargs", "width=8"])
+    >>> from pedconv.tasks.classification import Classification
+    >>> parser = build_train_parser(None, Classification())
+    >>> args = parser.parse_args(["--model", "cifar_resnet20", "--model-kwargs", "width=8"])
     >>> args.model_kwargs, args.batch_size, args.data
     ({'width': 8}, 128, 'fashion_mnist')
     """
-    if task is None:
-        from .classify import Classification
-
-        task = Classification()
     p = parser or argparse.ArgumentParser(prog=task.train_command, description="Train a registered model.")
     p.add_argument("--config", default=None, metavar="YAML",
                    help="YAML file of option values (keys = option names with '_'); command-line flags override it")
@@ -289,8 +247,8 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser] = None, task: O
 def preset_values(parser: argparse.ArgumentParser, task: Task, name: Optional[str]) -> dict[str, Any]:
     """The option values of ``task``'s preset ``name`` (none for None), checked like a YAML file's.
 
-    >>> from pedconv.training.classify import Classification
-    >>> preset_values(build_train_parser(), Classification(), None)
+    >>> from pedconv.tasks.classification import Classification
+    >>> preset_values(build_train_parser(None, Classification()), Classification(), None)
     {}
     """
     if name is None:
@@ -346,9 +304,10 @@ def _coerce(action: argparse.Action, key: str, value: Any, source: str) -> Any:
 def apply_mapping(parser: argparse.ArgumentParser, mapping: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Validate and convert ``mapping`` (option dest -> value) against ``parser``; unknown keys raise.
 
-    >>> apply_mapping(build_train_parser(), {"lr": "1e-4", "epochs": 3}, "x.yaml")
+    >>> from pedconv.tasks.classification.command import build_parser
+    >>> apply_mapping(build_parser(), {"lr": "1e-4", "epochs": 3}, "x.yaml")
     {'lr': 0.0001, 'epochs': 3}
-    >>> apply_mapping(build_train_parser(), {"learning_rate": 0.1}, "x.yaml")
+    >>> apply_mapping(build_parser(), {"learning_rate": 0.1}, "x.yaml")
     Traceback (most recent call last):
     ...
     pedconv.errors.ConfigError: x.yaml: unknown key 'learning_rate' (did you mean 'lr'?)
@@ -399,3 +358,132 @@ def write_args_yaml(config: Mapping[str, Any], path: Path, info: Mapping[str, An
     header = ("# pedconv train: resolved options of this run (usable as --config).\n"
               + "".join(f"# {k}: {v}\n" for k, v in info.items()))
     atomic_write_text(path, header + yaml.safe_dump(dict(config), sort_keys=True))
+
+
+# ----------------------------------------------------------------------------- layering and checks
+def validate_args(args: argparse.Namespace, task: Task) -> None:
+    """Refuse, before anything is loaded, options that cannot work: :class:`~pedconv.errors.TrainOptionsError`
+    (a usage error) for options that do not make sense or do not work together,
+    :class:`~pedconv.errors.TrainError` for a device or an output folder this machine does not have.
+
+    (Each option's own range is checked by its argparse ``type``, for YAML configs too.)
+
+    >>> from pedconv.tasks.classification import Classification
+    >>> task = Classification()
+    >>> validate_args(build_train_parser(None, task).parse_args(["--resume", "auto"]), task)
+    Traceback (most recent call last):
+    ...
+    pedconv.errors.TrainOptionsError: --resume auto needs --output DIR (the run folder to continue)
+    """
+    try:
+        model_entrypoint(args.model)
+        check_optimizer(args.opt)
+    except ValueError as e:
+        raise TrainOptionsError(str(e)) from None
+    if not isinstance(args.model_kwargs, dict):
+        raise TrainOptionsError(f"model_kwargs must be a mapping, got {args.model_kwargs!r}")
+    _check_combinations(args)
+    task.check_args(args)
+    _check_machine(args)
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    if args.resume == "auto" and args.output is None:
+        raise TrainOptionsError("--resume auto needs --output DIR (the run folder to continue)")
+    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
+        raise TrainOptionsError(f"--resume {args.resume}: no such checkpoint file")
+    if args.warmup_epochs > args.epochs:
+        raise TrainOptionsError(f"--warmup-epochs {args.warmup_epochs} is longer than --epochs {args.epochs}")
+    _check_compile(args)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    step = args.batch_size * processes * args.grad_accum_steps
+    if getattr(args, "train_subset", None) is not None and args.train_subset < step:
+        raise TrainOptionsError(
+            f"--train-subset {args.train_subset} is smaller than one optimizer step of {step} images (--batch-size "
+            f"{args.batch_size} x {processes} process(es) x --grad-accum-steps {args.grad_accum_steps}); use a "
+            "smaller --batch-size or a larger --train-subset")
+
+
+def _check_compile(args: argparse.Namespace) -> None:
+    """``--compile`` and ``--compile-backend`` go together, with a backend torch knows."""
+    mode, backend = getattr(args, "compile", "none"), getattr(args, "compile_backend", "inductor")
+    if mode == "none":
+        if backend != "inductor":
+            raise TrainOptionsError(f"--compile-backend {backend} needs --compile MODE (compilation is off)")
+        return
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise TrainOptionsError(f"--compile-backend {backend}: not a torch.compile backend; use one of {known}")
+    if mode != "default" and backend != "inductor":
+        raise TrainOptionsError(f"--compile {mode} is a mode of the inductor backend, not of {backend}; "
+                                "use --compile default with other backends")
+
+
+def _check_machine(args: argparse.Namespace) -> None:
+    """The device exists here and the run folder can be written (before the data are loaded)."""
+    try:
+        resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    except UsageError as e:
+        raise TrainOptionsError(str(e)) from None
+    try:
+        check_output_folder(output_folder(args))
+    except RunError as e:
+        raise TrainError(str(e)) from None
+
+
+def _yaml_layer(parser: argparse.ArgumentParser, config: Optional[str], resume: Optional[str],
+                output: Optional[str]) -> dict[str, Any]:
+    path = config or previous_args_yaml(resume, output)
+    return load_yaml_config(path, parser) if path else {}
+
+
+def config_layer(args: argparse.Namespace, parser: argparse.ArgumentParser, task: Task) -> dict[str, Any]:
+    """The option values that lie under the command line: the task's ``--preset`` (``--quick``),
+    then the ``--config`` YAML file or, when resuming without one, the resumed run's ``args.yaml``
+    (the CLI parses again with them as defaults).
+
+    Raises:
+        ConfigError: the file is missing or invalid (a usage error).
+    """
+    yaml_values = _yaml_layer(parser, args.config, args.resume, args.output)
+    preset = yaml_values.get("preset", getattr(args, "preset", None))
+    return {**preset_values(parser, task, preset), **yaml_values}
+
+
+def resolve_config(config: Union[str, os.PathLike, Mapping[str, Any], argparse.Namespace, None],
+                   task: Task, **overrides: Any) -> argparse.Namespace:
+    """Options from a YAML file path, a mapping (option names as keys; a ``config`` key names a
+    YAML file), a Namespace, or defaults.
+
+    Precedence: defaults < ``config["config"]`` YAML (when resuming without one: the run's
+    ``args.yaml``) < the other keys of ``config`` < ``overrides``.
+
+    Raises:
+        TrainOptionsError: unknown or invalid options, or options that do not work together.
+
+    >>> from pedconv.tasks.classification import Classification
+    >>> a = resolve_config({"model": "cifar_resnet20", "epochs": 2}, Classification(), lr=0.05)
+    >>> a.model, a.epochs, a.lr, a.batch_size
+    ('cifar_resnet20', 2, 0.05, 128)
+    """
+    parser = build_train_parser(None, task)
+    if isinstance(config, (str, os.PathLike)):
+        values: dict[str, Any] = {"config": os.fspath(config)}
+    elif isinstance(config, argparse.Namespace):
+        values = dict(vars(config))
+        values.pop("command", None)
+        values.pop("action", None)  # `pedconv <task> train`'s sub-command word
+    else:
+        values = dict(config or {})
+    values.update(overrides)
+    args = parser.parse_args([])
+    try:
+        layer = _yaml_layer(parser, values.pop("config", None), values.get("resume"), values.get("output"))
+        given = apply_mapping(parser, values, "train() config")
+        preset = given.get("preset", layer.get("preset"))
+        for k, v in {**preset_values(parser, task, preset), **layer, **given}.items():
+            setattr(args, k, v)
+    except ConfigError as e:
+        raise TrainOptionsError(str(e)) from None
+    validate_args(args, task)
+    return args

@@ -20,8 +20,18 @@ import torch.distributed as dist
 from ..errors import RunError, UsageError
 from ..method.infomax import infomax_loss
 
-__all__ = ["DistEnv", "all_gather_object", "all_reduce_sum", "barrier", "broadcast_object", "cleanup",
-           "init_distributed", "needs_find_unused_parameters", "resolve_device"]
+__all__ = [
+    "DistEnv",
+    "all_gather_object",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "cleanup",
+    "init_distributed",
+    "needs_find_unused_parameters",
+    "resolve_device",
+    "sync_device",
+]
 
 
 _CPU = torch.device("cpu")
@@ -81,6 +91,15 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
             raise RunError(f"--device {spec}: there is no CUDA device {device.index} (this machine has "
                            f"{torch.cuda.device_count()})")
     return device
+
+
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that a clock read after it times the work.
+
+    >>> sync_device(torch.device("cpu"))
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def init_distributed(device: str = "auto") -> DistEnv:

@@ -1,13 +1,14 @@
-"""The inner loops: one training epoch (resumable at any optimizer step) and classification evaluation.
+"""The training epoch, resumable at any optimizer step (:class:`Trainer`).
 
-A training step, for each of ``accum`` micro-batches: set the DY-Conv temperature for the
-fractional epoch, run the task's :class:`~pedconv.training.task.TrainStep` under autocast
-(classification: :class:`ClassifyStep` moves the uint8 batch to the device, normalises and
-augments it, mixes it with timm ``Mixup`` and takes the cross-entropy), then
+A training step, for each of ``accum`` micro-batches: set the DY-Conv / KernelWarehouse
+attention temperature for the fractional epoch, run the task's
+:class:`~pedconv.training.task.TrainStep` under autocast (classification's moves the uint8
+batch to the device, normalises, augments and mixes it and takes the cross-entropy), then
 ``loss = task_loss + infomax_weight * pedconv.infomax_loss(model)``, backward (DDP gradient
 sync only on the last micro-batch) and the step's ``after_backward`` hook if it has one.
 Then clip (optional), ``optimizer.step()`` (through the GradScaler, a no-op unless float16
-on CUDA) and ``scheduler.step_update(global_step)``.
+on CUDA) and ``scheduler.step_update(global_step)``. The step's loss, info-max term and own
+metrics are summed on the device and read only when shown or saved.
 """
 
 from __future__ import annotations
@@ -19,111 +20,18 @@ from typing import Any, Callable, Optional, cast
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.utils import dispatch_clip_grad
 from torch import Tensor
 
 from ..baselines.temperature import anneal_attention_temperatures
 from ..method.infomax import infomax_loss
-from .data import BatchPreprocessor, GlobalBatchSampler, mix_seed
-from .distributed import DistEnv, all_gather_object, all_reduce_sum
+from .data import GlobalBatchSampler, mix_seed
+from .distributed import DistEnv, all_gather_object, all_reduce_sum, sync_device
 from .recipe import autocast
 from .state import EpochSums
-from .task import StepResult, TrainStep
+from .task import TrainStep
 
-__all__ = ["ClassifyStep", "Trainer", "evaluate", "topk_correct"]
-
-
-def topk_correct(logits: Tensor, target: Tensor, ks: Iterable[int] = (1, 5)) -> list[Tensor]:
-    """Number of samples whose label is among the top-k logits, for each k (capped at the class count).
-
-    >>> topk_correct(torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]]), torch.tensor([1, 2]), (1, 5))
-    [tensor(1), tensor(2)]
-    """
-    ks = list(ks)
-    kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices.eq(target[:, None])
-    return [top[:, :min(k, kmax)].any(dim=1).sum() for k in ks]
-
-
-class ClassifyStep:
-    """The classification :class:`~pedconv.training.task.TrainStep`: normalise and augment the
-    uint8 batch on the device (``seed`` makes the augmentation a function of the position in
-    the run), mix it (timm ``Mixup`` or None), forward, ``criterion``.
-
-    >>> step = ClassifyStep(BatchPreprocessor((0.5,), (0.5,)), None, nn.CrossEntropyLoss(), torch.device("cpu"))
-    >>> r = step(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), (torch.zeros(2, 1, 2, 2, dtype=torch.uint8),
-    ...                                                       torch.tensor([0, 2])), seed=0)
-    >>> r.count, r.loss.shape
-    (2, torch.Size([]))
-    """
-
-    def __init__(self, preprocess: BatchPreprocessor, mixup: Optional[Callable], criterion: nn.Module,
-                 device: torch.device, augment_on_device: bool = True) -> None:
-        self.preprocess, self.mixup, self.criterion = preprocess, mixup, criterion
-        self.device, self.augment_on_device = device, augment_on_device
-
-    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], seed: int) -> StepResult:
-        raw, labels = batch
-        x = self.preprocess(raw.to(self.device, non_blocking=True), seed if self.augment_on_device else None)
-        y = labels.to(self.device, non_blocking=True)
-        target = y
-        if self.mixup is not None:
-            x, target = self.mixup(x, y)
-        out = model(x)
-        correct = (out.detach().argmax(1) == y).sum()
-        return StepResult(self.criterion(out, target), int(y.shape[0]), correct)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, preprocess: BatchPreprocessor, env: DistEnv,
-             amp: bool = False, amp_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
-    """Cross-entropy, top-1 and top-5 (%) of ``model`` over every rank's shard of ``loader``.
-
-    Pass the unwrapped module (not the DDP wrapper): shards may hold different numbers of
-    batches, and a DDP forward would wait for the other ranks.
-
-    >>> from pedconv.training.data import TensorImageDataset, collate_batch
-    >>> ds = TensorImageDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
-    >>> loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate_batch)
-    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-    >>> m = evaluate(net, loader, BatchPreprocessor((0.5,), (0.5,)), DistEnv())
-    >>> m["val_images"], 0 <= m["val_top1"] <= 100
-    (8.0, True)
-    """
-    was_training = model.training
-    model.eval()
-    device = env.device
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    c1 = torch.zeros((), dtype=torch.float64, device=device)
-    c5 = torch.zeros((), dtype=torch.float64, device=device)
-    n = 0
-    _sync(device)
-    start = time.perf_counter()
-    for images, labels in loader:
-        x = preprocess(images.to(device, non_blocking=True))
-        y = labels.to(device, non_blocking=True)
-        with autocast(device, amp, amp_dtype):
-            out = model(x)
-        out = out.float()
-        loss += F.cross_entropy(out, y, reduction="sum").double()
-        top1, top5 = topk_correct(out, y, (1, 5))
-        c1 += top1
-        c5 += top5
-        n += len(y)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    model.train(was_training)
-    total_loss, total1, total5, total_n, total_s = all_reduce_sum(
-        [loss.item(), c1.item(), c5.item(), float(n), seconds], env)
-    denom = max(total_n, 1.0)
-    return {"val_loss": total_loss / denom, "val_top1": 100.0 * total1 / denom, "val_top5": 100.0 * total5 / denom,
-            "val_images": total_n, "eval_images_per_s": total_n / max(total_s / env.world_size, 1e-9)}
+__all__ = ["Trainer"]
 
 
 class Trainer:
@@ -134,7 +42,7 @@ class Trainer:
         module: the unwrapped model (for DY-Conv temperatures and state dicts).
         optimizer, scheduler, scaler: the recipe's optimizer, timm per-step scheduler, GradScaler.
         loader, sampler: the training DataLoader and its :class:`GlobalBatchSampler`.
-        step: the task's loss on one micro-batch (classification: :class:`ClassifyStep`).
+        step: the task's loss on one micro-batch (a :class:`~pedconv.training.task.TrainStep`).
         env: process layout; args: the resolved configuration (recipe fields).
         amp_dtype: autocast dtype when ``args.amp``.
 
@@ -150,6 +58,8 @@ class Trainer:
     >>> from timm.scheduler import CosineLRScheduler
     >>> args = argparse.Namespace(seed=0, grad_accum_steps=1, infomax_weight=1e-3, dyconv_anneal_epochs=10,
     ...                           clip_grad=None, clip_mode="norm", amp=False, skip_nonfinite=0)
+    >>> from pedconv.tasks.classification import ClassifyStep
+    >>> from pedconv.training.data import BatchPreprocessor
     >>> step = ClassifyStep(BatchPreprocessor((0.5,), (0.5,)), None, nn.CrossEntropyLoss(), torch.device("cpu"))
     >>> t = Trainer(net, net, opt, CosineLRScheduler(opt, 8, t_in_epochs=False), torch.amp.GradScaler("cpu",
     ...             enabled=False), loader, sampler, step, DistEnv(), args)
@@ -167,7 +77,6 @@ class Trainer:
         self.after_backward: Optional[Callable[[], None]] = getattr(step, "after_backward", None)
         self.env, self.args, self.amp_dtype = env, args, amp_dtype
         self.reporter = reporter
-        self.counts_correct = False  # whether the step reports correct predictions (shown as top-1)
         # Non-finite losses: [micro-batches with one, first global step with one (-1: none)]. Kept
         # on the device and read only where the loop synchronises anyway (see first_nonfinite_step).
         self._nonfinite = torch.tensor([0.0, -1.0], dtype=torch.float64, device=env.device)
@@ -193,11 +102,12 @@ class Trainer:
         steps = self.steps_per_epoch
         self.model.train()
         self.sampler.set_epoch(epoch, start_step)
-        acc = torch.zeros(3, dtype=torch.float64, device=device)  # loss, infomax, correct (this session)
+        acc = torch.zeros(2, dtype=torch.float64, device=device)  # loss, infomax (sums of this session)
+        metric_sums: dict[str, Tensor] = {}  # the step's own metrics (sums of this session)
         images = 0
         if self.reporter is not None:
             self.reporter.start_epoch(epoch, args.epochs, steps, start_step)
-        _sync(device)
+        sync_device(device)
         t_start = time.perf_counter()
         batches = iter(self.loader)
         for step in range(start_step, steps):
@@ -206,32 +116,34 @@ class Trainer:
             # (BatchNorm statistics), so that a spike leaves no trace.
             buffers = [b.detach().clone() for b in self.module.buffers()] if args.skip_nonfinite else None
             for micro in range(int(args.grad_accum_steps)):
-                images += self._micro_batch(next(batches), epoch, step, micro, acc)
+                images += self._micro_batch(next(batches), epoch, step, micro, acc, metric_sums)
             self._optimizer_step(global_step, buffers)
             global_step += 1
             self.scheduler.step_update(num_updates=global_step)
 
             def current(step: int = step, images: int = images) -> EpochSums:
                 # Reading the sums synchronises with the device: only done when they are shown or saved.
-                return _add_session(sums, acc, images, step + 1 - start_step, time.perf_counter() - t_start)
+                return sums.then(_session(acc, metric_sums, images, step + 1 - start_step,
+                                          time.perf_counter() - t_start))
 
             if self.reporter is not None and self.reporter.enabled:
                 def values(images: int = images) -> dict[str, float]:
                     s = current()
                     shown = {"loss": s.loss / max(s.images, 1)}
-                    if self.counts_correct:
-                        shown["top1"] = 100.0 * s.correct / max(s.images, 1)
+                    shown.update({k: v / max(s.images, 1) for k, v in s.metrics.items()})
                     return {**shown, "lr": self.optimizer.param_groups[0]["lr"],
                             "img/s": images * env.world_size / max(time.perf_counter() - t_start, 1e-9)}
                 self.reporter.step(step, values)
             if on_step is not None:
                 on_step(step, global_step, current)
-        _sync(device)
-        return _add_session(sums, acc, images, steps - start_step, time.perf_counter() - t_start), global_step
+        sync_device(device)
+        session = _session(acc, metric_sums, images, steps - start_step, time.perf_counter() - t_start)
+        return sums.then(session), global_step
 
-    def _micro_batch(self, batch: tuple[Tensor, Tensor], epoch: int, step: int, micro: int, acc: Tensor) -> int:
-        """Forward and backward of one micro-batch; adds its task loss, info-max term and correct
-        predictions (sums over its images) to ``acc``; returns its number of images."""
+    def _micro_batch(self, batch: tuple[Tensor, Tensor], epoch: int, step: int, micro: int, acc: Tensor,
+                     metric_sums: dict[str, Tensor]) -> int:
+        """Forward and backward of one micro-batch; adds its task loss and info-max term (sums over
+        its images) to ``acc`` and its step metrics to ``metric_sums``; returns its number of images."""
         args, device = self.args, self.env.device
         accum = int(args.grad_accum_steps)
         seed = mix_seed(args.seed, epoch, self.sampler.micro_batch_offset(step, micro))
@@ -249,11 +161,11 @@ class Trainer:
             self.after_backward()
         self._step_bad |= ~torch.isfinite(loss.detach())
         n = result.count
-        if result.correct is not None:
-            self.counts_correct = True
         with torch.no_grad():
-            correct = task.new_zeros(()) if result.correct is None else result.correct.detach()
-            acc += torch.stack([task.detach().double() * n, info.detach().double() * n, correct.double()])
+            acc += torch.stack([task.detach().double() * n, info.detach().double() * n])
+            for name, value in result.metrics.items():
+                total = metric_sums.setdefault(name, torch.zeros((), dtype=torch.float64, device=acc.device))
+                total += value.detach().double()
         return int(n)
 
     def first_nonfinite_step(self) -> Optional[int]:
@@ -304,8 +216,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def _add_session(before: EpochSums, acc: Tensor, images: int, steps: int, seconds: float) -> EpochSums:
-    """The sums of a resumed epoch: those ``before`` the interruption plus this session's."""
-    loss, info, correct = acc.tolist()
-    return EpochSums(loss=before.loss + loss, infomax=before.infomax + info, correct=before.correct + correct,
-                     images=before.images + images, steps=int(before.steps) + steps, seconds=before.seconds + seconds)
+def _session(acc: Tensor, metric_sums: dict[str, Tensor], images: int, steps: int, seconds: float) -> EpochSums:
+    """This session's sums (reads the device)."""
+    loss, info = acc.tolist()
+    return EpochSums(loss=loss, infomax=info, images=float(images), steps=steps, seconds=seconds,
+                     metrics={k: float(v) for k, v in sorted(metric_sums.items())})

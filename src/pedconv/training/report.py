@@ -20,6 +20,9 @@ from ..utils.reporting import json_ready, pyplot, save_figure
 
 __all__ = ["Reporter", "plot_curves", "write_metrics"]
 
+# The training averages of every record that are not a step metric (StepResult.metrics).
+_NOT_STEP_METRICS = frozenset({"train_loss", "train_images", "train_images_per_s"})
+
 
 def write_metrics(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Rewrite ``metrics.jsonl`` (one JSON object per epoch) from the run's history, atomically.
@@ -38,13 +41,14 @@ def write_metrics(history: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "",
                 metrics: Sequence[str] = ()) -> bool:
-    """Loss, top-1 (or the task's ``metrics``: ``AP``, ``mIoU``...) and learning rate against epoch
-    as one PNG, written atomically; False without matplotlib.
+    """Loss, the task's ``metrics`` (``val_top1``, ``AP``, ``mIoU``...; a ``val_X`` with its
+    training counterpart ``train_X`` when the records have one) and the learning rate against
+    epoch as one PNG, written atomically; False without matplotlib.
 
     >>> import tempfile, pathlib
     >>> h = [dict(epoch=e, train_loss=1.0 / e, val_loss=1.1 / e, train_top1=50 + e, val_top1=48 + e, lr=0.1 / e)
     ...      for e in (1, 2)]
-    >>> plot_curves(h, pathlib.Path(tempfile.mkdtemp()) / "curves.png")
+    >>> plot_curves(h, pathlib.Path(tempfile.mkdtemp()) / "curves.png", metrics=("val_top1",))
     True
     """
     plt = pyplot()
@@ -55,10 +59,12 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path, title: str = "
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     panels = [(axes[0], "loss", [("train", "train_loss", "-"), ("val", "val_loss", "--")])]
-    if metrics:
-        panels.append((axes[1], "validation (%)", [(m, m, "-") for m in metrics]))
-    else:
-        panels.append((axes[1], "top-1 (%)", [("train", "train_top1", "-"), ("val", "val_top1", "--")]))
+    lines = []
+    for m in metrics:
+        lines.append((m, m, "--" if m.startswith("val_") else "-"))
+        if m.startswith("val_"):
+            lines.append((f"train_{m[4:]}", f"train_{m[4:]}", "-"))
+    panels.append((axes[1], "metrics (%)", lines))
     for ax, ylabel, lines in panels:
         for label, key, style in lines:
             values = [r.get(key) for r in history]
@@ -157,11 +163,12 @@ class Reporter:
             self._emit(f"epoch {self._epoch + 1}/{self._epochs} step {step + 1}/{self._total}  {text}")
 
     def end_epoch(self, record: Mapping[str, Any], metrics: Sequence[str] = ()) -> None:
-        """Close the bar and print the epoch summary (with the task's ``metrics``, when given)."""
+        """Close the bar and print the epoch summary: the training averages (the step's own
+        ``train_*`` metrics among them), the task's ``metrics``, the lr and the speed."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        keys = ("train_loss", "infomax", "train_top1", "val_loss", "val_top1", "val_top5", *metrics, "lr",
-                "train_images_per_s", "epoch_time_s")
+        step_metrics = sorted(k for k in record if k.startswith("train_") and k not in _NOT_STEP_METRICS)
+        keys = ("train_loss", "infomax", *step_metrics, *metrics, "lr", "train_images_per_s", "epoch_time_s")
         parts = [f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), (int, float))]
         self._emit(f"epoch {record['epoch']}/{self._epochs}  " + "  ".join(parts))

@@ -70,9 +70,7 @@ def restore_session(ckpt: Mapping[str, Any], env: DistEnv, seed: int, warn: Call
         return EpochSums()
     total = EpochSums()
     for r in ranks:
-        s = EpochSums.from_dict(r["sums"])
-        total = EpochSums(total.loss + s.loss, total.infomax + s.infomax, total.correct + s.correct,
-                          total.images + s.images, max(total.steps, s.steps), max(total.seconds, s.seconds))
+        total = total + EpochSums.from_dict(r["sums"])
     return total
 
 

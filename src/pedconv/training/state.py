@@ -118,21 +118,51 @@ class RunLayout:
 
 @dataclass
 class EpochSums:
-    """Running sums of one rank over the optimizer steps done so far in an epoch (checkpointed)."""
+    """Running sums of one rank over the optimizer steps done so far in an epoch (checkpointed).
+
+    ``metrics`` holds the sums of the task step's own metrics
+    (:attr:`~pedconv.training.task.StepResult.metrics`).
+
+    >>> a = EpochSums(loss=2.0, images=4.0, steps=1, metrics={"top1": 300.0})
+    >>> s = a + EpochSums.from_dict({"loss": 1.0, "images": 2.0, "steps": 1, "correct": 1.0})  # an old checkpoint's
+    >>> s.loss, s.images, s.metrics
+    (3.0, 6.0, {'top1': 400.0})
+    """
 
     loss: float = 0.0
     infomax: float = 0.0
-    correct: float = 0.0
     images: float = 0.0
     steps: int = 0
     seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Any]:
         """The sums as a plain dict (checkpointed per rank)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> EpochSums:
-        """Inverse of :meth:`as_dict`; unknown keys are ignored, missing ones are 0."""
+        """Inverse of :meth:`as_dict`; unknown keys are ignored, missing ones are 0. Sums written
+        before step metrics existed carry classification's ``correct`` count: read as ``top1``."""
+        d = dict(d or {})
+        correct = float(d.pop("correct", 0.0) or 0.0)
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+        sums = cls(**{k: v for k, v in d.items() if k in names})
+        sums.metrics = {k: float(v) for k, v in (sums.metrics or {}).items()}
+        if correct and "top1" not in sums.metrics:
+            sums.metrics["top1"] = 100.0 * correct
+        return sums
+
+    def __add__(self, other: EpochSums) -> EpochSums:
+        """Two ranks' (or sessions') sums together: steps and seconds are the longer one's
+        when both ran side by side; use :meth:`then` for one after the other."""
+        return EpochSums(self.loss + other.loss, self.infomax + other.infomax, self.images + other.images,
+                         max(self.steps, other.steps), max(self.seconds, other.seconds),
+                         {k: self.metrics.get(k, 0.0) + other.metrics.get(k, 0.0)
+                          for k in sorted(set(self.metrics) | set(other.metrics))})
+
+    def then(self, later: EpochSums) -> EpochSums:
+        """These sums followed by ``later``'s (a resumed epoch's sessions): everything adds up."""
+        total = self + later
+        total.steps, total.seconds = int(self.steps) + int(later.steps), self.seconds + later.seconds
+        return total

@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 import torch.nn as nn
@@ -45,12 +45,15 @@ class StepResult:
         loss: the task's scalar loss (mean over the micro-batch), before the info-max term;
             the loop adds ``infomax_weight * pedconv.infomax_loss(model)`` and calls backward.
         count: items in the micro-batch (images), for averages and images/s.
-        correct: correct predictions in the micro-batch (classification), shown as train top-1.
+        metrics: the step's own training metrics, each the *sum* over the micro-batch's items of a
+            per-item value (classification: ``{"top1": 100 * correct}``); the loop sums them over
+            the epoch and reports their mean per item as ``train_<name>`` (and in the progress bar).
+            Every step of a run reports the same names.
     """
 
     loss: Tensor
     count: int
-    correct: Optional[Tensor] = None
+    metrics: Mapping[str, Tensor] = field(default_factory=dict)
 
 
 class EvalPass:
@@ -104,7 +107,7 @@ class TrainStep(Protocol):
 
 
 class Task:
-    """The base of every task; :class:`pedconv.training.classify.Classification` is ``pedconv train``'s.
+    """The base of every task (:class:`pedconv.tasks.classification.Classification` is ``pedconv train``'s).
 
     Class attributes:
         name: the command word (``"detect"``); train and eval are its sub-commands.
@@ -122,6 +125,8 @@ class Task:
     result_metrics: tuple[str, ...] = ()
     defaults: ClassVar[Mapping[str, Any]] = {}
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    evaluates_checkpoints_of: tuple[str, ...] = ()
+    """Other commands whose checkpoints this task's ``eval`` also takes (``pedconv adv eval``: ``pedconv train``'s)."""
     probe_with_images: bool = False
     """Whether a random image batch can probe the model in training mode (DDP's unused-parameter check)."""
 
@@ -132,7 +137,7 @@ class Task:
 
     @property
     def curve_metrics(self) -> tuple[str, ...]:
-        """The metrics ``curves.png`` plots against epoch (none: train/val top-1)."""
+        """The metrics ``curves.png`` plots (a ``val_X`` with its ``train_X``); default: the result metrics."""
         return self.result_metrics
 
     def replay(self, args: argparse.Namespace) -> int:

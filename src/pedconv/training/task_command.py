@@ -29,7 +29,8 @@ from ..errors import CheckpointError, EvalError, UsageError
 from ..utils.atomic import atomic_write_text
 from ..utils.options import check_output_folder
 from ..utils.reporting import json_ready
-from .config import add_eval_run_arguments, add_model_kwargs_argument, build_train_parser
+from .checkpoint import load_training_checkpoint
+from .config import add_eval_run_arguments, add_model_kwargs_argument, build_train_parser, config_layer, validate_args
 from .data import ShardBatchSampler, make_loader
 from .distributed import DistEnv, resolve_device
 from .model import ModelArgs
@@ -42,8 +43,8 @@ class TaskCommand:
     """The ``build_parser`` / ``config_layer`` / ``validate_args`` / ``run`` hooks of
     :mod:`pedconv.cli` for ``pedconv <task> train|eval``.
 
-    >>> from pedconv.training.classify import Classification
-    >>> command = TaskCommand(Classification)
+    >>> from pedconv.tasks.detection.task import Detection
+    >>> command = TaskCommand(Detection)
     >>> parser = argparse.ArgumentParser()
     >>> command.build_parser(parser).parse_args(["eval", "--checkpoint", "best.pt"]).action
     'eval'
@@ -70,8 +71,8 @@ class TaskCommand:
 
     def _eval_arguments(self, p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("model")
-        g.add_argument("--checkpoint", default=None, help=f"a checkpoint written by `{self.task.train_command}`"
-                       + (" or `pedconv train`" if self.task.name == "adv" else ""))
+        writers = " or ".join(f"`{c}`" for c in (self.task.train_command, *self.task.evaluates_checkpoints_of))
+        g.add_argument("--checkpoint", default=None, help=f"a checkpoint written by {writers}")
         g.add_argument("--model", default=None, help="a registered model name (with --weights, or random init)")
         add_model_kwargs_argument(g, "builder options for --model, values parsed as YAML")
         g.add_argument("--weights", default=None, help="a state dict file for --model")
@@ -91,8 +92,6 @@ class TaskCommand:
         """``train``: the preset and ``--config`` / resumed-run layers, under the flags."""
         if args.action != "train" or self.train_parser is None:
             return {}
-        from .train import config_layer
-
         layer = config_layer(args, self.train_parser, self.task)
         self.train_parser.set_defaults(**layer)  # the sub-command's own defaults are the ones argparse uses
         return layer
@@ -100,8 +99,6 @@ class TaskCommand:
     def validate_args(self, args: argparse.Namespace) -> None:
         """Check the options before anything is loaded."""
         if args.action == "train":
-            from .train import validate_args
-
             validate_args(args, self.task)
             return
         if (args.checkpoint is None) == (args.model is None):
@@ -192,8 +189,6 @@ def evaluate_task(task: Task, args: argparse.Namespace, eval_parser: argparse.Ar
     device = resolve_device(args.device)
     saved: dict[str, Any] = {}
     if args.checkpoint is not None:
-        from .checkpoint import load_training_checkpoint
-
         saved = dict(load_training_checkpoint(args.checkpoint).get("config") or {})
     options = _options(task, args, eval_parser, saved)
     spec = task.build_data(options, need_train=False)

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pedconv.tasks.adversarial import NormalizedModel
-from pedconv.training.data import DataSpec, build_data
+from pedconv.tasks.classification.data import build_data
+from pedconv.training.data import DataSpec
 
 TRAIN_IMAGES, ATTACK_IMAGES, EPOCHS, BATCH = 6000, 384, 2, 64
 

@@ -39,7 +39,7 @@ def test_first_forward_is_the_classification_forward():
     r = step(net, (images, labels), seed=7)
     x = BatchPreprocessor(MEAN, STD, augment=True, pad=4)(images, seed=7)
     torch.testing.assert_close(r.loss, F.cross_entropy(net(x), labels))
-    assert r.count == 4 and int(r.correct) == int((net(x).argmax(1) == labels).sum())
+    assert r.count == 4 and int(r.metrics["top1"]) == 100 * int((net(x).argmax(1) == labels).sum())
 
 
 def test_delta_persists_is_updated_by_eps_sign_grad_and_clipped():

@@ -93,7 +93,8 @@ class FreeAdversarialStep:
             out = model(z)
             loss = F.cross_entropy(out.float(), y)
         correct = (out.detach().argmax(1) == y).sum()
-        return StepResult(loss=loss, count=int(y.shape[0]), correct=correct)
+        # top-1 on the perturbed batch, as a sum of per-image percentages (train_top1 in metrics.jsonl)
+        return StepResult(loss=loss, count=int(y.shape[0]), metrics={"top1": 100.0 * correct})
 
     @torch.no_grad()
     def after_backward(self) -> None:

@@ -20,12 +20,12 @@ import torch.nn as nn
 from torch.utils.data import Subset
 
 from ...errors import UsageError
-from ...training.config import add_image_data_arguments
-from ...training.data import BatchPreprocessor, DataSpec, ShardBatchSampler, build_data, make_loader
+from ...training.data import BatchPreprocessor, DataSpec, ShardBatchSampler, make_loader
 from ...training.model import ModelArgs
 from ...training.recipe import amp_dtype
 from ...training.task import Task, TrainStep
 from ...utils.options import positive_int
+from ..classification.data import add_image_data_arguments, build_data
 from .attacks import PAPER_EPS, NormalizedModel, parse_eps, robust_accuracy
 from .free import FreeAdversarialStep
 
@@ -61,6 +61,7 @@ class AdversarialTask(Task):
     default_model = "pedconv_cifar_resnet20"
     best_metric = "pgd10"
     result_metrics: tuple[str, ...] = ("natural", "pgd10", "pgd50")
+    evaluates_checkpoints_of = ("pedconv train",)  # a classifier trained without attacks, under attack
     probe_with_images = True
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "paper": {"_help": "Table 4: pedconv_resnet50 on ImageNet (--data-dir), Free AT m=4 at eps 4/255, 92/m = 23 "

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import DataError
+from ...errors import DataError
 
 __all__ = ["DEBIAN_FASHION_MNIST", "FASHION_MNIST_CLASSES", "find_idx", "load_cifar", "load_fashion_mnist", "read_idx"]
 

@@ -27,18 +27,19 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError, EvalError, UsageError
-from ..models.authors import AUTHORS_ARCHS, load_authors_checkpoint
-from ..tools.flops import parameter_summary, profile_model
-from ..utils.atomic import atomic_write_text
-from ..utils.options import check_output_folder
-from .config import add_data_arguments, add_eval_run_arguments, add_model_kwargs_argument
-from .data import BatchPreprocessor, DataSpec, ShardBatchSampler, build_data, make_loader
-from .distributed import DistEnv, resolve_device
-from .loop import evaluate
-from .model import ModelArgs, build_model
-from .recipe import amp_dtype
-from .resume import model_from_checkpoint
+from ...errors import CheckpointError, EvalError, UsageError
+from ...models.authors import AUTHORS_ARCHS, load_authors_checkpoint
+from ...tools.flops import parameter_summary, profile_model
+from ...training.config import add_eval_run_arguments, add_model_kwargs_argument
+from ...training.data import BatchPreprocessor, DataSpec, ShardBatchSampler, make_loader
+from ...training.distributed import DistEnv, resolve_device
+from ...training.model import ModelArgs, build_model
+from ...training.recipe import amp_dtype
+from ...training.resume import model_from_checkpoint
+from ...utils.atomic import atomic_write_text
+from ...utils.options import check_output_folder
+from .data import add_data_arguments, build_data
+from .task import evaluate_classifier
 
 __all__ = ["CheckpointError", "EvalError", "build_parser", "evaluate_args", "evaluate_model", "main", "run",
            "validate_args"]
@@ -157,7 +158,7 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, ModelArgs, DataSpec, Opt
 def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as described by parsed ``args``; returns the result dict (``pedconv eval`` prints it).
 
-    >>> from pedconv.training import evaluate as ev
+    >>> from pedconv.tasks.classification import evaluate as ev
     >>> args = ev.build_parser().parse_args(["--model", "cifar_resnet20", "--val-subset", "64"])
     >>> r = ev.evaluate_args(args)
     >>> sorted(r)[:4]
@@ -177,7 +178,7 @@ def evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
     pre = BatchPreprocessor(spec.mean, spec.std, size=size, out_chans=out_chans, channels_last=args.channels_last)
     loader = make_loader(spec, spec.val, ShardBatchSampler(spec.num_val, args.batch_size), device, args.workers)
     dtype = amp_dtype(device, args.amp_dtype) if args.amp else None
-    metrics = evaluate(model, loader, pre, DistEnv(device=device), args.amp, dtype)
+    metrics = evaluate_classifier(model, loader, pre, DistEnv(device=device), args.amp, dtype)
     result: dict[str, Any] = {
         "model": margs.name, "model_kwargs": margs.kwargs, **info, "data": spec.name,
         "images": int(metrics["val_images"]),
@@ -237,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     >>> main(["--checkpoint", "/nonexistent.pt"])  # stderr: pedconv eval: error: ... does not exist
     1
     """
-    from ..cli import main as cli_main
+    from ...cli import main as cli_main
 
     return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
 

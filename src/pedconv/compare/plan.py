@@ -1,0 +1,150 @@
+"""What a comparison runs, from its options: model specs, the shared recipe, each run's options."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import UsageError
+from ..utils.kv import KeyValueError, parse_key_values
+from .presets import PRESETS
+
+__all__ = ["ModelSpec", "Plan", "compact", "init_source", "make_plan", "parse_spec", "run_config", "shared_recipe",
+           "train_options"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name plus builder keyword arguments, with a label for tables/folders."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``NAME:key=value...`` as in tables (the spec, values compacted)."""
+        if not self.kwargs:
+            return self.name
+        return self.name + "".join(f":{k}={compact(v)}" for k, v in self.kwargs.items())
+
+    @property
+    def folder(self) -> str:
+        """The label made safe as a folder name."""
+        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.label.replace(":", "__"))
+
+
+def compact(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(compact(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """``"NAME[:key=value...]"`` -> :class:`ModelSpec` (values parsed as YAML).
+
+    Raises:
+        UsageError: an item that is not ``key=value``, or an unknown model name (with suggestions).
+
+    >>> parse_spec("pedconv_cifar_resnet20:rank=4:components=[gamma, psi]").kwargs
+    {'rank': 4, 'components': ['gamma', 'psi']}
+    """
+    name, *items = text.split(":")
+    try:
+        kwargs = parse_key_values(items)
+    except KeyValueError as e:
+        raise UsageError(f"model spec {text!r}: {e}") from None
+    from ..models import model_entrypoint
+
+    try:
+        model_entrypoint(name.strip())  # unknown names fail here, with suggestions
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return ModelSpec(name.strip(), kwargs)
+
+
+def shared_recipe(args: argparse.Namespace, preset: dict[str, Any]) -> dict[str, Any]:
+    """The `pedconv train` options every run of this comparison shares."""
+    recipe = {"data": args.data, "data_dir": args.data_dir, **preset["train"]}
+    for key in ("epochs", "train_subset", "val_subset", "batch_size", "lr"):
+        value = getattr(args, key)
+        if value is not None:
+            recipe[key] = value
+    return recipe
+
+
+def train_options(spec: ModelSpec, extra: list[str]) -> dict[str, Any]:
+    """The options that ``extra`` (the `pedconv train` flags after ``--``) set for this model."""
+    if not extra:
+        return {}
+    from ..cli import parse_args
+
+    # Not validated here: validate_args checks each run's options as a whole.
+    plain, with_extra = (vars(parse_args(["train", "--model", spec.name, *more], validate=False))
+                         for more in ([], extra))
+    return {k: v for k, v in with_extra.items() if plain.get(k) != v and k != "command"}
+
+
+def run_config(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
+                folder: Path, quiet: bool, init_from: Optional[Path] = None) -> dict[str, Any]:
+    """The `pedconv train` options of one (model, seed) run."""
+    kwargs = dict(spec.kwargs)
+    if width is not None:
+        kwargs.setdefault("width", width)
+    start = {"init_from": str(init_source(init_from, seed))} if init_from is not None else {}
+    # Precedence: train defaults < the recipe < options after `--` < this run's identity.
+    return {**recipe, **train_options(spec, extra), "model": spec.name, "model_kwargs": kwargs, "seed": seed,
+            "output": str(folder), "resume": "auto", "quiet": quiet, **start}
+
+
+def init_source(comparison: Path, seed: int) -> Path:
+    """Seed ``seed``'s run folder in ``comparison`` (a `pedconv compare` folder holding one model,
+    or one model's folder of ``seed<k>`` runs): where a fine-tuning run of that seed starts.
+
+    Raises:
+        UsageError: ``comparison`` holds no finished run of that seed, or several models.
+    """
+    direct = comparison / f"seed{seed}"
+    found = [direct] if direct.is_dir() else sorted(comparison.glob(f"runs/*/seed{seed}"))
+    if len(found) > 1:
+        raise UsageError(f"--init-from {comparison}: several models have a seed {seed} run "
+                         f"({', '.join(p.parent.name for p in found)}); name one model's folder")
+    if not found or not (found[0] / "result.json").is_file():
+        raise UsageError(f"--init-from {comparison}: no finished seed {seed} run there (run that comparison first)")
+    return found[0]
+
+
+@dataclass
+class Plan:
+    """What a comparison does, from its options: the runs, their shared recipe, the folder."""
+
+    preset: str
+    specs: list[ModelSpec]
+    seeds: list[int]
+    width: Optional[int]
+    recipe: dict[str, Any]
+    extra: list[str]
+    out: Path
+    init_from: Optional[Path] = None
+
+    @property
+    def runs(self) -> list[tuple[ModelSpec, int, Path]]:
+        """``(spec, seed, run folder)`` in the order they run: every model of seed 0, then seed 1..."""
+        return [(spec, seed, self.out / "runs" / spec.folder / f"seed{seed}") for seed in self.seeds
+                for spec in self.specs]
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    preset = PRESETS[args.preset]
+    specs = [parse_spec(s) for s in (args.models or preset["models"])]
+    if len({s.label for s in specs}) != len(specs):
+        raise UsageError("--models lists the same model spec twice")
+    return Plan(args.preset, specs, args.seeds if args.seeds is not None else preset["seeds"],
+                 args.width if args.width is not None else preset["width"], shared_recipe(args, preset),
+                 [a for a in (args.train_options or []) if a != "--"],
+                 args.output or Path("runs") / f"compare-{args.preset}",
+                 args.init_from or (Path(preset["init_from"]) if "init_from" in preset else None))
