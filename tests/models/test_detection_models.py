@@ -101,3 +101,13 @@ def test_ssd300_r50_flops_match_table_2(name):
     row = compare_to_paper([name])[0]
     assert row["input_size"] == 300
     assert abs(row["params_diff_pct"]) <= 1.0 and abs(row["macs_diff_pct"]) <= 1.0, row
+
+
+@pytest.mark.parametrize("name", ["ssd300_resnet18", "fasterrcnn_resnet18_fpn", "pedconv_fasterrcnn_resnet18_fpn"])
+def test_every_detector_takes_image_size(name):
+    """One name for the input size across the detection builders (the task passes --img-size as it):
+    SSD's square, Faster R-CNN's shorter side (torchvision's min_size, which still wins when given)."""
+    model = pedconv.create_model(name, num_classes=3, image_size=96)
+    assert model.transform.min_size == (96,)
+    if "fasterrcnn" in name:
+        assert pedconv.create_model(name, num_classes=3, image_size=96, min_size=80).transform.min_size == (80,)

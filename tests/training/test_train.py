@@ -215,11 +215,11 @@ def test_dyconv_temperature_is_annealed(tmp_path: Path) -> None:
     from pedconv.baselines import dyconv_temperature
 
     result = train(model="dyconv_cifar_resnet20", model_kwargs={"width": 4}, epochs=1, train_subset=128,
-                   val_subset=64, batch_size=32, dyconv_anneal_epochs=2.0, output=str(tmp_path / "r"), quiet=True,
+                   val_subset=64, batch_size=32, attention_anneal_epochs=2.0, output=str(tmp_path / "r"), quiet=True,
                    threads=1)
     ckpt = load_training_checkpoint(result["last_checkpoint"])
     # set before each step to the fractional epoch: the last of 4 steps is at epoch 0.75
-    assert ckpt["dyconv_temperature"] == pytest.approx(dyconv_temperature(0.75, anneal_epochs=2.0))
+    assert ckpt["attention_temperature"] == pytest.approx(dyconv_temperature(0.75, anneal_epochs=2.0))
 
 
 # ----------------------------------------------------------------------------- ImageFolder
@@ -326,3 +326,27 @@ def test_inductor_compiled_training_runs(tmp_path: Path, mode: str) -> None:
 def test_compile_options_are_checked(tmp_path: Path, capsys, flags: list[str], message: str) -> None:
     code = pedconv.cli.main(["train", "--output", str(tmp_path / "r"), *flags])
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("fashion_mnist")
+def test_a_run_written_under_the_former_option_names_still_resumes(tmp_path: Path, capsys) -> None:
+    """--dyconv-anneal-epochs became --attention-anneal-epochs, the checkpoint key dyconv_temperature
+    attention_temperature: a run folder written before still resumes, with no option reported changed."""
+    out = tmp_path / "old"
+    options = dict(model="dyconv_cifar_resnet20", model_kwargs={"width": 4}, train_subset=64, val_subset=32,
+                   batch_size=32, attention_anneal_epochs=3.0, quiet=True, threads=1)
+    train(epochs=1, output=str(out), **options)
+    args_yaml = (out / "args.yaml").read_text()
+    atomic_write_text(out / "args.yaml", args_yaml.replace("attention_anneal_epochs", "dyconv_anneal_epochs"))
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["dyconv_temperature"] = ckpt.pop("attention_temperature")
+    ckpt["config"]["dyconv_anneal_epochs"] = ckpt["config"].pop("attention_anneal_epochs")
+    torch.save(ckpt, out / "last.pt")
+    capsys.readouterr()
+    args = parse_args(["--output", str(out), "--resume", "auto", "--epochs", "2"])
+    assert args.attention_anneal_epochs == 3.0  # read from the old args.yaml key
+    resumed = train(args)
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    warning = capsys.readouterr().err
+    assert "epochs 1 -> 2" in warning and "anneal" not in warning  # only the option that did change
+    assert parse_args(["--dyconv-anneal-epochs", "4"]).attention_anneal_epochs == 4.0  # the former flag

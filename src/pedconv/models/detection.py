@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 import torchvision
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -37,12 +38,11 @@ from ._registry import check_builder_options, register_model
 # torchvision's SSD and FasterRCNN pass their **kwargs on to the image transform, which reads this too
 _TRANSFORM_EXTRA = ("_skip_resize",)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SSDResNetFeatures"]
+__all__ = ["SSDResNetFeatures"]
 
-IMAGENET_MEAN: list[float] = [0.485, 0.456, 0.406]
-"""The per-channel mean the detectors subtract from ``[0, 1]`` images (their transform does it)."""
-IMAGENET_STD: list[float] = [0.229, 0.224, 0.225]
-"""The per-channel std the detectors divide by."""
+# The detectors' transform normalises [0, 1] images with ImageNet's statistics (timm's constants,
+# the one definition the project uses: the tasks give the same to their data specs).
+IMAGENET_MEAN, IMAGENET_STD = list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)
 
 # The authors' ResNets keep the stem and the downsample 1x1 convs static (as models.zoo).
 _RESNET_POLICY = {"keep_shortcut": True}
@@ -192,10 +192,13 @@ def pedconv_ssd300_resnet18(*, num_classes: int = 91, image_size: int = 300, **k
 
 
 # ------------------------------------------------------------------------ Faster R-CNN
-def _fasterrcnn(arch: str, num_classes: int, kwargs: dict[str, Any], pedconv: bool) -> FasterRCNN:
+def _fasterrcnn(arch: str, num_classes: int, kwargs: dict[str, Any], pedconv: bool,
+                image_size: Optional[int] = None) -> FasterRCNN:
     # No pretrained weights: all five stages trainable and plain BatchNorm (torchvision freezes
     # BatchNorm only for pretrained backbones).
     options, rest = split_convert_options(kwargs) if pedconv else ({}, kwargs)
+    if image_size is not None:  # the name every detection builder shares: here, the shorter side
+        rest.setdefault("min_size", image_size)
     check_builder_options(rest, FasterRCNN.__init__, GeneralizedRCNNTransform.__init__, extra=_TRANSFORM_EXTRA,
                           builder=f"fasterrcnn_{arch}_fpn")
     backbone = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5)
@@ -206,11 +209,14 @@ def _fasterrcnn(arch: str, num_classes: int, kwargs: dict[str, Any], pedconv: bo
 
 
 @register_model
-def fasterrcnn_resnet50_fpn(*, num_classes: int = 91, **kwargs: Any) -> nn.Module:
+def fasterrcnn_resnet50_fpn(*, num_classes: int = 91, image_size: Optional[int] = None, **kwargs: Any
+                           ) -> nn.Module:
     """Faster R-CNN + FPN on ResNet-50 (torchvision's architecture, no pretrained weights).
 
     Args:
         num_classes: classes including the background (class 0).
+        image_size: the shorter side images are resized to (torchvision's ``min_size``; the name
+            every detection builder shares, ``pedconv detect --img-size``); default 800.
         **kwargs: passed to torchvision's ``FasterRCNN`` (``min_size``, ``max_size``, ...).
 
     Example:
@@ -218,11 +224,12 @@ def fasterrcnn_resnet50_fpn(*, num_classes: int = 91, **kwargs: Any) -> nn.Modul
         >>> sum(p.numel() for p in model.parameters() if p.requires_grad) == sum(p.numel() for p in model.parameters())
         True
     """
-    return _fasterrcnn("resnet50", num_classes, kwargs, pedconv=False)
+    return _fasterrcnn("resnet50", num_classes, kwargs, pedconv=False, image_size=image_size)
 
 
 @register_model
-def pedconv_fasterrcnn_resnet50_fpn(*, num_classes: int = 91, **kwargs: Any) -> nn.Module:
+def pedconv_fasterrcnn_resnet50_fpn(*, num_classes: int = 91, image_size: Optional[int] = None, **kwargs: Any
+                                   ) -> nn.Module:
     """Faster R-CNN + FPN on PEDConv-ResNet-50: the ResNet body converted (stem and shortcuts
     static), FPN and heads static.
 
@@ -235,11 +242,12 @@ def pedconv_fasterrcnn_resnet50_fpn(*, num_classes: int = 91, **kwargs: Any) -> 
         >>> sum(isinstance(m, PEDConv2d) for m in model.backbone.body.modules())
         48
     """
-    return _fasterrcnn("resnet50", num_classes, kwargs, pedconv=True)
+    return _fasterrcnn("resnet50", num_classes, kwargs, pedconv=True, image_size=image_size)
 
 
 @register_model
-def fasterrcnn_resnet18_fpn(*, num_classes: int = 91, **kwargs: Any) -> nn.Module:
+def fasterrcnn_resnet18_fpn(*, num_classes: int = 91, image_size: Optional[int] = None, **kwargs: Any
+                           ) -> nn.Module:
     """Faster R-CNN + FPN on ResNet-18 (small, for CPU runs); arguments as :func:`fasterrcnn_resnet50_fpn`.
 
     Example:
@@ -247,11 +255,12 @@ def fasterrcnn_resnet18_fpn(*, num_classes: int = 91, **kwargs: Any) -> nn.Modul
         >>> sorted(model([torch.rand(3, 64, 64)])[0])
         ['boxes', 'labels', 'scores']
     """
-    return _fasterrcnn("resnet18", num_classes, kwargs, pedconv=False)
+    return _fasterrcnn("resnet18", num_classes, kwargs, pedconv=False, image_size=image_size)
 
 
 @register_model
-def pedconv_fasterrcnn_resnet18_fpn(*, num_classes: int = 91, **kwargs: Any) -> nn.Module:
+def pedconv_fasterrcnn_resnet18_fpn(*, num_classes: int = 91, image_size: Optional[int] = None, **kwargs: Any
+                                   ) -> nn.Module:
     """Faster R-CNN + FPN on PEDConv-ResNet-18 (small, for CPU runs); as :func:`pedconv_fasterrcnn_resnet50_fpn`.
 
     Example:
@@ -259,4 +268,4 @@ def pedconv_fasterrcnn_resnet18_fpn(*, num_classes: int = 91, **kwargs: Any) -> 
         >>> {m.rank for m in model.modules() if isinstance(m, PEDConv2d)}
         {2}
     """
-    return _fasterrcnn("resnet18", num_classes, kwargs, pedconv=True)
+    return _fasterrcnn("resnet18", num_classes, kwargs, pedconv=True, image_size=image_size)

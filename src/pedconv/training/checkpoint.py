@@ -27,7 +27,8 @@ The schema, :data:`CHECKPOINT_FORMAT` ``pedconv-train-v1``:
 ``best_value``         the best value so far of the metric ``best_metric`` (classification:
                        ``val_top1``) and its ``best_epoch`` (older checkpoints: ``best_top1``)
 ``config``             the resolved options (as in ``args.yaml``)
-``dyconv_temperature`` the DY-Conv softmax temperature at the last step, or None
+``attention_temperature`` DY-Conv's softmax temperature (KernelWarehouse's tau) at the last step, or
+                       None (older checkpoints: ``dyconv_temperature``)
 ``data``               ``name``, ``num_classes``, ``in_chans``, ``input_size``, ``mean``, ``std``
 ``pedconv_version``    and ``torch_version`` that wrote it
 =====================  =====================================================================
@@ -46,6 +47,7 @@ import torch.nn as nn
 from ..baselines.temperature import annealed_attention_layers
 from ..errors import CheckpointError
 from ..utils.atomic import atomic_copy, atomic_write
+from .config import RENAMED_OPTIONS
 from .distributed import DistEnv, all_gather_object, broadcast_object
 from .state import EpochSums, RunLayout, RunProgress, capture_rng_state
 
@@ -134,7 +136,7 @@ class CheckpointSaver:
                         "global_batch": layout.global_batch, "num_samples": layout.num_samples},
             "best_metric": progress.metric, "best_value": progress.best_value, "best_epoch": progress.best_epoch,
             "config": dict(self.config),
-            "dyconv_temperature": temps[0] if temps else None, "data": dict(self.data),
+            "attention_temperature": temps[0] if temps else None, "data": dict(self.data),
             "pedconv_version": __version__, "torch_version": str(torch.__version__),
         }
 
@@ -260,7 +262,7 @@ def changed_options(ckpt: Mapping[str, Any], config: Mapping[str, Any]) -> list[
     >>> changed_options({"config": {"lr": 0.1, "quiet": False}}, {"lr": 0.2, "quiet": True})
     ['lr 0.1 -> 0.2']
     """
-    saved = ckpt["config"]
+    saved = {RENAMED_OPTIONS.get(k, k): v for k, v in ckpt["config"].items()}
     keys = sorted(k for k in set(config) | set(saved) if k not in RUNTIME_KEYS and config.get(k) != saved.get(k))
     return [f"{k} {saved.get(k)!r} -> {config.get(k)!r}" for k in keys]
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .task import Task
 
 __all__ = [
+    "RENAMED_OPTIONS",
     "ConfigError",
     "add_eval_run_arguments",
     "add_model_kwargs_argument",
@@ -60,6 +61,9 @@ __all__ = [
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``--compile``: off, or a ``torch.compile`` mode."""
 
+
+RENAMED_OPTIONS = {"dyconv_anneal_epochs": "attention_anneal_epochs"}
+"""Former option names (keys of older YAML files, ``args.yaml`` and checkpoints) -> their names now."""
 
 # Other training scripts' names for our options, for "did you mean" hints only.
 _HINTS = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "lr_base": "lr_base_batch",
@@ -199,8 +203,11 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser], task: Task) ->
     g = p.add_argument_group("dynamic convolutions")
     g.add_argument("--infomax-weight", type=non_negative, default=None,
                    help="lambda of the PEDConv info-max term (default: pedconv.INFOMAX_WEIGHT = 1e-3)")
-    g.add_argument("--dyconv-anneal-epochs", type=non_negative, default=10.0,
-                   help="DY-Conv softmax temperature goes 30 -> 1 linearly over these epochs")
+    g.add_argument("--attention-anneal-epochs", type=non_negative, default=10.0,
+                   help="the attention temperatures are annealed linearly over these epochs: DY-Conv's softmax "
+                        "temperature 30 -> 1, KernelWarehouse's tau 1 -> 0")
+    # its former name (run folders' args.yaml and checkpoints keep it; they still resume)
+    g.add_argument("--dyconv-anneal-epochs", dest="attention_anneal_epochs", type=non_negative, help=argparse.SUPPRESS)
 
     g = p.add_argument_group("hardware and distribution")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
@@ -311,11 +318,14 @@ def apply_mapping(parser: argparse.ArgumentParser, mapping: Mapping[str, Any], s
     Traceback (most recent call last):
     ...
     pedconv.errors.ConfigError: x.yaml: unknown key 'learning_rate' (did you mean 'lr'?)
+    >>> apply_mapping(build_parser(), {"dyconv_anneal_epochs": 5}, "args.yaml")  # a former name
+    {'attention_anneal_epochs': 5.0}
     """
     actions = _actions(parser)
     out: dict[str, Any] = {}
     for key, value in mapping.items():
         dest = str(key).replace("-", "_")
+        dest = RENAMED_OPTIONS.get(dest, dest)
         if dest not in actions or dest == "config":
             close = [_HINTS[dest]] if dest in _HINTS else difflib.get_close_matches(
                 dest, [d for d in actions if d != "config"], n=1, cutoff=0.6)

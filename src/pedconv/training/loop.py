@@ -56,7 +56,7 @@ class Trainer:
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
     >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
     >>> from timm.scheduler import CosineLRScheduler
-    >>> args = argparse.Namespace(seed=0, grad_accum_steps=1, infomax_weight=1e-3, dyconv_anneal_epochs=10,
+    >>> args = argparse.Namespace(seed=0, grad_accum_steps=1, infomax_weight=1e-3, attention_anneal_epochs=10,
     ...                           clip_grad=None, clip_mode="norm", amp=False, skip_nonfinite=0)
     >>> from pedconv.tasks.classification import ClassifyStep
     >>> from pedconv.training.data import BatchPreprocessor
@@ -111,7 +111,7 @@ class Trainer:
         t_start = time.perf_counter()
         batches = iter(self.loader)
         for step in range(start_step, steps):
-            anneal_attention_temperatures(self.module, epoch + step / steps, args.dyconv_anneal_epochs)
+            anneal_attention_temperatures(self.module, epoch + step / steps, args.attention_anneal_epochs)
             # --skip-nonfinite also undoes what a skipped step's forward did to the buffers
             # (BatchNorm statistics), so that a spike leaves no trace.
             buffers = [b.detach().clone() for b in self.module.buffers()] if args.skip_nonfinite else None

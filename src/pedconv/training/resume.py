@@ -89,7 +89,7 @@ def model_from_checkpoint(path: PathLike) -> tuple[nn.Module, ModelArgs, dict[st
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit {margs.name} as built now: {e}") from None
-    temperature = ckpt.get("dyconv_temperature")
+    temperature = ckpt.get("attention_temperature", ckpt.get("dyconv_temperature"))  # its former key
     if temperature is not None:
         for m in annealed_attention_layers(model):
             m.temperature = float(temperature)

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torch.utils.data import Subset
 
@@ -52,7 +53,6 @@ _SSD_PAPER = {"_help": "Table 2's SSD300 recipe (the defaults): pedconv_ssd300_r
               "_pretrained": "an ImageNet-pretrained ResNet-50 (--init-from a torchvision/timm resnet50 "
                              "state-dict file, a `pedconv train` run, or the authors' PEDConv-ResNet-50 file)"}
 
-_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision detectors normalise with
 
 
 class DetectionStep:
@@ -140,14 +140,14 @@ class Detection(Task):
         subset = Subset(val, range(min(args.val_subset, len(val)))) if args.val_subset else val
         return DataSpec(name=f"coco:{root}", train=train, val=subset,
                         num_classes=val.num_classes, in_chans=3, input_size=(args.img_size, args.img_size),
-                        mean=_MEAN, std=_STD, in_memory=False, augment_on_device=True,
+                        mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD), in_memory=False,
+                        augment_on_device=True,
                         collate_fn=collate_detection)
 
     def build_model(self, args: argparse.Namespace, spec: DataSpec) -> tuple[nn.Module, ModelArgs]:
         """The detector for the data's classes (background included) at ``--img-size``."""
         kwargs = dict(args.model_kwargs)
-        key = "image_size" if "ssd" in args.model else "min_size"
-        kwargs.setdefault(key, args.img_size)
+        kwargs.setdefault("image_size", args.img_size)  # every detection builder takes it
         return build_model(args.model, spec.num_classes, 3, kwargs)
 
     def train_step(self, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs, env: DistEnv) -> TrainStep:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torch.utils.data import Subset
 
@@ -39,7 +40,6 @@ from .metrics import SegmentationMetric
 
 __all__ = ["Segmentation", "SegmentationStep"]
 
-_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # The ADE20K 160k-iteration schedule of the UperNet/PSPNet reference implementations
 # (mmsegmentation's): 512x512 crops, global batch 16, SGD lr 0.01 momentum 0.9 weight decay
@@ -136,8 +136,9 @@ class Segmentation(Task):
                                    augment=args.augment) if need_train else val
         subset = Subset(val, range(min(args.val_subset, len(val)))) if args.val_subset else val
         return DataSpec(name=f"ade20k:{root}", train=train, val=subset, num_classes=classes, in_chans=3,
-                        input_size=(args.img_size, args.img_size), mean=_MEAN, std=_STD, in_memory=False,
-                        augment_on_device=False, collate_fn=collate_segmentation)
+                        input_size=(args.img_size, args.img_size), mean=tuple(IMAGENET_DEFAULT_MEAN),
+                        std=tuple(IMAGENET_DEFAULT_STD), in_memory=False, augment_on_device=False,
+                        collate_fn=collate_segmentation)
 
     def train_step(self, args: argparse.Namespace, spec: DataSpec, margs: ModelArgs, env: DistEnv) -> TrainStep:
         """:class:`SegmentationStep`."""
