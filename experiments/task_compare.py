@@ -47,7 +47,7 @@ from pedconv.utils.reporting import machine_description, markdown_table
 PAIRS: dict[str, tuple[str, str, str]] = {
     "detect": ("pedconv.tasks.detection.task:Detection", "ssd300_resnet18", "pedconv_ssd300_resnet18"),
     "segment": ("pedconv.tasks.segmentation.task:Segmentation", "upernet_resnet18", "pedconv_upernet_resnet18"),
-    "adv": ("pedconv.tasks.adversarial.task:AdversarialTask", "cifar_resnet20", "pedconv_cifar_resnet20"),
+    "adv": ("pedconv.tasks.adversarial.task:AdversarialTraining", "cifar_resnet20", "pedconv_cifar_resnet20"),
 }
 
 

@@ -97,7 +97,7 @@ def test_authors_checkpoint_errors(tmp_path):
 def test_init_from_the_authors_file_loads_a_pedconv_task_models_backbone(tmp_path):
     """`--init-from` the authors' released file: converted by load_authors_checkpoint, then placed
     as the backbone of a PEDConv segmenter (the dynamic convs' generators included)."""
-    from pedconv.training.model import ModelArgs, start_from_run
+    from pedconv.training.model_setup import ModelArgs, start_from_run
 
     ref = _authors_model("resnet18")
     torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "authors.pth")

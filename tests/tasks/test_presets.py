@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from pedconv.tasks.adversarial.task import AdversarialTask
+from pedconv.tasks.adversarial.task import AdversarialTraining
 from pedconv.tasks.detection.task import Detection
 from pedconv.tasks.segmentation.task import Segmentation
 from pedconv.training.config import build_train_parser, preset_values
@@ -33,7 +33,7 @@ def test_the_paper_lr_follows_the_global_batch(task, reference_batch, reference_
 
 
 def test_free_adversarial_training_uses_the_references_optimizer_and_schedule():
-    args = _paper(AdversarialTask())
+    args = _paper(AdversarialTraining())
     assert (args.opt, args.momentum, args.nesterov, args.weight_decay, args.wd_norm_bias) == ("sgd", 0.9, False,
                                                                                                 1e-4, True)
     assert (args.sched, list(args.decay_milestones), args.decay_rate, args.epochs) == ("multistep", [8.0, 16.0],

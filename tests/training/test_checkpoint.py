@@ -14,7 +14,7 @@ from pedconv.errors import CheckpointError
 from pedconv.tasks.classification import train
 from pedconv.training.checkpoint import CHECKPOINT_FORMAT, CheckpointSaver, atomic_save, load_training_checkpoint
 from pedconv.training.distributed import DistEnv
-from pedconv.training.model import ModelArgs
+from pedconv.training.model_setup import ModelArgs
 from pedconv.training.resume import restore_training_state
 from pedconv.training.state import EpochSums, RunLayout, RunProgress, capture_rng_state, restore_rng_state
 

@@ -132,7 +132,7 @@ def test_finetuning_starts_each_seed_from_that_seeds_static_run(tmp_path, capsys
     record = json.loads((ft / "runs" / "pedconv_cifar_resnet20" / "seed0" / "result.json").read_text())
     assert record["identity"]["init_from"] == str(base)
     # The converted model built from the pretrained weights computes what they compute.
-    from pedconv.training.model import ModelArgs, start_from_run
+    from pedconv.training.model_setup import ModelArgs, start_from_run
 
     margs = ModelArgs(**record["model_args"])
     x = torch.randn(2, 1, 28, 28)

@@ -15,7 +15,7 @@ from torch import Tensor
 from pedconv.training.checkpoint import load_training_checkpoint
 from pedconv.training.data import DataSpec, TensorImageDataset, collate_batch
 from pedconv.training.distributed import DistEnv
-from pedconv.training.model import ModelArgs
+from pedconv.training.model_setup import ModelArgs
 from pedconv.training.task import StepResult, Task, TrainStep
 from pedconv.training.task_command import TaskCommand
 from pedconv.training.train import train

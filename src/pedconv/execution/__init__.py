@@ -1,7 +1,7 @@
 """How the per-sample convolution of Eq. (3) is executed: exact strategies and their dispatch.
 
 * :mod:`.dispatch`   the entry points :func:`pedconv_conv2d` (and ``1d``/``3d``), :data:`STRATEGIES`, ``auto``
-* :mod:`.factored`, :mod:`.materialize`, :mod:`.hybrid`, :mod:`.simple`   one strategy each
+* :mod:`.factored`, :mod:`.materialize`, :mod:`.hybrid`, :mod:`.slow`   one strategy each
 * :mod:`.export`     the factored strategy's export form (tracing/ONNX): constant conv weights, lean graph
 * :mod:`.spatial`    the spatial-dynamic (per-pixel) depthwise convolution
 * :mod:`.geometry`   conv geometry (1-, 2- and 3-D) shared by every layer and strategy

@@ -14,8 +14,8 @@ strategy            module                                    ``auto`` picks it 
 ``"hybrid"``        :mod:`pedconv.execution.hybrid`           (measured slower than materialize)
 ``"triton"``        :mod:`pedconv.execution.fused`            CUDA layers of the kinds measured faster
                     (fused Triton kernels; CPU: interpreter)  (:attr:`AutoThresholds.fused_kinds`)
-``"naive"``         :mod:`pedconv.execution.simple`           (benchmark baseline)
-``"loop"``          :mod:`pedconv.execution.simple`           (reference; slow)
+``"naive"``         :mod:`pedconv.execution.slow`             (benchmark baseline)
+``"loop"``          :mod:`pedconv.execution.slow`             (reference; slow)
 ==================  ========================================  =============================
 
 A strategy is a function ``(x, weight, bias, factors, geometry) -> y``; a new one is one more
@@ -43,7 +43,7 @@ from .fused import fused
 from .geometry import ConvGeometry, spatial_numel
 from .hybrid import hybrid
 from .materialize import materialize
-from .simple import loop, naive
+from .slow import loop, naive
 
 __all__ = [
     "AUTO_THRESHOLDS",

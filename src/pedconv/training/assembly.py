@@ -20,10 +20,10 @@ from ..errors import CheckpointError, DataError, TrainError
 from .checkpoint import CheckpointSaver, changed_options, check_layout, check_model_compatible, load_shared_checkpoint
 from .data import DataSpec, GlobalBatchSampler, ShardBatchSampler, make_loader
 from .distributed import DistEnv, broadcast_object, needs_find_unused_parameters
-from .model import ModelArgs, start_from_run
+from .model_setup import ModelArgs, start_from_run
 from .recipe import amp_dtype, build_optimizer, build_scheduler, effective_lr, grad_scaler
-from .report import Reporter
 from .resume import restore_session, restore_training_state
+from .run_log import Reporter
 from .state import EpochSums, RunLayout, RunProgress, seed_everything
 from .task import Task, TrainStep
 

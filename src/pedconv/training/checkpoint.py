@@ -14,7 +14,7 @@ The schema, :data:`CHECKPOINT_FORMAT` ``pedconv-train-v1``:
 =====================  =====================================================================
 ``format``             :data:`CHECKPOINT_FORMAT`
 ``model``              the unwrapped model's state dict
-``model_args``         :class:`~pedconv.training.model.ModelArgs` as a dict (rebuilds the model)
+``model_args``         :class:`~pedconv.training.model_setup.ModelArgs` as a dict (rebuilds the model)
 ``optimizer``          the optimizer's state dict (``scheduler``: the timm scheduler's)
 ``scaler``             the GradScaler's state dict, or None when it is off
 ``epoch``              epochs completed; ``batches_done``: optimizer steps into the next one
@@ -52,7 +52,7 @@ from .distributed import DistEnv, all_gather_object, broadcast_object
 from .state import EpochSums, RunLayout, RunProgress, capture_rng_state
 
 if TYPE_CHECKING:  # the model module reads checkpoints (--init-from); this one only stores ModelArgs.as_dict()
-    from .model import ModelArgs
+    from .model_setup import ModelArgs
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -17,7 +17,7 @@ from ..errors import CheckpointError
 from .checkpoint import load_training_checkpoint
 from .data import mix_seed
 from .distributed import DistEnv
-from .model import ModelArgs
+from .model_setup import ModelArgs
 from .state import EpochSums, RunProgress, restore_rng_state, seed_everything
 
 __all__ = ["model_from_checkpoint", "restore_session", "restore_training_state"]
@@ -76,7 +76,7 @@ def restore_session(ckpt: Mapping[str, Any], env: DistEnv, seed: int, warn: Call
 
 def model_from_checkpoint(path: PathLike) -> tuple[nn.Module, ModelArgs, dict[str, Any]]:
     """Rebuild the model a training checkpoint holds (weights and DY-Conv temperature); also its
-    :class:`~pedconv.training.model.ModelArgs` and the checkpoint itself.
+    :class:`~pedconv.training.model_setup.ModelArgs` and the checkpoint itself.
 
     Raises:
         FileNotFoundError, CheckpointError: as :func:`load_training_checkpoint`, or when the

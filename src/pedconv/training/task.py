@@ -32,7 +32,7 @@ from .distributed import DistEnv
 
 if TYPE_CHECKING:
     from .data import DataSpec
-    from .model import ModelArgs
+    from .model_setup import ModelArgs
 
 __all__ = ["EvalPass", "StepResult", "Task", "TrainStep"]
 
@@ -167,7 +167,7 @@ class Task:
     def build_model(self, args: argparse.Namespace, spec: DataSpec) -> tuple[nn.Module, ModelArgs]:
         """The model for ``spec``: ``args.model`` with ``args.model_kwargs``, ``spec.num_classes``
         outputs (raises ValueError for an unknown model or options it rejects)."""
-        from .model import build_model
+        from .model_setup import build_model
 
         return build_model(args.model, spec.num_classes, spec.in_chans, args.model_kwargs)
 

@@ -33,7 +33,7 @@ from .checkpoint import load_training_checkpoint
 from .config import add_eval_run_arguments, add_model_kwargs_argument, build_train_parser, config_layer, validate_args
 from .data import ShardBatchSampler, make_loader
 from .distributed import DistEnv, resolve_device
-from .model import ModelArgs
+from .model_setup import ModelArgs
 from .task import Task
 
 __all__ = ["TaskCommand", "evaluate_task"]

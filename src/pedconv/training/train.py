@@ -6,7 +6,7 @@ the given values) and a :class:`~pedconv.training.task.Task`, holds the run fold
 (:mod:`.run_folder`), builds the run (:mod:`.assembly`) or resumes it (:mod:`.resume`), and
 runs the epochs: the :class:`~pedconv.training.loop.Trainer`'s steps, the task's evaluation,
 ``last.pt``/``best.pt`` (:mod:`.checkpoint`), ``metrics.jsonl``, ``curves.png`` and ``log.txt``
-(:mod:`.report`). SIGINT/SIGTERM stop after the step in flight with ``last.pt`` saved
+(:mod:`.run_log`). SIGINT/SIGTERM stop after the step in flight with ``last.pt`` saved
 (:mod:`.interruption`); a non-finite loss stops before anything is saved. The commands of the
 tasks (``pedconv train``, ``pedconv detect train``, ...) are :func:`run` with their task; the
 user's manual is :mod:`pedconv.tasks.classification.command`.
@@ -50,8 +50,8 @@ from .data import mix_seed
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_object, cleanup, init_distributed
 from .interruption import StopRequests
 from .loop import Trainer
-from .report import Reporter, plot_curves, write_metrics
 from .run_folder import ARTIFACTS, decide_resume, output_folder, resume_hint, start_line_device
+from .run_log import Reporter, plot_curves, write_metrics
 from .state import EpochSums, RunProgress, seed_everything
 from .task import Task
 

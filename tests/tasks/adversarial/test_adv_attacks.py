@@ -201,9 +201,9 @@ def test_robust_accuracy_with_eps_zero_and_a_distributed_env_shape():
 
 
 def test_argparse_type_reports_the_parse_eps_message():
-    from pedconv.tasks.adversarial import AdversarialTask
+    from pedconv.tasks.adversarial import AdversarialTraining
 
     p = argparse.ArgumentParser(exit_on_error=False)
-    AdversarialTask().add_arguments(p)
+    AdversarialTraining().add_arguments(p)
     with pytest.raises(argparse.ArgumentError, match="zero denominator"):
         p.parse_args(["--eps", "1/0"])

@@ -1,4 +1,4 @@
-"""The draft AdversarialTask against the Task interface of pedconv.training.task."""
+"""The draft AdversarialTraining against the Task interface of pedconv.training.task."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from pedconv.errors import UsageError
-from pedconv.tasks.adversarial import PAPER_EPS, AdversarialTask, FreeAdversarialStep
+from pedconv.tasks.adversarial import PAPER_EPS, AdversarialTraining, FreeAdversarialStep
 from pedconv.training.data import ShardBatchSampler, make_loader
 from pedconv.training.distributed import DistEnv
 from pedconv.training.task import Task
 
 
-def _args(task: AdversarialTask, *argv: str) -> argparse.Namespace:
+def _args(task: AdversarialTraining, *argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     task.add_arguments(p)
     args = p.parse_args(list(argv))
@@ -29,7 +29,7 @@ def _args(task: AdversarialTask, *argv: str) -> argparse.Namespace:
 
 
 def test_defaults_are_the_papers():
-    task = AdversarialTask()
+    task = AdversarialTraining()
     args = _args(task)
     assert isinstance(task, Task) and task.name == "adv"
     assert args.eps == PAPER_EPS and args.replay == 4 and args.pgd_steps == [10, 50] and args.pgd_alpha is None
@@ -38,16 +38,16 @@ def test_defaults_are_the_papers():
 
 
 def test_options_and_refusals():
-    task = AdversarialTask()
+    task = AdversarialTraining()
     args = _args(task, "--eps", "0.02", "--replay", "8", "--pgd-steps", "20", "20", "5", "--pgd-alpha", "1/255")
     assert args.pgd_steps == [20, 5] and task.result_metrics == ("natural", "pgd20", "pgd5")
     assert task.replay(args) == 8 and args.pgd_alpha == pytest.approx(1 / 255)
     with pytest.raises(UsageError, match="--mixup"):
-        bad = _args(AdversarialTask())
+        bad = _args(AdversarialTraining())
         bad.mixup = 0.2
-        AdversarialTask().check_args(bad)
+        AdversarialTraining().check_args(bad)
     with pytest.raises(SystemExit):
-        _args(AdversarialTask(), "--eps", "8")  # 0-255 units: refused by argparse (exit 2)
+        _args(AdversarialTraining(), "--eps", "8")  # 0-255 units: refused by argparse (exit 2)
 
 
 def test_data_model_step_and_evaluate_fit_together(single_thread):
@@ -56,7 +56,7 @@ def test_data_model_step_and_evaluate_fit_together(single_thread):
 
 
 def _fit_together() -> None:
-    task = AdversarialTask()
+    task = AdversarialTraining()
     args = _args(task, "--pgd-steps", "2", "1", "--attack-subset", "24")
     try:
         spec = task.build_data(args)

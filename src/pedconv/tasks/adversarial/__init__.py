@@ -7,13 +7,13 @@ and PGD-50 (Madry et al., ICLR 2018).
 * :mod:`.attacks` -- :func:`parse_eps`, :class:`NormalizedModel` (normalisation inside, so
   attacks work on [0, 1] pixels), :func:`pgd_attack`, :func:`robust_accuracy`;
 * :mod:`.free` -- :class:`FreeAdversarialStep`, the training step with its persistent δ;
-* :mod:`.task` -- :class:`AdversarialTask`, the ``pedconv adv`` task (options, data, model,
+* :mod:`.task` -- :class:`AdversarialTraining`, the ``pedconv adv`` task (options, data, model,
   step, metrics).
 """
 
 from .attacks import PAPER_EPS, NormalizedModel, default_alpha, parse_eps, pgd_attack, robust_accuracy
 from .free import FreeAdversarialStep
-from .task import AdversarialTask
+from .task import AdversarialTraining
 
-__all__ = ["PAPER_EPS", "AdversarialTask", "FreeAdversarialStep", "NormalizedModel", "default_alpha",
+__all__ = ["PAPER_EPS", "AdversarialTraining", "FreeAdversarialStep", "NormalizedModel", "default_alpha",
            "parse_eps", "pgd_attack", "robust_accuracy"]

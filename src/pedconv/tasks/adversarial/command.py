@@ -22,9 +22,9 @@ with ``natural``, ``pgd10`` and ``pgd50``.
 from __future__ import annotations
 
 from ...training.task_command import TaskCommand
-from .task import AdversarialTask
+from .task import AdversarialTraining
 
-_COMMAND = TaskCommand(AdversarialTask)
+_COMMAND = TaskCommand(AdversarialTraining)
 build_parser = _COMMAND.build_parser
 config_layer = _COMMAND.config_layer
 validate_args = _COMMAND.validate_args

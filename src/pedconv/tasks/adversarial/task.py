@@ -21,7 +21,7 @@ from torch.utils.data import Subset
 
 from ...errors import UsageError
 from ...training.data import BatchPreprocessor, DataSpec, ShardBatchSampler, make_loader
-from ...training.model import ModelArgs
+from ...training.model_setup import ModelArgs
 from ...training.recipe import amp_dtype
 from ...training.task import Task, TrainStep
 from ...utils.options import positive_int
@@ -32,7 +32,7 @@ from .free import FreeAdversarialStep
 if TYPE_CHECKING:
     from ...training.distributed import DistEnv
 
-__all__ = ["AdversarialTask"]
+__all__ = ["AdversarialTraining"]
 
 
 def _eps_type(text: str) -> float:
@@ -42,7 +42,7 @@ def _eps_type(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-class AdversarialTask(Task):
+class AdversarialTraining(Task):
     """Free adversarial training (Shafahi et al. 2019, m = ``--replay``) evaluated by PGD.
 
     ``evaluate`` returns ``natural``, ``pgd{k}`` for each ``--pgd-steps`` k (default 10 and
@@ -50,7 +50,7 @@ class AdversarialTask(Task):
     by default), with ``images`` and ``eval_images_per_s``. ``best.pt`` follows the first
     PGD metric (``pgd10``).
 
-    >>> task = AdversarialTask()
+    >>> task = AdversarialTraining()
     >>> p = argparse.ArgumentParser(); task.add_arguments(p)
     >>> args = p.parse_args(["--eps", "8/255", "--pgd-steps", "20"]); task.check_args(args)
     >>> round(args.eps * 255, 6), args.replay, task.best_metric, task.result_metrics
@@ -163,3 +163,7 @@ class AdversarialTask(Task):
                                  else None)
         result["val_images"] = result.pop("images")
         return result
+
+
+AdversarialTask = AdversarialTraining
+"""Its former name (named like :class:`~pedconv.tasks.detection.task.Detection` now)."""

@@ -53,8 +53,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
-from ...training import config as _config
-from ...training import train as _train
+from ...training.config import build_train_parser
+from ...training.config import config_layer as task_config_layer
+from ...training.config import validate_args as validate_task_args
+from ...training.train import run as run_task
+from ...training.train import train as train_task
 from .task import Classification
 
 __all__ = ["build_parser", "config_layer", "main", "parse_args", "run", "train", "validate_args"]
@@ -71,17 +74,17 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     if parser is None:
         parser = argparse.ArgumentParser(prog=_TASK.train_command, description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    return _config.build_train_parser(parser, _TASK)
+    return build_train_parser(parser, _TASK)
 
 
 def config_layer(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """The values under the command line: ``--preset``, then ``--config`` (or a resumed run's ``args.yaml``)."""
-    return _config.config_layer(args, parser, _TASK)
+    return task_config_layer(args, parser, _TASK)
 
 
 def validate_args(args: argparse.Namespace) -> None:
     """Refuse options that cannot work, before anything is loaded (:func:`pedconv.training.config.validate_args`)."""
-    _config.validate_args(args, _TASK)
+    validate_task_args(args, _TASK)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -110,12 +113,12 @@ def train(config: Union[str, os.PathLike, Mapping[str, Any], argparse.Namespace,
         >>> r["best_metric"], r["output_dir"] == out  # doctest: +SKIP
         ('val_top1', True)
     """
-    return _train.train(config, _TASK, on_epoch=on_epoch, **overrides)
+    return train_task(config, _TASK, on_epoch=on_epoch, **overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     """``pedconv train`` on parsed options: the exit status (errors propagate to :func:`pedconv.cli.main`)."""
-    return _train.run(args, _TASK)
+    return run_task(args, _TASK)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -33,7 +33,7 @@ from ...tools.flops import parameter_summary, profile_model
 from ...training.config import add_eval_run_arguments, add_model_kwargs_argument
 from ...training.data import BatchPreprocessor, DataSpec, ShardBatchSampler, make_loader
 from ...training.distributed import DistEnv, resolve_device
-from ...training.model import ModelArgs, build_model
+from ...training.model_setup import ModelArgs, build_model
 from ...training.recipe import amp_dtype
 from ...training.resume import model_from_checkpoint
 from ...utils.atomic import atomic_write_text

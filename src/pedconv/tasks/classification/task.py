@@ -21,7 +21,7 @@ from torch import Tensor
 from ...errors import TrainOptionsError
 from ...training.data import BatchPreprocessor, DataSpec
 from ...training.distributed import DistEnv, all_reduce_sum, sync_device
-from ...training.model import ModelArgs
+from ...training.model_setup import ModelArgs
 from ...training.recipe import amp_dtype, autocast, build_criterion
 from ...training.task import StepResult, Task, TrainStep
 from ...utils.options import non_negative, number, probability

@@ -31,7 +31,7 @@ from torch.utils.data import Subset
 from ...errors import DataError
 from ...training.data import DataSpec
 from ...training.distributed import DistEnv
-from ...training.model import ModelArgs, build_model
+from ...training.model_setup import ModelArgs, build_model
 from ...training.task import EvalPass, StepResult, Task, TrainStep
 from ...utils.options import positive_int
 from ..offline import add_offline_arguments, offline_root

@@ -30,7 +30,7 @@ from torch.utils.data import Subset
 
 from ...training.data import BatchPreprocessor, DataSpec
 from ...training.distributed import DistEnv
-from ...training.model import ModelArgs
+from ...training.model_setup import ModelArgs
 from ...training.recipe import autocast
 from ...training.task import EvalPass, StepResult, Task, TrainStep
 from ...utils.options import positive_int

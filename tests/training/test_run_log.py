@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from pedconv.training.report import Reporter
+from pedconv.training.run_log import Reporter
 
 
 def test_progress_plain_lines_and_bar() -> None:

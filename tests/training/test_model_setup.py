@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pedconv.training.model import ModelArgs, build_model
+from pedconv.training.model_setup import ModelArgs, build_model
 
 
 def test_build_model_passes_the_dataset_channels_where_the_builder_takes_them() -> None:
@@ -40,7 +40,7 @@ def test_init_from_a_classification_run_loads_the_task_models_backbone(tmp_path,
     segmenter used to leave it random without a word (their builders swallow static_weights).
     Now the backbone takes it (static into PEDConv as the base weights), reported in one line."""
     import pedconv
-    from pedconv.training.model import start_from_run
+    from pedconv.training.model_setup import start_from_run
 
     resnet = pedconv.create_model("resnet18")
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_init_from_a_classification_run_loads_the_task_models_backbone(tmp_path,
 
 def test_init_from_a_run_that_fits_nothing_is_an_error(tmp_path) -> None:
     import pedconv
-    from pedconv.training.model import start_from_run
+    from pedconv.training.model_setup import start_from_run
 
     _checkpoint_of(pedconv.create_model("cifar_resnet20", width=3), tmp_path / "last.pt")
     with pytest.raises(ValueError, match="none of its weight tensors fit upernet_resnet18"):
@@ -66,7 +66,7 @@ def test_init_from_a_run_that_fits_nothing_is_an_error(tmp_path) -> None:
 
 def test_init_from_a_run_of_the_same_network_loads_it(tmp_path) -> None:
     import pedconv
-    from pedconv.training.model import start_from_run
+    from pedconv.training.model_setup import start_from_run
 
     source = pedconv.create_model("cifar_resnet20", width=8)
     _checkpoint_of(source, tmp_path / "best.pt")
@@ -83,7 +83,7 @@ def test_init_from_a_torchvision_state_dict_file(tmp_path, capsys) -> None:
     import torchvision
 
     import pedconv
-    from pedconv.training.model import start_from_run
+    from pedconv.training.model_setup import start_from_run
 
     resnet = torchvision.models.resnet18()
     torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
