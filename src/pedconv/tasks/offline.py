@@ -28,7 +28,11 @@ def cache_dir() -> Path:
 
 
 def add_offline_arguments(group: Any) -> None:
-    """The options of the offline scene set, added to an argument group."""
+    """The options the scene tasks share, added to their data group: ``--val-subset``,
+    ``--workers`` and those of the offline scene set."""
+    group.add_argument("--val-subset", type=positive_int, default=None,
+                       help="evaluate on the first N validation images")
+    group.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: min(4, CPUs))")
     group.add_argument("--offline-scenes", type=positive_int, default=512,
                        help="offline set (no --data-dir): training scenes")
     group.add_argument("--val-scenes", type=positive_int, default=128, help="offline set: validation scenes")

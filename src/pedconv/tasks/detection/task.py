@@ -120,9 +120,6 @@ class Detection(Task):
                        help="detector input size (SSD: the square it resizes to; Faster R-CNN: the shorter side)")
         g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                        help="random horizontal flips in training")
-        g.add_argument("--val-subset", type=positive_int, default=None,
-                       help="evaluate on the first N validation images")
-        g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: min(4, CPUs))")
         add_offline_arguments(g)
 
     def build_data(self, args: argparse.Namespace, need_train: bool = True) -> DataSpec:

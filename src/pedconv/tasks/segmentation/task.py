@@ -118,9 +118,6 @@ class Segmentation(Task):
                             "resized too: faster, not comparable to published numbers)")
         g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                        help="random horizontal flips and scale-crops in training")
-        g.add_argument("--val-subset", type=positive_int, default=None,
-                       help="evaluate on the first N validation images")
-        g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: min(4, CPUs))")
         add_offline_arguments(g)
 
     def build_data(self, args: argparse.Namespace, need_train: bool = True) -> DataSpec:
