@@ -12,7 +12,7 @@ import time
 import pytest
 
 import pedconv
-import pedconv.tasks.classification
+import pedconv.training.train
 from pedconv import compare
 from pedconv.cli import parse_args
 from pedconv.tools.flops import format_count, profile_model
@@ -172,8 +172,30 @@ def test_model_specs():
 def test_cli_errors(capsys):
     assert compare.main(["--models", "no_such_model", "--output", "/tmp/never"]) == 2
     assert "unknown model" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        compare.build_parser().parse_args(["--preset", "nope"])
+    assert compare.main(["--preset", "nope", "--output", "/tmp/never"]) == 2
+    assert "--preset nope: choose one of ablations" in capsys.readouterr().err
+    assert compare.main(["--task", "detect", "--preset", "study", "--output", "/tmp/never"]) == 2
+    assert "--task detect --preset study: the task's presets are fasterrcnn, paper, quick" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("fashion_mnist")
+def test_compare_runs_another_task_with_its_own_preset_and_metric(tmp_path):
+    """`pedconv compare --task segment --quick`: the static and PEDConv UperNets on the offline scenes,
+    tabulated by mIoU (here shrunk to one seed of one tiny epoch)."""
+    out = tmp_path / "seg"
+    argv = ["--task", "segment", "--quick", "--seeds", "0", "--epochs", "1", "--batch-size", "4", "--output", str(out),
+            "--", "--offline-scenes", "8", "--val-scenes", "4", "--scene-size", "64", "--img-size", "64",
+            "--threads", "1", "--offline-dir", str(tmp_path / "cache")]
+    assert compare.main(argv) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["upernet_resnet18", "pedconv_upernet_resnet18"]
+    assert {r["metric"] for r in report["rows"]} == {"mIoU"} and report["meta"]["task"] == "segment"
+    assert "mIoU mean ± std" in (out / "compare.md").read_text()
+    record = json.loads((out / "runs" / "upernet_resnet18" / "seed0" / "result.json").read_text())
+    assert record["best_metric"] == "mIoU" and record["identity"]["recipe"]["preset"] == "quick"
+    assert record["devices"] == ["cpu"]  # from the epoch records, not from log.txt
+    bad = compare.main([*argv[:argv.index("--")], "--", "--img-size", "48"])
+    assert bad == 2  # checked before any run: the segmenters need a multiple of 32
 
 
 @pytest.mark.usefixtures("fashion_mnist")
@@ -229,7 +251,7 @@ def _fake_train(interrupt):
     """train() that finishes the first run and is interrupted in the second."""
     calls = []
 
-    def fake(config, on_epoch=None):
+    def fake(config, task, on_epoch=None):
         calls.append(config)
         if len(calls) == 2:
             interrupt()
@@ -250,7 +272,7 @@ def _sigterm():
 
 @pytest.mark.parametrize("interrupt, status, name", [(_keyboard_interrupt, 130, "SIGINT"), (_sigterm, 143, "SIGTERM")])
 def test_an_interrupted_comparison_says_how_to_continue(tmp_path, capsys, monkeypatch, interrupt, status, name):
-    monkeypatch.setattr(pedconv.tasks.classification, "train", _fake_train(interrupt))
+    monkeypatch.setattr(pedconv.training.train, "train", _fake_train(interrupt))
     out = tmp_path / "cmp"
     argv = ["--output", str(out), *TINY]
     assert compare.main(argv) == status

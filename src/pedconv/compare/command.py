@@ -11,6 +11,10 @@ go to the model builder, e.g. ``pedconv_cifar_resnet20:rank=4`` or
 ``pedconv_cifar_resnet20:components=[gamma]``. Options after ``--`` are passed to every
 ``pedconv train`` run (e.g. ``-- --amp --weight-decay 1e-4``).
 
+``--task detect|segment|adv`` compares the static and PEDConv models of another task the same
+way, each run with the task's own preset (``--quick`` by default, 3 seeds), and tabulates the
+task's metric (AP, mIoU, PGD-10 accuracy): ``pedconv compare --task segment --quick``.
+
 Every run lives in ``<output>/runs/<spec>/seed<k>/`` (a normal ``pedconv train`` folder) and
 is finished when its ``result.json`` exists. Re-running the same command skips finished runs
 and resumes interrupted ones from their last checkpoint, so a long study can be stopped and
@@ -43,7 +47,7 @@ from ..tasks.classification.data import DATASETS
 from ..utils.atomic import remove_leftover_temps
 from ..utils.lock import FolderLock
 from ..utils.options import check_output_folder, non_negative_int, positive, positive_int
-from .plan import Plan, make_plan, run_config
+from .plan import TASKS, Plan, make_plan, run_config, task_of
 from .presets import PRESETS
 from .progress import CompareProgress
 from .report import REPORTS, report_meta, summarize, write_reports
@@ -60,10 +64,15 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     """
     p = parser or argparse.ArgumentParser(prog="pedconv compare", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="default: the main job (~14 min, 2 cores); quick: smoke (<2 min); study, ablations: "
-                        "~1 h each; full, full-sweep: the converged full-data study (hours, in parts); "
-                        "finetune-base then finetune: fine-tuning pretrained static networks")
+    p.add_argument("--task", choices=sorted(TASKS), default="train",
+                   help="what the models are trained for: train (classification; the presets below), detect, "
+                        "segment or adv (their static and PEDConv models, each with the task's own --preset, "
+                        "default quick, 3 seeds)")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="--task train: " + ", ".join(sorted(PRESETS)) + " (default: the main job, ~14 min on 2 "
+                        "cores; quick: smoke, <2 min; study, ablations: ~1 h each; full, full-sweep: the "
+                        "converged full-data study, hours, in parts; finetune-base then finetune: fine-tuning "
+                        "pretrained static networks). Another task: one of its presets (default quick)")
     p.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
     p.add_argument("--models", nargs="+", default=None, metavar="SPEC", help="NAME[:key=value...] (default: preset's)")
     p.add_argument("--seeds", nargs="+", type=non_negative_int, default=None, help="default: preset's")
@@ -77,7 +86,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--init-from", type=Path, default=None, metavar="COMPARISON",
                    help="start every run of seed k from seed k's trained run in this comparison folder (which "
                         "holds one model): fine-tuning (default: the preset's; finetune: runs/compare-finetune-base)")
-    p.add_argument("--data", choices=DATASETS, default="fashion_mnist", help="dataset (fashion_mnist: offline)")
+    p.add_argument("--data", choices=DATASETS, default=None,
+                   help="dataset of train and adv (default fashion_mnist: offline)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output", type=Path, default=None,
                    help="default: runs/compare-<preset> (the published tables: results/compare-<preset>)")
@@ -100,15 +110,10 @@ def validate_args(args: argparse.Namespace) -> None:
     ...
     pedconv.errors.UsageError: --train-subset 100 is smaller than one optimizer step of 512 images ...
     """
-    from ..tasks.classification import Classification
-    from ..training.config import resolve_config
-
     plan = make_plan(args)
     check_output_folder(plan.out)
-    spec, seed, folder = plan.runs[0]
     try:  # every run shares the recipe: the first one's options stand for all
-        resolve_config(run_config(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet=True),
-                       Classification())
+        resolved_options(plan)
     except TrainOptionsError as e:
         raise UsageError(str(e)) from None
 
@@ -127,14 +132,15 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         return report_only(plan, explicit_seeds=args.seeds is not None)
     with FolderLock(plan.out, "pedconv compare"), sigterm_raises():
         remove_leftover_temps(plan.out, REPORTS)
-        print_budget(plan)
+        options = resolved_options(plan)
+        print_budget(plan, options)
         progress = CompareProgress([(f"{spec.label} seed {seed}", folder) for spec, seed, folder in plan.runs],
-                                   plan.recipe["epochs"])
+                                   options.epochs, metric=task_of(plan.task).best_metric)
         start = time.time()
         try:
             records = run_all(plan, progress, quiet=not args.verbose)
             progress.close()
-            rows = summarize(records)
+            rows = summarize(records, task_of(plan.task).best_metric)
             write_reports(rows, records, report_meta(plan, records, invocation_time_s=time.time() - start), plan.out,
                            start)
         except (KeyboardInterrupt, RunInterrupted) as e:
@@ -173,24 +179,37 @@ def report_only(plan: Plan, explicit_seeds: bool) -> list[dict[str, Any]]:
                              f"{', '.join(s.label for s in plan.specs)} (train them first)")
         if left_out:
             print(f"left out, not finished: {', '.join(left_out)}", flush=True)
-        rows = summarize(records)
+        rows = summarize(records, task_of(plan.task).best_metric)
         write_reports(rows, records, report_meta(plan, records, report_only=True, left_out=left_out), plan.out, start)
     return rows
 
 
-def print_budget(plan: Plan) -> None:
-    recipe = plan.recipe
-    images = recipe["epochs"] * (recipe.get("train_subset") or 60000)
-    print(f"pedconv compare [{plan.preset}]: {len(plan.specs)} models x {len(plan.seeds)} seeds = {len(plan.runs)} "
-          f"runs; each {recipe['epochs']} epochs on {recipe.get('train_subset') or 'all'} training images ({images} "
-          f"images), width {plan.width}, batch {recipe['batch_size']}, lr {recipe['lr']} per 256; data "
-          f"{recipe['data']}; output {plan.out}", flush=True)
+def resolved_options(plan: Plan) -> argparse.Namespace:
+    """The first run's options as its training resolves them (every run shares the recipe)."""
+    from ..training.config import resolve_config
+
+    spec, seed, folder = plan.runs[0]
+    return resolve_config(run_config(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet=True,
+                                     task=plan.task), task_of(plan.task))
+
+
+def print_budget(plan: Plan, options: argparse.Namespace) -> None:
+    """One line: the runs, and the recipe they share."""
+    subset = getattr(options, "train_subset", None)
+    data = getattr(options, "data", None) or getattr(options, "data_dir", None) or "the offline scene set"
+    task = "" if plan.task == "train" else f"--task {plan.task} "
+    print(f"pedconv compare [{task}{plan.preset}]: {len(plan.specs)} models x {len(plan.seeds)} seeds = "
+          f"{len(plan.runs)} runs; each {options.epochs} epochs on {subset or 'all'} training images, width "
+          f"{plan.width}, batch {options.batch_size}, lr {options.lr} per {options.lr_base_batch}; data {data}; "
+          f"output {plan.out}", flush=True)
 
 
 def resume_command(args: argparse.Namespace, out: Path) -> str:
     """The command line that continues this comparison: its options, with the folder made explicit."""
     words = ["pedconv", "compare"]
-    if args.preset != "default":
+    if getattr(args, "task", "train") != "train":
+        words += ["--task", args.task]
+    if args.preset not in (None, "default"):
         words += ["--preset", args.preset]
     if args.models:
         words += ["--models", *args.models]
@@ -199,7 +218,7 @@ def resume_command(args: argparse.Namespace, out: Path) -> str:
     for key in ("width", "epochs", "train_subset", "val_subset", "batch_size", "lr"):
         if getattr(args, key) is not None:
             words += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    if args.data != "fashion_mnist":
+    if args.data not in (None, "fashion_mnist"):
         words += ["--data", args.data]
     if args.data_dir:
         words += ["--data-dir", str(args.data_dir)]

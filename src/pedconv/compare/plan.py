@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UsageError
+from ..training.task import Task
 from ..utils.kv import KeyValueError, parse_key_values
 from .presets import PRESETS
 
-__all__ = ["ModelSpec", "Plan", "compact", "init_source", "make_plan", "parse_spec", "run_config", "shared_recipe",
-           "train_options"]
+__all__ = ["TASKS", "ModelSpec", "Plan", "compact", "init_source", "make_plan", "parse_spec", "run_config",
+           "shared_recipe", "task_of", "train_options"]
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,40 @@ def parse_spec(text: str) -> ModelSpec:
     return ModelSpec(name.strip(), kwargs)
 
 
+# What ``--task`` compares: the task, and its static and PEDConv models (the default --models).
+TASKS: dict[str, tuple[str, str, str]] = {
+    "train": ("pedconv.tasks.classification.task:Classification", "cifar_resnet20", "pedconv_cifar_resnet20"),
+    "detect": ("pedconv.tasks.detection.task:Detection", "ssd300_resnet18", "pedconv_ssd300_resnet18"),
+    "segment": ("pedconv.tasks.segmentation.task:Segmentation", "upernet_resnet18", "pedconv_upernet_resnet18"),
+    "adv": ("pedconv.tasks.adversarial.task:AdversarialTraining", "cifar_resnet20", "pedconv_cifar_resnet20"),
+}
+# Seeds of a task comparison when --seeds is not given (classification's come from its preset).
+TASK_SEEDS = [0, 1, 2]
+
+
+def task_of(name: str) -> Task:
+    """The :class:`~pedconv.training.task.Task` that ``--task name`` trains.
+
+    >>> task_of("segment").best_metric
+    'mIoU'
+    """
+    import importlib
+
+    module, cls = TASKS[name][0].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
 def shared_recipe(args: argparse.Namespace, preset: dict[str, Any]) -> dict[str, Any]:
-    """The `pedconv train` options every run of this comparison shares."""
-    recipe = {"data": args.data, "data_dir": args.data_dir, **preset["train"]}
+    """The training options every run of this comparison shares: classification's from the
+    comparison preset, another task's as the name of its own preset (``--quick``: ``quick``)."""
+    if args.task != "train":
+        recipe: dict[str, Any] = {"preset": args.preset}
+        if args.data is not None:
+            recipe["data"] = args.data
+        if args.data_dir is not None:
+            recipe["data_dir"] = args.data_dir
+    else:
+        recipe = {"data": args.data or "fashion_mnist", "data_dir": args.data_dir, **preset["train"]}
     for key in ("epochs", "train_subset", "val_subset", "batch_size", "lr"):
         value = getattr(args, key)
         if value is not None:
@@ -77,27 +109,28 @@ def shared_recipe(args: argparse.Namespace, preset: dict[str, Any]) -> dict[str,
     return recipe
 
 
-def train_options(spec: ModelSpec, extra: list[str]) -> dict[str, Any]:
-    """The options that ``extra`` (the `pedconv train` flags after ``--``) set for this model."""
+def train_options(spec: ModelSpec, extra: list[str], task: str = "train") -> dict[str, Any]:
+    """The options that ``extra`` (the task's train flags after ``--``) set for this model."""
     if not extra:
         return {}
     from ..cli import parse_args
 
+    command = ["train"] if task == "train" else [task, "train"]
     # Not validated here: validate_args checks each run's options as a whole.
-    plain, with_extra = (vars(parse_args(["train", "--model", spec.name, *more], validate=False))
+    plain, with_extra = (vars(parse_args([*command, "--model", spec.name, *more], validate=False))
                          for more in ([], extra))
-    return {k: v for k, v in with_extra.items() if plain.get(k) != v and k != "command"}
+    return {k: v for k, v in with_extra.items() if plain.get(k) != v and k not in ("command", "action")}
 
 
 def run_config(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
-                folder: Path, quiet: bool, init_from: Optional[Path] = None) -> dict[str, Any]:
-    """The `pedconv train` options of one (model, seed) run."""
+               folder: Path, quiet: bool, init_from: Optional[Path] = None, task: str = "train") -> dict[str, Any]:
+    """The training options of one (model, seed) run."""
     kwargs = dict(spec.kwargs)
     if width is not None:
         kwargs.setdefault("width", width)
     start = {"init_from": str(init_source(init_from, seed))} if init_from is not None else {}
     # Precedence: train defaults < the recipe < options after `--` < this run's identity.
-    return {**recipe, **train_options(spec, extra), "model": spec.name, "model_kwargs": kwargs, "seed": seed,
+    return {**recipe, **train_options(spec, extra, task), "model": spec.name, "model_kwargs": kwargs, "seed": seed,
             "output": str(folder), "resume": "auto", "quiet": quiet, **start}
 
 
@@ -130,6 +163,7 @@ class Plan:
     extra: list[str]
     out: Path
     init_from: Optional[Path] = None
+    task: str = "train"
 
     @property
     def runs(self) -> list[tuple[ModelSpec, int, Path]]:
@@ -139,12 +173,33 @@ class Plan:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
+    """The runs, recipe and folder that parsed ``pedconv compare`` options describe.
+
+    Raises:
+        UsageError: an unknown preset for the task, or the same model spec twice.
+    """
+    task = getattr(args, "task", "train")
+    extra = [a for a in (args.train_options or []) if a != "--"]
+    if task != "train":
+        args.preset = "quick" if args.preset in (None, "default") else args.preset
+        presets = task_of(task).presets
+        if args.preset not in presets:
+            raise UsageError(f"--task {task} --preset {args.preset}: the task's presets are "
+                             f"{', '.join(sorted(presets))}")
+        specs = [parse_spec(s) for s in (args.models or TASKS[task][1:])]
+        if len({s.label for s in specs}) != len(specs):
+            raise UsageError("--models lists the same model spec twice")
+        return Plan(args.preset, specs, args.seeds if args.seeds is not None else TASK_SEEDS, args.width,
+                    shared_recipe(args, {}), extra, args.output or Path("runs") / f"compare-{task}-{args.preset}",
+                    args.init_from, task)
+    args.preset = args.preset or "default"
+    if args.preset not in PRESETS:
+        raise UsageError(f"--preset {args.preset}: choose one of {', '.join(sorted(PRESETS))}")
     preset = PRESETS[args.preset]
     specs = [parse_spec(s) for s in (args.models or preset["models"])]
     if len({s.label for s in specs}) != len(specs):
         raise UsageError("--models lists the same model spec twice")
     return Plan(args.preset, specs, args.seeds if args.seeds is not None else preset["seeds"],
-                 args.width if args.width is not None else preset["width"], shared_recipe(args, preset),
-                 [a for a in (args.train_options or []) if a != "--"],
-                 args.output or Path("runs") / f"compare-{args.preset}",
-                 args.init_from or (Path(preset["init_from"]) if "init_from" in preset else None))
+                args.width if args.width is not None else preset["width"], shared_recipe(args, preset), extra,
+                args.output or Path("runs") / f"compare-{args.preset}",
+                args.init_from or (Path(preset["init_from"]) if "init_from" in preset else None))

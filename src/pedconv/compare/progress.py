@@ -52,6 +52,7 @@ class CompareProgress:
         epochs: epochs per run.
         stream: the bar's stream (stderr); ``out``: where lines go (stdout).
         use_tqdm: None = a bar when ``stream`` is a terminal.
+        metric: the metric each epoch's line shows (the task's ``best_metric``).
 
     >>> import io, tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -62,8 +63,8 @@ class CompareProgress:
     """
 
     def __init__(self, runs: Sequence[tuple[str, Path]], epochs: int, stream: Optional[TextIO] = None,
-                 out: Optional[TextIO] = None, use_tqdm: Optional[bool] = None) -> None:
-        self.runs, self.epochs = list(runs), epochs
+                 out: Optional[TextIO] = None, use_tqdm: Optional[bool] = None, metric: str = "val_top1") -> None:
+        self.runs, self.epochs, self.metric = list(runs), epochs, metric
         self.stream, self.out = stream or sys.stderr, out or sys.stdout
         self.todo = sum(0 if (folder / "result.json").is_file()
                         else max(0, epochs - len(read_records(folder / METRICS)))
@@ -97,8 +98,10 @@ class CompareProgress:
             self.bar.update(1)
             self.bar.refresh()  # an epoch is rare: show it now, not at tqdm's next redraw
             return
-        top1 = record.get("val_top1")
-        print(f"compare: {text}" + (f", val top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else "")
+        value = record.get(self.metric)
+        name = "val top-1" if self.metric == "val_top1" else self.metric
+        print(f"compare: {text}" + (f", {name} {value:.2f}" + ("%" if self.metric == "val_top1" else "")
+                                    if isinstance(value, (int, float)) else "")
               + f"; {self.finished}/{len(self.runs)} runs done, {self.time_left()}", file=self.out, flush=True)
 
     def time_left(self) -> str:

@@ -41,23 +41,27 @@ def profile_record(record: dict[str, Any]) -> tuple[int, int]:
     return prof.params, prof.macs
 
 
-def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model: params, MACs (at the runs' input size), top-1 mean/std over seeds, images
-    per second, training time, and top-1 minus the first model's (the reference) paired by seed."""
+def summarize(records: list[dict[str, Any]], metric: str = "val_top1") -> list[dict[str, Any]]:
+    """One row per model: params, MACs (at the runs' input size), ``metric`` (the task's: top-1,
+    AP, mIoU, PGD accuracy) mean/std over seeds, images per second, training time, and the metric
+    minus the first model's (the reference) paired by seed. Rows keep the metric's name under
+    ``metric`` and its numbers under ``top1_mean``/``top1_std``/``top1_runs`` (named for
+    classification, the first task compared)."""
     rows = []
     labels = list(dict.fromkeys(r["model"] for r in records))
-    reference = {r["seed"]: r["final"]["val_top1"] for r in records if r["model"] == labels[0]}
+    reference = {r["seed"]: r["final"][metric] for r in records if r["model"] == labels[0]}
     # Speeds and times are compared only between runs trained on the one device type of the
     # first run (a study trained in slices may have put some runs on a GPU, or moved one there).
     timed_on = devices_of(next(r for r in records if r["model"] == labels[0]))
     for label in labels:
         runs = [r for r in records if r["model"] == label]
-        top1 = [r["final"]["val_top1"] for r in runs]
-        deltas = [r["final"]["val_top1"] - reference[r["seed"]] for r in runs if r["seed"] in reference]
+        top1 = [r["final"][metric] for r in runs]
+        deltas = [r["final"][metric] - reference[r["seed"]] for r in runs if r["seed"] in reference]
         params, macs = profile_record(runs[0])
         m, s = mean_std(top1)
-        rows.append({"model": label, "role": role_of(runs[0], label == labels[0]), "params": params, "macs": macs,
-                     "top1_mean": m, "top1_std": s, "top1_runs": top1, "seeds": [r["seed"] for r in runs],
+        rows.append({"model": label, "role": role_of(runs[0], label == labels[0]), "params": params,
+                     "macs": macs, "metric": metric, "top1_mean": m, "top1_std": s, "top1_runs": top1,
+                     "seeds": [r["seed"] for r in runs],
                      "delta_vs_reference": deltas, "devices": [devices_of(r) for r in runs], "timed_on": timed_on,
                      **timings([r for r in runs if devices_of(r) == timed_on and "+" not in timed_on])})
     return rows
@@ -95,7 +99,8 @@ def role_of(record: dict[str, Any], first: bool) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison table in markdown: the first row is the reference of the paired deltas."""
-    header = ["model", "params", "FLOPs (MACs)", "top-1 (%) mean ± std", "Δ top-1 vs first row, per seed", "seeds",
+    name = _metric_name(rows[0].get("metric", "val_top1") if rows else "val_top1")
+    header = ["model", "params", "FLOPs (MACs)", f"{name} mean ± std", f"Δ {name} vs first row, per seed", "seeds",
               "train time (s)", "train img/s", "eval img/s"]
     body = [[f"{r['model']} ({r['role']})" if r.get("role") else r["model"], format_count(r["params"]),
              f"{r['macs'] / 1e6:.2f}M", _top1(r), _deltas(r, i == 0), len(r["seeds"]), _number(r["train_time_s"]),
@@ -108,6 +113,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         for line, ds in zip(body, devices):
             line.append(", ".join(ds))
     return markdown_table(header, body)
+
+
+def _metric_name(metric: str) -> str:
+    """How a table names a metric: ``top-1 (%)`` for classification's ``val_top1``, else its key."""
+    return "top-1 (%)" if metric == "val_top1" else metric
 
 
 def _number(value: Optional[float]) -> str:
@@ -147,7 +157,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
             ax.axhline(rows[0]["top1_mean"], color="gray", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel(xlabel + " (log scale)")
-        ax.set_ylabel("val top-1 (%)")
+        ax.set_ylabel(_metric_name(rows[0].get("metric", "val_top1")) if rows else "val top-1 (%)")
         ax.grid(True, alpha=0.3)
     axes[0].set_title("accuracy vs parameters")
     axes[1].set_title(f"accuracy vs training time (this machine, {rows[0].get('timed_on', '?')} runs)" if rows
@@ -158,8 +168,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
     return path
 
 
-def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Optional[Path]:
-    """Training loss and val top-1 against epoch, one line per model (the mean over its seeds,
+def plot_training_curves(records: list[dict[str, Any]], path: Path, metric: str = "val_top1") -> Optional[Path]:
+    """Training loss and the task's ``metric`` (val top-1) against epoch, one line per model (the mean over its seeds,
     the seeds' range shaded): whether a model fits worse or generalises worse shows here. None
     without matplotlib."""
     plt = pyplot()
@@ -170,7 +180,7 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Optional[
         histories = [r["history"] for r in records if r["model"] == label]
         epochs = [h["epoch"] for h in histories[0]]
         n = min(len(h) for h in histories)
-        for ax, key in ((a1, "train_loss"), (a2, "val_top1")):
+        for ax, key in ((a1, "train_loss"), (a2, metric)):
             per_epoch = [[h[i][key] for h in histories] for i in range(n)]
             line, = ax.plot(epochs[:n], [statistics.fmean(v) for v in per_epoch], marker="o", ms=3,
                             label=label.replace("_cifar_resnet20", "") or label)
@@ -179,7 +189,7 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Optional[
                                 color=line.get_color(), alpha=0.15)
     a1.set_ylabel("training loss (task, no info-max)")
     a1.set_yscale("log")
-    a2.set_ylabel("val top-1 (%)")
+    a2.set_ylabel(_metric_name(metric))
     for ax in (a1, a2):
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
@@ -192,7 +202,7 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Optional[
 def report_meta(plan: Plan, records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """``compare.json``'s ``meta``: the recipe, the seeds tabulated, the runs' own training time
     (they may have been trained by earlier invocations), date and machine, plus ``extra``."""
-    return {"preset": plan.preset, "recipe": plan.recipe, "width": plan.width,
+    return {"task": plan.task, "preset": plan.preset, "recipe": plan.recipe, "width": plan.width,
             "seeds": sorted({r["seed"] for r in records}), "extra_train_options": plan.extra,
             "runs_time_s": sum(h.get("epoch_time_s", 0.0) for r in records for h in r["history"]),
             "date": time.strftime("%Y-%m-%d"), "machine": machine_description(), **extra}
@@ -205,7 +215,7 @@ def write_reports(rows: list[dict[str, Any]], records: list[dict[str, Any]], met
     atomic_write_text(md, table)
     atomic_write_text(js, json.dumps({"meta": meta, "rows": rows}, indent=1))
     png = plot(rows, png_path)
-    plot_training_curves(records, curves_path)
+    plot_training_curves(records, curves_path, rows[0].get("metric", "val_top1") if rows else "val_top1")
     print()
     print(table)
     print(f"wrote {md}, {js}" + (f", {png}" if png else "")

@@ -18,7 +18,7 @@ import yaml
 from ..errors import CompareError, RunInterrupted
 from ..training.run_folder import run_devices
 from ..utils.atomic import atomic_write_text, remove_leftover_temps
-from .plan import ModelSpec, Plan, run_config
+from .plan import ModelSpec, Plan, run_config, task_of
 from .progress import CompareProgress
 
 __all__ = ["IMAGE_SIZE", "finished_record", "run_all", "run_identity", "run_one", "saved_input_size", "sigterm_raises"]
@@ -38,10 +38,10 @@ def saved_input_size(folder: Path, record: dict[str, Any], data: str) -> list[in
 
 def run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
             folder: Path, quiet: bool, init_from: Optional[Path] = None,
-            on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+            on_epoch: Optional[Callable[[dict[str, Any]], None]] = None, task: str = "train") -> dict[str, Any]:
     """Train one (model, seed) unless already finished; returns its result record. ``on_epoch``
     gets each epoch's record as the run trains."""
-    from ..tasks.classification import train
+    from ..training.train import train
 
     done = folder / "result.json"
     remove_leftover_temps(folder, [done.name])  # of a write that was interrupted (train cleans up its own)
@@ -49,14 +49,16 @@ def run_one(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, 
     record = finished_record(folder, identity, recipe)
     if record is not None:
         return record
-    result = train(run_config(spec, seed, width, recipe, extra, folder, quiet, init_from), on_epoch=on_epoch)
+    result = train(run_config(spec, seed, width, recipe, extra, folder, quiet, init_from, task), task_of(task),
+                   on_epoch=on_epoch)
     record = {
         **(result.get("result") or {}),
         "identity": identity,
         "model": spec.label,
         "seed": seed,
         "final": result["final"],
-        "best_top1": result["best_value"],  # classification's best_metric, val_top1
+        "best_metric": result["best_metric"],
+        "best_value": result["best_value"],
         "history": result["history"],
         "model_args": result["model_args"],
         "input_size": result["input_size"],
@@ -106,9 +108,10 @@ def run_all(plan: Plan, progress: CompareProgress, quiet: bool) -> list[dict[str
         cached = (folder / "result.json").is_file()
         with contextlib.nullcontext() if cached else progress.watch(index):
             record = run_one(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet, plan.init_from,
-                             on_epoch=progress.epoch_done)
+                             on_epoch=progress.epoch_done, task=plan.task)
         records.append(record)
-        progress.run_done(f"  {spec.label:<48} seed {seed}: top-1 {record['final']['val_top1']:.2f}%  "
+        metric = task_of(plan.task).best_metric
+        progress.run_done(f"  {spec.label:<48} seed {seed}: {metric} {record['final'][metric]:.2f}  "
                           + ("(finished earlier)" if cached else f"({time.time() - t0:.0f} s)"))
     return records
 

@@ -28,6 +28,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torch.utils.data import Subset
 
+from ...errors import TrainOptionsError
 from ...training.data import BatchPreprocessor, DataSpec
 from ...training.distributed import DistEnv
 from ...training.model_setup import ModelArgs
@@ -35,7 +36,7 @@ from ...training.recipe import autocast
 from ...training.task import EvalPass, StepResult, Task, TrainStep
 from ...utils.options import positive_int
 from ..offline import add_offline_arguments, offline_root
-from .ade20k import IGNORE_INDEX, NUM_CLASSES, ADE20KSegmentation, collate_segmentation
+from .ade20k import IGNORE_INDEX, NUM_CLASSES, PAD_MULTIPLE, ADE20KSegmentation, collate_segmentation
 from .metrics import SegmentationMetric
 
 __all__ = ["Segmentation", "SegmentationStep"]
@@ -119,6 +120,13 @@ class Segmentation(Task):
         g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                        help="random horizontal flips and scale-crops in training")
         add_offline_arguments(g)
+
+    def check_args(self, args: argparse.Namespace) -> None:
+        """The segmenters' encoders halve the input 5 times: ``--img-size`` is a multiple of 32."""
+        if args.img_size % PAD_MULTIPLE:
+            raise TrainOptionsError(f"--img-size {args.img_size}: the segmenters need a multiple of {PAD_MULTIPLE} "
+                                    f"(their encoders halve the image 5 times), e.g. "
+                                    f"{-(-args.img_size // PAD_MULTIPLE) * PAD_MULTIPLE}")
 
     def build_data(self, args: argparse.Namespace, need_train: bool = True) -> DataSpec:
         """Both splits, validated (a bad mask fails here, naming the file)."""
