@@ -333,3 +333,21 @@ def test_ctrl_c_in_a_real_comparison_then_the_printed_command_finishes_it(tmp_pa
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "compare.json").read_text())["rows"][0]["seeds"] == [0, 1]
     assert len((out / "runs" / "cifar_resnet20" / "seed0" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.usefixtures("fashion_mnist")
+def test_jobs_trains_runs_side_by_side_in_their_own_folders(tmp_path, capsys):
+    """`--jobs 2`: two worker processes, each run in its own folder with its own lock; the table
+    lists every run in the plan's order and a second invocation reads them back."""
+    out = tmp_path / "cmp"
+    argv = ["--jobs", "2", "--output", str(out), *TINY]
+    assert compare.main(argv) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["cifar_resnet20", "pedconv_cifar_resnet20"]
+    for model in ("cifar_resnet20", "pedconv_cifar_resnet20"):
+        record = json.loads((out / "runs" / model / "seed0" / "result.json").read_text())
+        assert record["identity"]["model"] == model and record["devices"] == ["cpu"]
+    lines = capsys.readouterr().out
+    assert "run 1/2 cifar_resnet20 seed 0: epoch 1/1" in lines and "run 2/2 pedconv_cifar_resnet20" in lines
+    assert compare.main(argv) == 0  # finished: read back, nothing trained
+    assert "epoch 1/1" not in capsys.readouterr().out

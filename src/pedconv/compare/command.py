@@ -91,6 +91,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--data-dir", default=None)
     p.add_argument("--output", type=Path, default=None,
                    help="default: runs/compare-<preset> (the published tables: results/compare-<preset>)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="runs trained side by side, in worker processes sharing the CPUs (each its own run "
+                        "folder and lock; timings then share the machine)")
     p.add_argument("--verbose", action="store_true", help="show each run's progress")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite the reports from the finished runs in --output of these models "
@@ -138,7 +141,7 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                                    options.epochs, metric=task_of(plan.task).best_metric)
         start = time.time()
         try:
-            records = run_all(plan, progress, quiet=not args.verbose)
+            records = run_all(plan, progress, quiet=not args.verbose, jobs=args.jobs)
             progress.close()
             rows = summarize(records, task_of(plan.task).best_metric)
             write_reports(rows, records, report_meta(plan, records, invocation_time_s=time.time() - start), plan.out,
@@ -223,6 +226,8 @@ def resume_command(args: argparse.Namespace, out: Path) -> str:
     if args.data_dir:
         words += ["--data-dir", str(args.data_dir)]
     words += ["--output", str(out)] + (["--verbose"] if args.verbose else [])
+    if getattr(args, "jobs", 1) > 1:
+        words += ["--jobs", str(args.jobs)]
     extra = [a for a in (args.train_options or []) if a != "--"]
     return shlex.join(words + (["--", *extra] if extra else []))
 

@@ -88,11 +88,12 @@ class CompareProgress:
             self.bar.set_description_str(f"run {index + 1}/{len(self.runs)} {label}: epoch {done}/{self.epochs}")
         yield
 
-    def epoch_done(self, record: dict[str, Any]) -> None:
-        """The current run finished an epoch (``record`` is its ``metrics.jsonl`` line)."""
+    def epoch_done(self, record: dict[str, Any], index: Optional[int] = None) -> None:
+        """Run ``index`` (default: the current one) finished an epoch (``record`` is its
+        ``metrics.jsonl`` line); runs side by side (``--jobs``) name theirs."""
         self.trained += 1
-        text = f"run {self.current + 1}/{len(self.runs)} {self.runs[self.current][0]}: epoch {record.get('epoch')}/" \
-               f"{self.epochs}"
+        run = self.current if index is None else index
+        text = f"run {run + 1}/{len(self.runs)} {self.runs[run][0]}: epoch {record.get('epoch')}/{self.epochs}"
         if self.bar is not None:
             self.bar.set_description_str(text, refresh=False)
             self.bar.update(1)

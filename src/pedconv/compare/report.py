@@ -16,8 +16,18 @@ from ..utils.atomic import atomic_write_text
 from ..utils.reporting import machine_description, markdown_table, pyplot, save_figure
 from .plan import Plan
 
-__all__ = ["REPORTS", "markdown", "mean_std", "plot", "plot_training_curves", "profile_record", "report_meta",
-           "summarize", "write_reports"]
+__all__ = [
+    "REPORTS",
+    "markdown",
+    "mean_std",
+    "metric_label",
+    "plot",
+    "plot_training_curves",
+    "profile_record",
+    "report_meta",
+    "summarize",
+    "write_reports",
+]
 
 
 # What a comparison writes in its output folder.
@@ -100,7 +110,8 @@ def role_of(record: dict[str, Any], first: bool) -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison table in markdown: the first row is the reference of the paired deltas."""
     name = _metric_name(rows[0].get("metric", "val_top1") if rows else "val_top1")
-    header = ["model", "params", "FLOPs (MACs)", f"{name} mean ± std", f"Δ {name} vs first row, per seed", "seeds",
+    short = name.replace(" (%)", "")
+    header = ["model", "params", "FLOPs (MACs)", f"{name} mean ± std", f"Δ {short} vs first row, per seed", "seeds",
               "train time (s)", "train img/s", "eval img/s"]
     body = [[f"{r['model']} ({r['role']})" if r.get("role") else r["model"], format_count(r["params"]),
              f"{r['macs'] / 1e6:.2f}M", _top1(r), _deltas(r, i == 0), len(r["seeds"]), _number(r["train_time_s"]),
@@ -113,6 +124,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         for line, ds in zip(body, devices):
             line.append(", ".join(ds))
     return markdown_table(header, body)
+
+
+def metric_label(metric: str, value: float) -> str:
+    """``top-1 81.15%`` for classification's ``val_top1``, ``mIoU 10.93`` for another metric.
+
+    >>> metric_label("val_top1", 81.15), metric_label("mIoU", 10.93)
+    ('top-1 81.15%', 'mIoU 10.93')
+    """
+    return f"top-1 {value:.2f}%" if metric == "val_top1" else f"{metric} {value:.2f}"
 
 
 def _metric_name(metric: str) -> str:

@@ -5,7 +5,9 @@ interrupted."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import signal
 import threading
 import time
@@ -20,6 +22,7 @@ from ..training.run_folder import run_devices
 from ..utils.atomic import atomic_write_text, remove_leftover_temps
 from .plan import ModelSpec, Plan, run_config, task_of
 from .progress import CompareProgress
+from .report import metric_label
 
 __all__ = ["IMAGE_SIZE", "finished_record", "run_all", "run_identity", "run_one", "saved_input_size", "sigterm_raises"]
 
@@ -100,8 +103,11 @@ def finished_record(folder: Path, identity: dict[str, Any], recipe: dict[str, An
     return record
 
 
-def run_all(plan: Plan, progress: CompareProgress, quiet: bool) -> list[dict[str, Any]]:
-    """Every run, in order (finished ones are read back); returns their records."""
+def run_all(plan: Plan, progress: CompareProgress, quiet: bool, jobs: int = 1) -> list[dict[str, Any]]:
+    """Every run, in order (finished ones are read back), or ``jobs`` at a time side by side;
+    returns their records in the plan's order."""
+    if jobs > 1:
+        return _run_side_by_side(plan, progress, quiet, jobs)
     records = []
     for index, (spec, seed, folder) in enumerate(plan.runs):
         t0 = time.time()
@@ -111,9 +117,62 @@ def run_all(plan: Plan, progress: CompareProgress, quiet: bool) -> list[dict[str
                              on_epoch=progress.epoch_done, task=plan.task)
         records.append(record)
         metric = task_of(plan.task).best_metric
-        progress.run_done(f"  {spec.label:<48} seed {seed}: {metric} {record['final'][metric]:.2f}  "
+        progress.run_done(f"  {spec.label:<48} seed {seed}: {metric_label(metric, record['final'][metric])}  "
                           + ("(finished earlier)" if cached else f"({time.time() - t0:.0f} s)"))
     return records
+
+
+def _report_epoch(queue: Any, index: int, record: dict[str, Any]) -> None:
+    """A worker's ``on_epoch``: hand the record to the parent, which shows it."""
+    queue.put((index, record))
+
+
+def _run_in_worker(plan: Plan, index: int, quiet: bool, threads: int, queue: Any) -> dict[str, Any]:
+    """One run in a worker process of ``--jobs`` (its own torch threads; its run folder has its own lock)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    spec, seed, folder = plan.runs[index]
+    extra = plan.extra if "--threads" in plan.extra else [*plan.extra, "--threads", str(threads)]
+    return run_one(spec, seed, plan.width, plan.recipe, extra, folder, quiet, plan.init_from,
+                   on_epoch=functools.partial(_report_epoch, queue, index), task=plan.task)
+
+
+def _run_side_by_side(plan: Plan, progress: CompareProgress, quiet: bool, jobs: int) -> list[dict[str, Any]]:
+    """``--jobs N``: the runs in N worker processes (spawned: no state shared with this one), each
+    with ``CPUs / N`` torch threads unless ``--threads`` is among the training options. Epochs
+    reach the progress bar through a queue. An interruption lets the workers save and stop (their
+    runs resume from ``last.pt``) before it is raised here."""
+    import multiprocessing
+    import queue as queues
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    records: dict[int, dict[str, Any]] = {}
+    metric = task_of(plan.task).best_metric
+    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        epochs = manager.Queue()
+        started = time.time()
+        pending = {pool.submit(_run_in_worker, plan, i, quiet, threads, epochs): i for i in range(len(plan.runs))}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                with contextlib.suppress(queues.Empty):
+                    while True:
+                        index, record = epochs.get_nowait()
+                        progress.epoch_done(record, index)
+                for future in done:
+                    index = pending.pop(future)
+                    records[index] = future.result()
+                    spec, seed, _ = plan.runs[index]
+                    value = metric_label(metric, records[index]["final"][metric])
+                    progress.run_done(f"  {spec.label:<48} seed {seed}: {value}  ({time.time() - started:.0f} s in)")
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return [records[i] for i in range(len(plan.runs))]
 
 
 @contextlib.contextmanager
