@@ -351,3 +351,21 @@ def test_jobs_trains_runs_side_by_side_in_their_own_folders(tmp_path, capsys):
     assert "run 1/2 cifar_resnet20 seed 0: epoch 1/1" in lines and "run 2/2 pedconv_cifar_resnet20" in lines
     assert compare.main(argv) == 0  # finished: read back, nothing trained
     assert "epoch 1/1" not in capsys.readouterr().out
+
+
+def test_init_models_start_each_model_from_its_own_pretrained_run(tmp_path):
+    """--init-from COMPARISON --init-models A B: model i of this comparison starts from model i's seed-k
+    run there (the transfer study: static from static, PEDConv from PEDConv)."""
+    pre = tmp_path / "pre"
+    for name in ("resnet18", "pedconv_resnet18"):
+        (pre / "runs" / name / "seed1").mkdir(parents=True)
+        (pre / "runs" / name / "seed1" / "result.json").write_text("{}")
+    args = compare.build_parser().parse_args(["--task", "detect", "--seeds", "1", "--init-from", str(pre),
+                                              "--init-models", "resnet18", "pedconv_resnet18"])
+    plan = compare.command.make_plan(args)
+    starts = [compare.plan.run_config(spec, 1, None, plan.recipe, [], tmp_path / spec.folder, True,
+                                      plan.init_for(spec), plan.task)["init_from"] for spec in plan.specs]
+    assert starts == [str(pre / "runs" / "resnet18" / "seed1"), str(pre / "runs" / "pedconv_resnet18" / "seed1")]
+    one = compare.build_parser().parse_args(["--task", "detect", "--init-from", str(pre), "--init-models", "resnet18"])
+    with pytest.raises(pedconv.errors.UsageError, match="gives 1 models for 2 compared ones"):
+        compare.command.make_plan(one)

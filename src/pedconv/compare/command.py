@@ -86,6 +86,10 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--init-from", type=Path, default=None, metavar="COMPARISON",
                    help="start every run of seed k from seed k's trained run in this comparison folder (which "
                         "holds one model): fine-tuning (default: the preset's; finetune: runs/compare-finetune-base)")
+    p.add_argument("--init-models", nargs="+", default=None, metavar="SPEC",
+                   help="with --init-from holding several models: the one each --models entry starts from, in "
+                        "order (the paper's protocol: --task detect --init-from results/transfer-pretrain "
+                        "--init-models resnet18 pedconv_resnet18)")
     p.add_argument("--data", choices=DATASETS, default=None,
                    help="dataset of train and adv (default fashion_mnist: offline)")
     p.add_argument("--data-dir", default=None)
@@ -143,7 +147,7 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             records = run_all(plan, progress, quiet=not args.verbose, jobs=args.jobs)
             progress.close()
-            rows = summarize(records, task_of(plan.task).best_metric)
+            rows = summarize(records, task_of(plan.task).best_metric, task_of(plan.task).result_metrics)
             write_reports(rows, records, report_meta(plan, records, invocation_time_s=time.time() - start), plan.out,
                            start)
         except (KeyboardInterrupt, RunInterrupted) as e:
@@ -171,7 +175,7 @@ def report_only(plan: Plan, explicit_seeds: bool) -> list[dict[str, Any]]:
             seeds = plan.seeds if explicit_seeds else sorted(
                 int(m.group(1)) for d in model_dir.glob("seed*") if (m := re.fullmatch(r"seed(\d+)", d.name)))
             for seed in seeds:
-                identity = run_identity(spec, seed, plan.width, plan.recipe, plan.extra, plan.init_from)
+                identity = run_identity(spec, seed, plan.width, plan.recipe, plan.extra, plan.init_for(spec))
                 record = finished_record(model_dir / f"seed{seed}", identity, plan.recipe)
                 if record is None:
                     left_out.append(f"{spec.label} seed {seed}")
@@ -182,7 +186,7 @@ def report_only(plan: Plan, explicit_seeds: bool) -> list[dict[str, Any]]:
                              f"{', '.join(s.label for s in plan.specs)} (train them first)")
         if left_out:
             print(f"left out, not finished: {', '.join(left_out)}", flush=True)
-        rows = summarize(records, task_of(plan.task).best_metric)
+        rows = summarize(records, task_of(plan.task).best_metric, task_of(plan.task).result_metrics)
         write_reports(rows, records, report_meta(plan, records, report_only=True, left_out=left_out), plan.out, start)
     return rows
 
@@ -221,6 +225,10 @@ def resume_command(args: argparse.Namespace, out: Path) -> str:
     for key in ("width", "epochs", "train_subset", "val_subset", "batch_size", "lr"):
         if getattr(args, key) is not None:
             words += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if getattr(args, "init_from", None) is not None:
+        words += ["--init-from", str(args.init_from)]
+    if getattr(args, "init_models", None):
+        words += ["--init-models", *args.init_models]
     if args.data not in (None, "fashion_mnist"):
         words += ["--data", args.data]
     if args.data_dir:

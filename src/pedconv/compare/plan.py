@@ -164,6 +164,15 @@ class Plan:
     out: Path
     init_from: Optional[Path] = None
     task: str = "train"
+    init_models: Optional[list[ModelSpec]] = None
+
+    def init_for(self, spec: ModelSpec) -> Optional[Path]:
+        """Where ``spec``'s runs start from: the ``--init-from`` comparison (which then holds one
+        model), or with ``--init-models`` the folder of the model at ``spec``'s position there
+        (the transfer study: static from static, PEDConv from PEDConv)."""
+        if self.init_from is None or not self.init_models:
+            return self.init_from
+        return self.init_from / "runs" / self.init_models[self.specs.index(spec)].folder
 
     @property
     def runs(self) -> list[tuple[ModelSpec, int, Path]]:
@@ -191,7 +200,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             raise UsageError("--models lists the same model spec twice")
         return Plan(args.preset, specs, args.seeds if args.seeds is not None else TASK_SEEDS, args.width,
                     shared_recipe(args, {}), extra, args.output or Path("runs") / f"compare-{task}-{args.preset}",
-                    args.init_from, task)
+                    args.init_from, task, _init_models(args, specs))
     args.preset = args.preset or "default"
     if args.preset not in PRESETS:
         raise UsageError(f"--preset {args.preset}: choose one of {', '.join(sorted(PRESETS))}")
@@ -202,4 +211,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return Plan(args.preset, specs, args.seeds if args.seeds is not None else preset["seeds"],
                 args.width if args.width is not None else preset["width"], shared_recipe(args, preset), extra,
                 args.output or Path("runs") / f"compare-{args.preset}",
-                args.init_from or (Path(preset["init_from"]) if "init_from" in preset else None))
+                args.init_from or (Path(preset["init_from"]) if "init_from" in preset else None), "train",
+                _init_models(args, specs))
+
+
+def _init_models(args: argparse.Namespace, specs: list[ModelSpec]) -> Optional[list[ModelSpec]]:
+    """``--init-models``: one model of the ``--init-from`` comparison per ``--models`` entry."""
+    names = getattr(args, "init_models", None)
+    if not names:
+        return None
+    if args.init_from is None:
+        raise UsageError("--init-models names models of the --init-from comparison: give --init-from too")
+    if len(names) != len(specs):
+        raise UsageError(f"--init-models gives {len(names)} models for {len(specs)} compared ones: one each, in order")
+    return [parse_spec(n) for n in names]

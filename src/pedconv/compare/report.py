@@ -35,7 +35,13 @@ REPORTS = ("compare.md", "compare.json", "compare.png", "curves.png")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
-    """Mean and sample std; the std of one value is None (unknown, not 0)."""
+    """Mean and sample std; the std of one value is None (unknown, not 0). A value a run could not
+    compute (nan: COCO's AP_L without large objects) is left out.
+
+    >>> mean_std([1.0, 3.0]), mean_std([2.0, float("nan")])
+    ((2.0, 1.4142135623730951), (2.0, None))
+    """
+    values = [v for v in values if v == v]
     if not values:
         return math.nan, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
@@ -51,12 +57,14 @@ def profile_record(record: dict[str, Any]) -> tuple[int, int]:
     return prof.params, prof.macs
 
 
-def summarize(records: list[dict[str, Any]], metric: str = "val_top1") -> list[dict[str, Any]]:
+def summarize(records: list[dict[str, Any]], metric: str = "val_top1", also: Sequence[str] = ()
+              ) -> list[dict[str, Any]]:
     """One row per model: params, MACs (at the runs' input size), ``metric`` (the task's: top-1,
     AP, mIoU, PGD accuracy) mean/std over seeds, images per second, training time, and the metric
     minus the first model's (the reference) paired by seed. Rows keep the metric's name under
     ``metric`` and its numbers under ``top1_mean``/``top1_std``/``top1_runs`` (named for
-    classification, the first task compared)."""
+    classification, the first task compared); the task's other metrics ``also`` (AP50, aAcc...)
+    under ``metrics``, each ``{"mean", "std", "runs"}``."""
     rows = []
     labels = list(dict.fromkeys(r["model"] for r in records))
     reference = {r["seed"]: r["final"][metric] for r in records if r["model"] == labels[0]}
@@ -71,10 +79,21 @@ def summarize(records: list[dict[str, Any]], metric: str = "val_top1") -> list[d
         m, s = mean_std(top1)
         rows.append({"model": label, "role": role_of(runs[0], label == labels[0]), "params": params,
                      "macs": macs, "metric": metric, "top1_mean": m, "top1_std": s, "top1_runs": top1,
-                     "seeds": [r["seed"] for r in runs],
+                     "seeds": [r["seed"] for r in runs], "metrics": _other_metrics(runs, also, metric),
                      "delta_vs_reference": deltas, "devices": [devices_of(r) for r in runs], "timed_on": timed_on,
                      **timings([r for r in runs if devices_of(r) == timed_on and "+" not in timed_on])})
     return rows
+
+
+def _other_metrics(runs: list[dict[str, Any]], names: Sequence[str], primary: str) -> dict[str, dict[str, Any]]:
+    """Mean, std and per-seed values of the metrics ``names`` (but ``primary``) the runs have."""
+    out = {}
+    for name in names:
+        values = [v for r in runs if isinstance(v := r["final"].get(name), (int, float)) and v == v]  # nan: n/a
+        if name != primary and values:
+            mean, std = mean_std(values)
+            out[name] = {"mean": mean, "std": std, "runs": values}
+    return out
 
 
 def devices_of(record: dict[str, Any]) -> str:
@@ -116,10 +135,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     body = [[f"{r['model']} ({r['role']})" if r.get("role") else r["model"], format_count(r["params"]),
              f"{r['macs'] / 1e6:.2f}M", _top1(r), _deltas(r, i == 0), len(r["seeds"]), _number(r["train_time_s"]),
              _number(r["train_images_per_s"]), _number(r["eval_images_per_s"])] for i, r in enumerate(rows)]
+    others = list(dict.fromkeys(k for r in rows for k in r.get("metrics") or {}))
+    for line, r in zip(body, rows):  # the task's other metrics, after the main one's columns
+        line[5:5] = [_mean_std_text(r.get("metrics", {}).get(k)) for k in others]
+    header[5:5] = [f"{k} mean ± std" for k in others]
     devices = [r.get("devices") or [] for r in rows]
     if len({part for ds in devices for d in ds for part in d.split("+")}) > 1:  # say where, and what is timed
         timed = rows[0]["timed_on"]
-        header[6:9] = [f"{h} ({timed} runs)" if "+" not in timed else f"{h} (untimed)" for h in header[6:9]]
+        t = header.index("train time (s)")
+        header[t:t + 3] = [f"{h} ({timed} runs)" if "+" not in timed else f"{h} (untimed)" for h in header[t:t + 3]]
         header.append("trained on, per seed")
         for line, ds in zip(body, devices):
             line.append(", ".join(ds))
@@ -133,6 +157,12 @@ def metric_label(metric: str, value: float) -> str:
     ('top-1 81.15%', 'mIoU 10.93')
     """
     return f"top-1 {value:.2f}%" if metric == "val_top1" else f"{metric} {value:.2f}"
+
+
+def _mean_std_text(summary: Optional[dict[str, Any]]) -> str:
+    if not summary:
+        return "—"
+    return f"{summary['mean']:.2f}" + ("" if summary["std"] is None else f" ± {summary['std']:.2f}")
 
 
 def _metric_name(metric: str) -> str:

@@ -113,7 +113,7 @@ def run_all(plan: Plan, progress: CompareProgress, quiet: bool, jobs: int = 1) -
         t0 = time.time()
         cached = (folder / "result.json").is_file()
         with contextlib.nullcontext() if cached else progress.watch(index):
-            record = run_one(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet, plan.init_from,
+            record = run_one(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet, plan.init_for(spec),
                              on_epoch=progress.epoch_done, task=plan.task)
         records.append(record)
         metric = task_of(plan.task).best_metric
@@ -134,7 +134,7 @@ def _run_in_worker(plan: Plan, index: int, quiet: bool, threads: int, queue: Any
     torch.set_num_threads(threads)
     spec, seed, folder = plan.runs[index]
     extra = plan.extra if "--threads" in plan.extra else [*plan.extra, "--threads", str(threads)]
-    return run_one(spec, seed, plan.width, plan.recipe, extra, folder, quiet, plan.init_from,
+    return run_one(spec, seed, plan.width, plan.recipe, extra, folder, quiet, plan.init_for(spec),
                    on_epoch=functools.partial(_report_epoch, queue, index), task=plan.task)
 
 
