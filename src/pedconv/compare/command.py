@@ -147,7 +147,7 @@ def run_compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             records = run_all(plan, progress, quiet=not args.verbose, jobs=args.jobs)
             progress.close()
-            rows = summarize(records, task_of(plan.task).best_metric, task_of(plan.task).result_metrics)
+            rows = summarize(records, *table_metrics(plan))
             write_reports(rows, records, report_meta(plan, records, invocation_time_s=time.time() - start), plan.out,
                            start)
         except (KeyboardInterrupt, RunInterrupted) as e:
@@ -186,9 +186,16 @@ def report_only(plan: Plan, explicit_seeds: bool) -> list[dict[str, Any]]:
                              f"{', '.join(s.label for s in plan.specs)} (train them first)")
         if left_out:
             print(f"left out, not finished: {', '.join(left_out)}", flush=True)
-        rows = summarize(records, task_of(plan.task).best_metric, task_of(plan.task).result_metrics)
+        rows = summarize(records, *table_metrics(plan))
         write_reports(rows, records, report_meta(plan, records, report_only=True, left_out=left_out), plan.out, start)
     return rows
+
+
+def table_metrics(plan: Plan) -> tuple[str, tuple[str, ...]]:
+    """The metric a comparison ranks by and the others its table shows: classification's tables
+    (the published ones) keep top-1 alone; another task's show all of its result metrics."""
+    task = task_of(plan.task)
+    return task.best_metric, (() if plan.task == "train" else task.result_metrics)
 
 
 def resolved_options(plan: Plan) -> argparse.Namespace:
