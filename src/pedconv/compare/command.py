@@ -204,7 +204,7 @@ def resolved_options(plan: Plan) -> argparse.Namespace:
 
     spec, seed, folder = plan.runs[0]
     return resolve_config(run_config(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet=True,
-                                     task=plan.task), task_of(plan.task))
+                                     init_from=plan.init_for(spec), task=plan.task), task_of(plan.task))
 
 
 def print_budget(plan: Plan, options: argparse.Namespace) -> None:
