@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "study": {"models": _SMALL, "seeds": [0, 1, 2], "width": 8,
               "train": {**_RECIPE, "epochs": 12, "train_subset": 10000, "warmup_epochs": 1.0}},
     # The converged full-data study (README, "The full-data study"; ~30 runs of 25-40 min on one
-    # CPU thread each, so run in slices: experiments/compare_slices.py, full_study_slices.txt):
+    # CPU thread each, so run side by side: --jobs N, one process and run folder per run):
     # all 60k training images, width 8, every system and PEDConv's generator variants.
     "full": {"models": _FULL, "seeds": [0, 1, 2], "width": 8,
              "train": {**_RECIPE, "epochs": 10, "train_subset": None, "warmup_epochs": 1.0}},
@@ -88,8 +88,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "train": {**_RECIPE, "epochs": 12, "train_subset": 10000, "warmup_epochs": 1.0}},
     # The transfer study's first half (the paper's protocol at this machine's scale): ImageNet-style
     # ResNet-18 backbones, static and PEDConv, pretrained as classifiers on all of Fashion-MNIST
-    # (the grey images replicated to 3 channels), for experiments/task_compare.py --init-from to
-    # fine-tune the SSD300 and UperNet ResNet-18s from. 48 px is the scale at which the scenes show
+    # (the grey images replicated to 3 channels), for `pedconv compare --task detect|segment
+    # --init-from ... --init-models resnet18 pedconv_resnet18` to fine-tune the SSD300 and UperNet
+    # ResNet-18s from. 48 px is the scale at which the scenes show
     # an item (16-64 px tall on the 128 px detection canvas, 12-48 px on the 96 px segmentation
     # one), so the backbone meets its objects at the size it learnt them; one pass over the 60k
     # images keeps the six runs at about 45 min on this 2-core CPU (96 px and 3 epochs: ~9 h).
