@@ -10,7 +10,7 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -101,13 +101,15 @@ class RunParts:
         return self.task.evaluate(self.module, self.val_loader, args, self.spec, self.margs, env, final)
 
 
-def build_run_model(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task: Task
-                 ) -> tuple[nn.Module, ModelArgs, bool]:
+def build_run_model(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task: Task,
+                    report: Optional[Callable[[str], None]] = None) -> tuple[nn.Module, ModelArgs, bool]:
+    """The task's model on the device (started from ``--init-from``, whose report goes to
+    ``report``: the run's log), and whether SyncBatchNorm replaced its BatchNorms."""
     seed_everything(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     try:
         model, margs = task.build_model(args, spec)
         if getattr(args, "init_from", None):
-            model = start_from_run(model, margs, args.init_from)
+            model = start_from_run(model, margs, args.init_from, report)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         raise TrainError(str(e)) from None
     model.to(env.device)
@@ -119,8 +121,10 @@ def build_run_model(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task
     return model, margs, use_sync_bn
 
 
-def assemble(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task: Task) -> RunParts:
-    module, margs, use_sync_bn = build_run_model(args, env, spec, task)
+def assemble(args: argparse.Namespace, env: DistEnv, spec: DataSpec, task: Task,
+             report: Optional[Callable[[str], None]] = None) -> RunParts:
+    """The run's parts from its options and data (``report``: where the model's start is described)."""
+    module, margs, use_sync_bn = build_run_model(args, env, spec, task, report)
     sampler = GlobalBatchSampler(spec.num_train, args.batch_size, env.world_size, env.rank, args.grad_accum_steps,
                                  seed=args.seed, shuffle=True, with_seeds=not spec.in_memory, replay=task.replay(args))
     loader = make_loader(spec, spec.train, sampler, env.device, getattr(args, "workers", None), seed=args.seed,

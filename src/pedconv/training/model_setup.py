@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -94,7 +94,8 @@ def build_model(name: str, num_classes: int, in_chans: int, model_kwargs: dict[s
     raise ValueError(f"model {name!r} rejected its options {kwargs}: {error}") from error
 
 
-def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module:
+def start_from_run(model: nn.Module, margs: ModelArgs, source: str,
+                   report: Optional[Callable[[str], None]] = None) -> nn.Module:
     """``model`` (built from ``margs``) started from the weights of ``source``: a trained run (a
     run folder, whose ``best.pt`` or else ``last.pt`` is read, or a checkpoint file), or a plain
     state-dict file (torchvision's or timm's ResNet weights; the authors' released PEDConv-ResNet,
@@ -104,7 +105,8 @@ def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module
     static network that ``margs.name``'s builder converts, the model is rebuilt from those
     weights (``static_weights``), every converted layer keeping its conv's function. Otherwise
     ``source`` is a classifier whose network is the model's backbone (a detector's or a
-    segmenter's): :func:`match_backbone` places it, and one line reports what was loaded.
+    segmenter's): :func:`match_backbone` places it, and one line reports what was loaded
+    (through ``report``, a training run's log; default: the main process's stderr).
 
     Raises:
         FileNotFoundError, CheckpointError: no readable checkpoint at ``source``;
@@ -130,8 +132,8 @@ def start_from_run(model: nn.Module, margs: ModelArgs, source: str) -> nn.Module
                          "network, nor as the static network it converts, nor as its backbone")
     model.load_state_dict({target: weights[key] for target, key in mapping.items()}, strict=False)
     skipped = sorted(set(weights) - set(mapping.values()))
-    _report(f"--init-from {source}: {len(mapping)} of {len(weights)} tensors loaded into {margs.name}'s backbone"
-            + (f"; not loaded: {_abbreviate(skipped)}" if skipped else ""))
+    (report or _report)(f"--init-from {source}: {len(mapping)} of {len(weights)} tensors loaded into {margs.name}'s "
+                        "backbone" + (f"; not loaded: {_abbreviate(skipped)}" if skipped else ""))
     return model
 
 

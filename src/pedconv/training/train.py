@@ -214,7 +214,7 @@ def _train_epochs(parts: RunParts, trainer: Trainer, saver: CheckpointSaver, pro
 def _start(args: argparse.Namespace, env: DistEnv, out: Path, resume_path: Optional[Path], reporter: Reporter,
            task: Task) -> tuple[RunParts, CheckpointSaver, RunProgress, EpochSums, nn.Module, bool]:
     """Build the run's parts and restore a resumed run's state."""
-    parts = assemble(args, env, load_data(args, env, task), task)
+    parts = assemble(args, env, load_data(args, env, task), task, reporter.info)
     config = _saved_config(args)
     saver = make_saver(parts, args, env, out, config)
     if resume_path is not None:
