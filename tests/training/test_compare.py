@@ -193,6 +193,7 @@ def test_compare_runs_another_task_with_its_own_preset_and_metric(tmp_path):
     assert "mIoU mean ± std" in (out / "compare.md").read_text()
     record = json.loads((out / "runs" / "upernet_resnet18" / "seed0" / "result.json").read_text())
     assert record["best_metric"] == "mIoU" and record["identity"]["recipe"]["preset"] == "quick"
+    assert record["model_args"]["kwargs"] == {"decoder_channels": 64}  # the quick preset's, for every model
     assert record["devices"] == ["cpu"]  # from the epoch records, not from log.txt
     bad = compare.main([*argv[:argv.index("--")], "--", "--img-size", "48"])
     assert bad == 2  # checked before any run: the segmenters need a multiple of 32

@@ -96,6 +96,11 @@ def shared_recipe(args: argparse.Namespace, preset: dict[str, Any]) -> dict[str,
     comparison preset, another task's as the name of its own preset (``--quick``: ``quick``)."""
     if args.task != "train":
         recipe: dict[str, Any] = {"preset": args.preset}
+        # The preset's builder options (UperNet's 64 decoder channels, Free-AT's width 8) hold for
+        # every compared model; a spec's own key=values go over them (run_config).
+        preset_kwargs = task_of(args.task).presets[args.preset].get("model_kwargs")
+        if preset_kwargs:
+            recipe["model_kwargs"] = dict(preset_kwargs)
         if args.data is not None:
             recipe["data"] = args.data
         if args.data_dir is not None:
@@ -124,8 +129,9 @@ def train_options(spec: ModelSpec, extra: list[str], task: str = "train") -> dic
 
 def run_config(spec: ModelSpec, seed: int, width: Optional[int], recipe: dict[str, Any], extra: list[str],
                folder: Path, quiet: bool, init_from: Optional[Path] = None, task: str = "train") -> dict[str, Any]:
-    """The training options of one (model, seed) run."""
-    kwargs = dict(spec.kwargs)
+    """The training options of one (model, seed) run: the recipe's builder options (a task
+    preset's ``model_kwargs``) under the spec's own."""
+    kwargs = {**recipe.get("model_kwargs", {}), **spec.kwargs}
     if width is not None:
         kwargs.setdefault("width", width)
     start = {"init_from": str(init_source(init_from, seed))} if init_from is not None else {}
