@@ -195,6 +195,8 @@ def test_compare_runs_another_task_with_its_own_preset_and_metric(tmp_path):
     assert record["best_metric"] == "mIoU" and record["identity"]["recipe"]["preset"] == "quick"
     assert record["model_args"]["kwargs"] == {"decoder_channels": 64}  # the quick preset's, for every model
     assert record["devices"] == ["cpu"]  # from the epoch records, not from log.txt
+    assert compare.main(argv) == 0  # finished: read back (a task recipe has no --data), nothing trained
+    assert json.loads((out / "compare.json").read_text())["rows"] == report["rows"]
     bad = compare.main([*argv[:argv.index("--")], "--", "--img-size", "48"])
     assert bad == 2  # checked before any run: the segmenters need a multiple of 32
 

@@ -98,7 +98,8 @@ def finished_record(folder: Path, identity: dict[str, Any], recipe: dict[str, An
     if record.get("identity") != identity:
         raise CompareError(f"{folder} holds a finished run with a different recipe ({record.get('identity')}); "
                            "use another --output or delete that folder")
-    record.setdefault("input_size", saved_input_size(folder, record, recipe["data"]))
+    if "input_size" not in record:  # a result.json written before it recorded input_size (classification)
+        record["input_size"] = saved_input_size(folder, record, recipe.get("data", ""))
     record.setdefault("devices", run_devices(folder))  # recorded before "devices" existed
     return record
 
