@@ -110,6 +110,7 @@ def run_all(plan: Plan, progress: CompareProgress, quiet: bool, jobs: int = 1) -
     if jobs > 1:
         return _run_side_by_side(plan, progress, quiet, jobs)
     records = []
+    metric = task_of(plan.task).best_metric
     for index, (spec, seed, folder) in enumerate(plan.runs):
         t0 = time.time()
         cached = (folder / "result.json").is_file()
@@ -117,7 +118,6 @@ def run_all(plan: Plan, progress: CompareProgress, quiet: bool, jobs: int = 1) -
             record = run_one(spec, seed, plan.width, plan.recipe, plan.extra, folder, quiet, plan.init_for(spec),
                              on_epoch=progress.epoch_done, task=plan.task)
         records.append(record)
-        metric = task_of(plan.task).best_metric
         progress.run_done(f"  {spec.label:<48} seed {seed}: {metric_label(metric, record['final'][metric])}  "
                           + ("(finished earlier)" if cached else f"({time.time() - t0:.0f} s)"))
     return records

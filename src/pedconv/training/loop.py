@@ -164,8 +164,9 @@ class Trainer:
         with torch.no_grad():
             acc += torch.stack([task.detach().double() * n, info.detach().double() * n])
             for name, value in result.metrics.items():
-                total = metric_sums.setdefault(name, torch.zeros((), dtype=torch.float64, device=acc.device))
-                total += value.detach().double()
+                if name not in metric_sums:  # once per epoch, not a fresh tensor every micro-batch
+                    metric_sums[name] = torch.zeros((), dtype=torch.float64, device=acc.device)
+                metric_sums[name] += value.detach().double()
         return int(n)
 
     def first_nonfinite_step(self) -> Optional[int]:
