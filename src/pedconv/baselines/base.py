@@ -60,6 +60,43 @@ class BaselineConv2d(nn.Module):
         self.factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
 
     @classmethod
+    def from_conv(cls: type[_Layer], conv: nn.Conv2d, *, preserve_function: bool = True, **options: Any) -> _Layer:
+        """A layer with ``conv``'s geometry (an ``nn.Conv2d`` with integer zero padding) and the
+        baseline's ``options``.
+
+        With ``preserve_function`` it starts as ``conv`` (:meth:`_start_as`: each baseline's
+        parameters set so that it computes what ``conv`` did, while its dynamic part still gets
+        gradients); otherwise its parameters are freshly initialised.
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> from pedconv.baselines import DCDConv2d, DyConv2d, WeightNetConv2d
+            >>> conv = nn.Conv2d(8, 8, 3, padding=1)
+            >>> x = torch.randn(2, 8, 5, 5)
+            >>> [torch.allclose(cls.from_conv(conv)(x), conv(x), atol=1e-5)
+            ...  for cls in (DCDConv2d, DyConv2d, WeightNetConv2d)]
+            [True, True, True]
+        """
+        layer = cls._with_geometry_of(conv, **options)
+        if preserve_function:
+            with torch.no_grad():
+                layer._start_as(conv)
+        return layer
+
+    def _start_as(self, conv: nn.Conv2d) -> None:
+        """Sets this layer's parameters (under ``no_grad``) so that it computes what ``conv``
+        does; a baseline that cannot refuses (see :meth:`from_conv`)."""
+        raise ValueError(f"{type(self).__name__}.from_conv cannot preserve the function of a conv; "
+                         "use preserve_function=False")
+
+    def _copy_bias_of(self, conv: nn.Conv2d) -> None:
+        """``conv``'s bias into this layer's (when ``conv`` has one), broadcast over its kernels."""
+        if conv.bias is not None:
+            bias = getattr(self, "bias", None)
+            assert bias is not None, f"{type(self).__name__} was built without the bias that {conv} has"
+            bias.copy_(conv.bias.expand_as(bias))
+
+    @classmethod
     def _with_geometry_of(cls: type[_Layer], conv: nn.Module, **options: Any) -> _Layer:
         """A fresh layer with ``conv``'s shape (an ``nn.Conv2d`` with integer zero padding)."""
         layer = cls(**conv_arguments(conv, cls.__name__, zero_padding_only=True), **options)

@@ -142,33 +142,16 @@ class DCDConv2d(BaselineConv2d):
             bound = 1 / math.sqrt(self.weight[0].numel())
             nn.init.uniform_(self.bias, -bound, bound)
 
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object) -> DCDConv2d:
-        """A DCD layer with ``conv``'s geometry.
-
-        With ``preserve_function`` ``W0`` (and the bias) is ``conv``'s, ``Λ`` starts at 1 (its
-        head's weight and bias at 0) and ``P`` at 0, so the layer computes exactly what ``conv``
-        did; ``P`` and the heads still get gradients, so the dynamic part grows in training.
-
-        Example:
-            >>> import torch, torch.nn as nn
-            >>> conv = nn.Conv2d(8, 8, 3, padding=1)
-            >>> x = torch.randn(2, 8, 5, 5)
-            >>> torch.allclose(DCDConv2d.from_conv(conv)(x), conv(x), atol=1e-5)
-            True
-        """
-        layer = cls._with_geometry_of(conv, **options)
-        if preserve_function:
-            with torch.no_grad():
-                layer.weight.copy_(conv.weight)
-                layer.p.zero_()
-                layer.fc_scale.weight.zero_()
-                assert layer.fc_scale.bias is not None
-                layer.fc_scale.bias.zero_()
-                if conv.bias is not None:
-                    assert layer.bias is not None
-                    layer.bias.copy_(conv.bias)
-        return layer
+    def _start_as(self, conv: nn.Conv2d) -> None:
+        """``W0`` (and the bias) is ``conv``'s, ``Λ`` starts at 1 (its head's weight and bias at 0)
+        and ``P`` at 0, so the layer computes exactly what ``conv`` did; ``P`` and the heads
+        still get gradients, so the dynamic part grows in training."""
+        self.weight.copy_(conv.weight)
+        self.p.zero_()
+        self.fc_scale.weight.zero_()
+        assert self.fc_scale.bias is not None
+        self.fc_scale.bias.zero_()
+        self._copy_bias_of(conv)
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``Λ(x)`` as ``(B, Cout)`` and ``Φ(x)`` as ``(B, L, L)`` for an input ``(B, Cin, H, W)``."""

@@ -77,32 +77,12 @@ class DyConv2d(BaselineConv2d):
             bound = 1 / math.sqrt(self.weight[0].numel())
             nn.init.uniform_(self.bias, -bound, bound)
 
-    @classmethod
-    def from_conv(
-        cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object
-    ) -> DyConv2d:
-        """A DY-Conv layer with ``conv``'s geometry.
-
-        With ``preserve_function`` every kernel (and bias) is a copy of ``conv``'s: the
-        softmax attention sums to one, so the layer computes exactly what ``conv`` did, and
-        the kernels diverge in training because each gets its own attention weight.
-        Otherwise the kernels are freshly initialised.
-
-        Example:
-            >>> import torch, torch.nn as nn
-            >>> conv = nn.Conv2d(8, 8, 3, padding=1)
-            >>> x = torch.randn(2, 8, 5, 5)
-            >>> torch.allclose(DyConv2d.from_conv(conv)(x), conv(x), atol=1e-5)
-            True
-        """
-        layer = cls._with_geometry_of(conv, **options)
-        if preserve_function:
-            with torch.no_grad():
-                layer.weight.copy_(conv.weight.repeat(layer.num_kernels, 1, 1, 1))
-                if conv.bias is not None:
-                    assert layer.bias is not None
-                    layer.bias.copy_(conv.bias.unsqueeze(0).expand_as(layer.bias))
-        return layer
+    def _start_as(self, conv: nn.Conv2d) -> None:
+        """Every kernel (and bias) is a copy of ``conv``'s: the softmax attention sums to one, so
+        the layer computes exactly what ``conv`` did, and the kernels diverge in training because
+        each gets its own attention weight."""
+        self.weight.copy_(conv.weight.repeat(self.num_kernels, 1, 1, 1))
+        self._copy_bias_of(conv)
 
     def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[0]

@@ -100,29 +100,19 @@ class ODConv2d(BaselineConv2d):
     def _sigmoid_heads(self) -> list[nn.Conv2d]:
         return [m for m in (self.channel_fc, self.filter_fc, self.spatial_fc) if m is not None]
 
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object) -> ODConv2d:
-        """An ODConv layer with ``conv``'s geometry.
-
-        With ``preserve_function`` the sigmoid heads start at zero (every such attention is
-        1/2) and each kernel is ``conv.weight`` times ``2 ** (number of sigmoid attentions)``;
-        the kernel softmax sums to one, so it keeps its random initialisation and the
-        kernels still diverge in training. Eval outputs equal ``conv``'s (up to the BN of the
-        attention branch, which does not reach the output at zero heads).
-        """
-        layer = cls._with_geometry_of(conv, **options)
-        if preserve_function:
-            with torch.no_grad():
-                heads = layer._sigmoid_heads()
-                for m in heads:
-                    nn.init.zeros_(m.weight)
-                    assert m.bias is not None
-                    nn.init.zeros_(m.bias)
-                layer.weight.copy_((conv.weight * 2.0 ** len(heads)).repeat(layer.num_kernels, 1, 1, 1))
-                if conv.bias is not None:
-                    assert layer.bias is not None
-                    layer.bias.copy_(conv.bias)
-        return layer
+    def _start_as(self, conv: nn.Conv2d) -> None:
+        """The sigmoid heads start at zero (every such attention is 1/2) and each kernel is
+        ``conv.weight`` times ``2 ** (number of sigmoid attentions)``; the kernel softmax sums to
+        one, so it keeps its random initialisation and the kernels still diverge in training.
+        Eval outputs equal ``conv``'s (up to the BN of the attention branch, which does not reach
+        the output at zero heads)."""
+        heads = self._sigmoid_heads()
+        for m in heads:
+            nn.init.zeros_(m.weight)
+            assert m.bias is not None
+            nn.init.zeros_(m.bias)
+        self.weight.copy_((conv.weight * 2.0 ** len(heads)).repeat(self.num_kernels, 1, 1, 1))
+        self._copy_bias_of(conv)
 
     def attentions(self, x: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
         """``(alpha_c (B, Cin), alpha_f (B, Cout) | None, alpha_s (B, k*k) | None, alpha_w (B, K) | None)``."""

@@ -63,33 +63,16 @@ class WeightNetConv2d(BaselineConv2d):
             bound = 1 / math.sqrt(self.kernel_numel)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = True, **options: object) -> WeightNetConv2d:
-        """A WeightNet layer with ``conv``'s geometry.
-
-        With ``preserve_function`` the sigmoid layer starts at 0.5 everywhere (``fc1`` at 0)
-        and ``fc2`` generates ``conv``'s weight from it, so the layer computes exactly what
-        ``conv`` did; ``fc1`` still gets gradients, so the kernel becomes input-dependent.
-
-        Example:
-            >>> import torch, torch.nn as nn
-            >>> conv = nn.Conv2d(8, 8, 3, padding=1)
-            >>> x = torch.randn(2, 8, 5, 5)
-            >>> torch.allclose(WeightNetConv2d.from_conv(conv)(x), conv(x), atol=1e-5)
-            True
-        """
-        layer = cls._with_geometry_of(conv, **options)
-        if preserve_function:
-            with torch.no_grad():
-                layer.fc1.weight.zero_()
-                assert layer.fc1.bias is not None
-                layer.fc1.bias.zero_()
-                target = conv.weight.reshape(layer.groups_g * layer.out_channels, -1, 1)
-                layer.fc2.copy_(target.expand_as(layer.fc2) * 2 / layer.fc2.shape[-1])
-                if conv.bias is not None:
-                    assert layer.bias is not None
-                    layer.bias.copy_(conv.bias)
-        return layer
+    def _start_as(self, conv: nn.Conv2d) -> None:
+        """The sigmoid layer starts at 0.5 everywhere (``fc1`` at 0) and ``fc2`` generates
+        ``conv``'s weight from it, so the layer computes exactly what ``conv`` did; ``fc1``
+        still gets gradients, so the kernel becomes input-dependent."""
+        self.fc1.weight.zero_()
+        assert self.fc1.bias is not None
+        self.fc1.bias.zero_()
+        target = conv.weight.reshape(self.groups_g * self.out_channels, -1, 1)
+        self.fc2.copy_(target.expand_as(self.fc2) * 2 / self.fc2.shape[-1])
+        self._copy_bias_of(conv)
 
     def generate(self, x: Tensor) -> Tensor:
         """The per-sample kernels ``(B, Cout, Cin/groups, kh, kw)`` for an input ``(B, Cin, H, W)``."""
