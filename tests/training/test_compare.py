@@ -173,7 +173,7 @@ def test_cli_errors(capsys):
     assert compare.main(["--models", "no_such_model", "--output", "/tmp/never"]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert compare.main(["--preset", "nope", "--output", "/tmp/never"]) == 2
-    assert "--preset nope: choose one of ablations" in capsys.readouterr().err
+    assert "--preset nope: no such file, and not a shipped study preset (shipped: ablations" in capsys.readouterr().err
     assert compare.main(["--task", "detect", "--preset", "study", "--output", "/tmp/never"]) == 2
     assert "--task detect --preset study: the task's presets are fasterrcnn, paper, quick" in capsys.readouterr().err
 
@@ -239,6 +239,43 @@ def test_bad_options_are_refused_before_any_run(tmp_path, capsys, argv, message)
     assert compare.main(["--output", str(tmp_path / "c"), *argv]) == 2
     assert message in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("models: [cifar_resnet20]\nseeds: [0]\n", "missing train"),
+    ("models: [cifar_resnet20]\nseeds: [0]\ntrain: {}\nepochs: 3\n", "unknown keys epochs"),
+    ("models: []\nseeds: [0]\ntrain: {}\n", "models must be a non-empty list"),
+    ("models: [cifar_resnet20]\nseeds: [zero]\ntrain: {}\n", "seeds must be a non-empty list of integers"),
+    ("models: [cifar_resnet20]\nseeds: [0]\ntrain: [1]\n", "train is [1], of the wrong type"),
+    ("models: [cifar_resnet20\n", "not valid YAML"),
+    ("- a list\n", "expected a mapping"),
+])
+def test_a_bad_study_file_is_refused_in_one_line(tmp_path, capsys, text, message):
+    study = tmp_path / "mine.yaml"
+    study.write_text(text)
+    assert compare.main(["--preset", str(study), "--output", str(tmp_path / "c")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(study) in line and message in line
+    assert compare.main(["--preset", "no-such-study", "--output", str(tmp_path / "c")]) == 2
+    assert "no-such-study: no such file, and not a shipped study preset (shipped: ablations, default" in (
+        capsys.readouterr().err)
+
+
+def test_every_shipped_study_is_a_preset_and_a_study_file_of_ones_own_plans_its_runs(tmp_path):
+    from pedconv.compare import PRESETS, build_parser
+    from pedconv.compare.plan import make_plan
+    from pedconv.configs import CONFIG_DIR, shipped
+
+    assert set(PRESETS) == set(shipped("studies")) >= {"default", "quick", "full", "transfer-pretrain"}
+    assert PRESETS["full"]["train"]["train_subset"] is None and PRESETS["finetune"]["init_from"]
+    shipped_plan = make_plan(build_parser().parse_args(["--preset", "quick"]))
+    assert (shipped_plan.preset, shipped_plan.seeds, shipped_plan.out.name) == ("quick", [0], "compare-quick")
+    study = tmp_path / "mine.yaml"
+    study.write_text((CONFIG_DIR / "studies" / "quick.yaml").read_text().replace("seeds: [0]", "seeds: [3, 4]"))
+    plan = make_plan(build_parser().parse_args(["--preset", str(study)]))
+    assert (plan.preset, plan.seeds, plan.out.name) == ("mine", [3, 4], "compare-mine")
+    assert [s.label for s in plan.specs] == [s.label for s in shipped_plan.specs]
+    assert plan.recipe == shipped_plan.recipe
 
 
 def test_a_second_comparison_on_the_same_folder_is_refused(tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import pedconv
-from pedconv.errors import TrainOptionsError
+from pedconv.errors import ConfigError, TrainOptionsError
 from pedconv.tasks.classification import Classification
 from pedconv.tasks.classification.command import parse_args
 from pedconv.training.config import build_train_parser, load_yaml_config, resolve_config
@@ -111,3 +111,23 @@ def test_the_poly_schedule_decays_with_power_0_9_as_mmsegmentation() -> None:
     expected = args.min_lr + (args.lr - args.min_lr) * (1 - at / (args.epochs * steps)) ** 0.9
     assert abs(sched._get_lr(at)[0] - expected) < 1e-6
     assert abs(expected - 0.0014) < 1e-4
+
+
+def test_a_shipped_config_is_found_by_name_and_a_missing_one_lists_them(tmp_path: Path, monkeypatch) -> None:
+    """`--config fashion_mnist` (and `configs/fashion_mnist.yaml` outside a checkout) finds the
+    config that ships inside the package; a name that is neither a file nor shipped says which are."""
+    from pedconv.configs import CONFIG_DIR
+
+    parser = build_train_parser(None, Classification())
+    by_path = load_yaml_config(CONFIG_DIR / "fashion_mnist.yaml", parser)
+    assert load_yaml_config("fashion_mnist", parser) == by_path
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert load_yaml_config("configs/fashion_mnist.yaml", parser) == by_path
+    with pytest.raises(ConfigError, match=r"^config nope.yaml: no such file, and not a shipped config \(shipped: fashion_mnist, "):
+        load_yaml_config("nope.yaml", parser)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_yaml_config("elsewhere/fashion_mnist.yaml", parser)  # a path elsewhere is not the shipped file
+
+
+def test_the_checkouts_configs_folder_is_the_packages() -> None:
+    assert (ROOT / "configs").resolve() == (ROOT / "src" / "pedconv" / "configs").resolve()

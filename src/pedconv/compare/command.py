@@ -68,8 +68,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="what the models are trained for: train (classification; the presets below), detect, "
                         "segment or adv (their static and PEDConv models, each with the task's own --preset, "
                         "default quick, 3 seeds)")
-    p.add_argument("--preset", default=None, metavar="NAME",
-                   help="--task train: " + ", ".join(sorted(PRESETS)) + " (default: the main job, ~14 min on 2 "
+    p.add_argument("--preset", default=None, metavar="NAME|YAML",
+                   help="--task train: a study file (configs/studies/*.yaml has the shipped ones) or the name of a "
+                        "shipped one, " + ", ".join(sorted(PRESETS)) + " (default: the main job, ~14 min on 2 "
                         "cores; quick: smoke, <2 min; study, ablations: ~1 h each; full, full-sweep: the "
                         "converged full-data study, hours, in parts; finetune-base then finetune: fine-tuning "
                         "pretrained static networks). Another task: one of its presets (default quick)")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from ..errors import UsageError
 from ..training.task import Task
 from ..utils.kv import KeyValueError, parse_key_values
-from .presets import PRESETS
+from .presets import load_preset
 
 __all__ = ["TASKS", "ModelSpec", "Plan", "compact", "init_source", "make_plan", "parse_spec", "run_config",
            "shared_recipe", "task_of", "train_options"]
@@ -208,15 +208,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
                     shared_recipe(args, {}), extra, args.output or Path("runs") / f"compare-{task}-{args.preset}",
                     args.init_from, task, _init_models(args, specs))
     args.preset = args.preset or "default"
-    if args.preset not in PRESETS:
-        raise UsageError(f"--preset {args.preset}: choose one of {', '.join(sorted(PRESETS))}")
-    preset = PRESETS[args.preset]
+    preset = load_preset(args.preset)  # a shipped study's name or a study file
+    name = Path(args.preset).stem
     specs = [parse_spec(s) for s in (args.models or preset["models"])]
     if len({s.label for s in specs}) != len(specs):
         raise UsageError("--models lists the same model spec twice")
-    return Plan(args.preset, specs, args.seeds if args.seeds is not None else preset["seeds"],
+    return Plan(name, specs, args.seeds if args.seeds is not None else preset["seeds"],
                 args.width if args.width is not None else preset["width"], shared_recipe(args, preset), extra,
-                args.output or Path("runs") / f"compare-{args.preset}",
+                args.output or Path("runs") / f"compare-{name}",
                 args.init_from or (Path(preset["init_from"]) if "init_from" in preset else None), "train",
                 _init_models(args, specs))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import torch
 import yaml
 
+from ..configs import resolve
 from ..errors import ConfigError, RunError, TrainError, TrainOptionsError, UsageError
 from ..models import model_entrypoint
 from ..utils.atomic import atomic_write_text
@@ -141,7 +142,8 @@ def build_train_parser(parser: Optional[argparse.ArgumentParser], task: Task) ->
     """
     p = parser or argparse.ArgumentParser(prog=task.train_command, description="Train a registered model.")
     p.add_argument("--config", default=None, metavar="YAML",
-                   help="YAML file of option values (keys = option names with '_'); command-line flags override it")
+                   help="YAML file of option values (keys = option names with '_'), or the name of a shipped one "
+                        "(configs/*.yaml); command-line flags override it")
     if task.presets:
         # --quick first: a YAML file's `preset` key then converts with --preset's rules (the last action of a dest).
         if "quick" in task.presets:
@@ -341,9 +343,10 @@ def load_yaml_config(path: Union[str, os.PathLike], parser: argparse.ArgumentPar
     Raises:
         ConfigError: missing file, bad YAML, not a mapping, unknown keys, invalid values.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    try:
+        path = resolve(path)  # a file, or a shipped config's name (pedconv/configs/)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
