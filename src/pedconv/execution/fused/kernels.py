@@ -23,7 +23,10 @@ it has just loaded (in the accumulator's precision, then cast to the operand dty
   (depthwise, tiny groups), as sums of per-channel products; their weight gradient is the small
   per-sample ``dW_b``, reduced by :func:`pedconv.method.cp.compose_weight_backward`.
 
-Loads are masked rather than clamped, offsets of the batch dimension are 64-bit.
+Loads are masked rather than clamped, offsets of the batch dimension are 64-bit. What several
+kernels share (the tile of one sample, a tap's offsets, the input a position reads, Eq. (2)'s
+modulation of a weight tile) is written once, as the device functions listed in
+:data:`DEVICE_FUNCTIONS`: Triton inlines them into the kernels that call them.
 """
 
 # mypy: ignore-errors
@@ -32,6 +35,129 @@ Loads are masked rather than clamped, offsets of the batch dimension are 64-bit.
 from __future__ import annotations
 
 import triton.language as tl
+from triton.runtime.jit import JITFunction
+
+
+def _device(fn):
+    """A device function for the compiler (``JITFunction`` whatever ``TRITON_INTERPRET`` said at
+    import; :mod:`.launch` swaps in interpreted ones while an interpreted kernel runs)."""
+    return JITFunction(fn)
+
+
+@_device
+def _sample_tile(positions, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's sample, its ``BLOCK_M`` positions (of ``positions``), its ``BLOCK_N`` channels
+    and which positions exist: the grid's first axis runs over (sample, position tile)."""
+    pid = tl.program_id(0)
+    tiles_m = (positions + BLOCK_M - 1) // BLOCK_M
+    offs_m = (pid % tiles_m) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return pid // tiles_m, offs_m, offs_n, offs_m < positions
+
+
+@_device
+def _group_tile(positions, channels, COUT_G, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """:func:`_sample_tile` of a GEMM kernel whose grid's third axis runs over the groups:
+    also which of the ``channels`` (of one group) exist, the group and all output channels."""
+    b, offs_m, offs_n, m_ok = _sample_tile(positions, BLOCK_M, BLOCK_N)
+    return b, offs_m, offs_n, m_ok, offs_n < channels, tl.program_id(2), COUT_G * tl.num_programs(2)
+
+
+@_device
+def _k_step(kk, k_tiles, channels, KH, KW, BLOCK_K: tl.constexpr):
+    """Step ``kk`` of a GEMM kernel's loop over (tap, tile of ``channels``): the tap, its
+    offsets, the tile's channels and which of them exist."""
+    t = kk // k_tiles
+    kd, kh, kw = _unflatten(t, KH, KW)
+    offs_k = (kk % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
+    return t, kd, kh, kw, offs_k, offs_k < channels
+
+
+@_device
+def _store_tile(out, acc, b, sb, ch, sc, d, h, w, sd, sh, sw, m_ok, n_ok):
+    """Writes the ``(positions, channels)`` tile ``acc`` of sample ``b`` to ``out``, in its dtype."""
+    ptr = out + b.to(tl.int64) * sb + ch[None, :] * sc + (d * sd + h * sh + w * sw)[:, None]
+    tl.store(ptr, acc.to(out.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+@_device
+def _unflatten(offs, H, W):
+    """``(d, h, w)`` of flat indices over a ``(D, H, W)`` grid (positions, or taps with ``KH, KW``)."""
+    return offs // (H * W), (offs // W) % H, offs % W
+
+
+@_device
+def _reads(od, oh, ow, kd, kh, kw, D, H, W, sd, sh, sw, pd, ph, pw, dd, dh, dw):
+    """The input position that output position ``(od, oh, ow)`` reads through tap ``(kd, kh, kw)``,
+    and whether it lies inside the input (outside is zero padding)."""
+    idd = od * sd - pd + kd * dd
+    ih = oh * sh - ph + kh * dh
+    iw = ow * sw - pw + kw * dw
+    return idd, ih, iw, (idd >= 0) & (idd < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+
+
+@_device
+def _read_by(qd, qh, qw, kd, kh, kw, DO, HO, WO, sd, sh, sw, pd, ph, pw, dd, dh, dw):
+    """The output position that reads input position ``(qd, qh, qw)`` through tap ``(kd, kh, kw)``,
+    and whether there is one (the stride may skip it; it may lie past the output)."""
+    td = qd + pd - kd * dd
+    th = qh + ph - kh * dh
+    tw = qw + pw - kw * dw
+    ok = (td >= 0) & (th >= 0) & (tw >= 0) & (td % sd == 0) & (th % sh == 0) & (tw % sw == 0)
+    od = td // sd
+    oh = th // sh
+    ow = tw // sw
+    return od, oh, ow, ok & (od < DO) & (oh < HO) & (ow < WO)
+
+
+@_device
+def _component(ptr, row, size, offs, ok, HAS: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Entries ``offs`` of row ``row`` of a ``(B * R, size)`` component, or ones where the layer
+    has no such component."""
+    v = tl.full((BLOCK,), 1.0, ACC)
+    if HAS:
+        v = tl.load(ptr + row * size + offs, mask=ok, other=0.0).to(ACC)
+    return v
+
+
+@_device
+def _modulated_dot(acc, a, wt, k_comp, k_idx, k_size, k_ok, n_comp, n_idx, n_size, n_ok, psi, t, TAPS, b,
+                   R: tl.constexpr, HAS_K: tl.constexpr, HAS_N: tl.constexpr, HAS_S: tl.constexpr,
+                   ACC: tl.constexpr, PRECISION: tl.constexpr, DOT: tl.constexpr,
+                   BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``acc + a @ wt'``: ``wt'`` is the ``(K, N)`` tile ``wt`` of the base weight at tap ``t``
+    times sample ``b``'s ``sum_r (k_r psi_r[t]) (x) n_r`` (Eq. 2, ``k``/``n`` the components along
+    the tile's K and N channels). At rank 1 the N side is left out: :func:`_rank1_scaled` applies
+    it to the kernel's result instead."""
+    if R == 1:
+        side = _component(k_comp, b, k_size, k_idx, k_ok, HAS_K, ACC, BLOCK_K)
+        if HAS_S:
+            side = side * tl.load(psi + b * TAPS + t).to(ACC)
+        wt = wt * side[:, None]
+    else:
+        mod = tl.full((BLOCK_K, BLOCK_N), 0.0, ACC)
+        for r in tl.static_range(R):
+            side = _component(k_comp, b * R + r, k_size, k_idx, k_ok, HAS_K, ACC, BLOCK_K)
+            if HAS_S:
+                side = side * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
+            mod += side[:, None] * _component(n_comp, b * R + r, n_size, n_idx, n_ok, HAS_N, ACC, BLOCK_N)[None, :]
+        wt = wt * mod
+    return tl.dot(a.to(DOT), wt.to(DOT), acc, input_precision=PRECISION)
+
+
+@_device
+def _rank1_scaled(acc, comp, b, size, idx, ok, R: tl.constexpr, HAS: tl.constexpr, ACC: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+    """A GEMM kernel's result ``acc`` times the N-side component that :func:`_modulated_dot`
+    leaves out at rank 1 (sample ``b``'s entries ``idx``); as it is at higher ranks."""
+    if R == 1 and HAS:
+        acc = acc * _component(comp, b, size, idx, ok, HAS, ACC, BLOCK_N)[None, :]
+    return acc
+
+
+DEVICE_FUNCTIONS = ("_sample_tile", "_group_tile", "_k_step", "_store_tile", "_unflatten", "_reads", "_read_by",
+                    "_component", "_modulated_dot", "_rank1_scaled")
+"""The device functions the kernels call, by name (:mod:`.launch` interprets them with the kernels)."""
 
 
 def conv_forward(
@@ -43,65 +169,29 @@ def conv_forward(
     ACC: tl.constexpr, PRECISION: tl.constexpr, DOT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    tiles_m = (DO * HO * WO + BLOCK_M - 1) // BLOCK_M
-    b = pid // tiles_m
-    offs_m = (pid % tiles_m) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    grp = tl.program_id(2)
-    C_OUT = COUT_G * tl.num_programs(2)
-    m_ok = offs_m < DO * HO * WO
-    n_ok = offs_n < COUT_G
-    od = offs_m // (HO * WO)
-    oh = (offs_m // WO) % HO
-    ow = offs_m % WO
+    # output positions, output channels of the group
+    b, offs_m, offs_n, m_ok, n_ok, grp, C_OUT = _group_tile(DO * HO * WO, COUT_G, COUT_G, BLOCK_M, BLOCK_N)
+    od, oh, ow = _unflatten(offs_m, HO, WO)
     co = grp * COUT_G + offs_n
     x_b = x + b.to(tl.int64) * sxb + grp * CIN_G * sxc
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, ACC)
     k_tiles = (CIN_G + BLOCK_K - 1) // BLOCK_K
     # one loop over (tap, channel tile), so that the compiler pipelines all of K
     for kk in range(TAPS * k_tiles):
-        t = kk // k_tiles
-        kd = t // (KH * KW)
-        kh = (t // KW) % KH
-        kw = t % KW
-        idd = od * sd - pd + kd * dd
-        ih = oh * sh - ph + kh * dh
-        iw = ow * sw - pw + kw * dw
-        row_ok = m_ok & (idd >= 0) & (idd < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        row = idd * sxd + ih * sxh + iw * sxw
-        offs_k = (kk % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < CIN_G
-        a = tl.load(x_b + row[:, None] + offs_k[None, :] * sxc, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        t, kd, kh, kw, offs_k, k_ok = _k_step(kk, k_tiles, CIN_G, KH, KW, BLOCK_K)
+        idd, ih, iw, inside = _reads(od, oh, ow, kd, kh, kw, D, H, W, sd, sh, sw, pd, ph, pw, dd, dh, dw)
+        row_ok = m_ok & inside
+        a = tl.load(x_b + (idd * sxd + ih * sxh + iw * sxw)[:, None] + offs_k[None, :] * sxc,
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         wt = tl.load(w + co[None, :] * swo + offs_k[:, None] * swi + t * swt,
                      mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
-        if R == 1:  # phi and psi scale the weight's input side; gamma waits for the epilogue
-            side = tl.full((BLOCK_K,), 1.0, ACC)
-            if HAS_P:
-                side = side * tl.load(phi + b * CIN_G + offs_k, mask=k_ok, other=0.0).to(ACC)
-            if HAS_S:
-                side = side * tl.load(psi + b * TAPS + t).to(ACC)
-            wt = wt * side[:, None]
-        else:
-            mod = tl.full((BLOCK_K, BLOCK_N), 0.0, ACC)
-            for r in tl.static_range(R):
-                side = tl.full((BLOCK_K,), 1.0, ACC)
-                if HAS_P:
-                    side = side * tl.load(phi + (b * R + r) * CIN_G + offs_k, mask=k_ok, other=0.0).to(ACC)
-                if HAS_S:
-                    side = side * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
-                out_side = tl.full((BLOCK_N,), 1.0, ACC)
-                if HAS_G:
-                    out_side = tl.load(gam + (b * R + r) * C_OUT + co, mask=n_ok, other=0.0).to(ACC)
-                mod += side[:, None] * out_side[None, :]
-            wt = wt * mod
-        acc = tl.dot(a.to(DOT), wt.to(DOT), acc, input_precision=PRECISION)
-    if R == 1 and HAS_G:
-        acc = acc * tl.load(gam + b * C_OUT + co, mask=n_ok, other=0.0).to(ACC)[None, :]
+        # K runs over input channels (phi), N over output channels (gamma: at rank 1, the epilogue)
+        acc = _modulated_dot(acc, a, wt, phi, offs_k, CIN_G, k_ok, gam, co, C_OUT, n_ok, psi, t, TAPS, b,
+                             R, HAS_P, HAS_G, HAS_S, ACC, PRECISION, DOT, BLOCK_K, BLOCK_N)
+    acc = _rank1_scaled(acc, gam, b, C_OUT, co, n_ok, R, HAS_G, ACC, BLOCK_N)
     if HAS_BIAS:
         acc += tl.load(bias + co, mask=n_ok, other=0.0).to(ACC)[None, :]
-    out = y + b.to(tl.int64) * syb + co[None, :] * syc + (od * syd + oh * syh + ow * syw)[:, None]
-    tl.store(out, acc.to(y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    _store_tile(y, acc, b, syb, co, syc, od, oh, ow, syd, syh, syw, m_ok, n_ok)
 
 
 def conv_backward_input(
@@ -113,68 +203,27 @@ def conv_backward_input(
     ACC: tl.constexpr, PRECISION: tl.constexpr, DOT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    tiles_m = (D * H * W + BLOCK_M - 1) // BLOCK_M
-    b = pid // tiles_m
-    offs_m = (pid % tiles_m) * BLOCK_M + tl.arange(0, BLOCK_M)  # input positions
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # input channels of the group
-    grp = tl.program_id(2)
-    C_OUT = COUT_G * tl.num_programs(2)
-    m_ok = offs_m < D * H * W
-    n_ok = offs_n < CIN_G
-    qd = offs_m // (H * W)
-    qh = (offs_m // W) % H
-    qw = offs_m % W
+    # input positions, input channels of the group
+    b, offs_m, offs_n, m_ok, n_ok, grp, C_OUT = _group_tile(D * H * W, CIN_G, COUT_G, BLOCK_M, BLOCK_N)
+    qd, qh, qw = _unflatten(offs_m, H, W)
     dy_b = dy + b.to(tl.int64) * sgb + grp * COUT_G * sgc
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, ACC)
     k_tiles = (COUT_G + BLOCK_K - 1) // BLOCK_K
     for kk in range(TAPS * k_tiles):  # one loop over (tap, channel tile), pipelined as a whole
-        t = kk // k_tiles
-        kd = t // (KH * KW)
-        kh = (t // KW) % KH
-        kw = t % KW
-        # the output position that reads input q through tap t, where there is one
-        td = qd + pd - kd * dd
-        th = qh + ph - kh * dh
-        tw = qw + pw - kw * dw
-        row_ok = m_ok & (td >= 0) & (th >= 0) & (tw >= 0) & (td % sd == 0) & (th % sh == 0) & (tw % sw == 0)
-        od = td // sd
-        oh = th // sh
-        ow = tw // sw
-        row_ok = row_ok & (od < DO) & (oh < HO) & (ow < WO)
+        t, kd, kh, kw, offs_k, k_ok = _k_step(kk, k_tiles, COUT_G, KH, KW, BLOCK_K)
+        od, oh, ow, read = _read_by(qd, qh, qw, kd, kh, kw, DO, HO, WO, sd, sh, sw, pd, ph, pw, dd, dh, dw)
+        row_ok = m_ok & read
         row = tl.where(row_ok, od * sgd + oh * sgh + ow * sgw, 0)
-        offs_k = (kk % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < COUT_G
         co = grp * COUT_G + offs_k
         a = tl.load(dy_b + row[:, None] + offs_k[None, :] * sgc, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         wt = tl.load(w + co[:, None] * swo + offs_n[None, :] * swi + t * swt,
                      mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
-        if R == 1:  # gamma and psi scale the weight's output side; phi waits for the epilogue
-            side = tl.full((BLOCK_K,), 1.0, ACC)
-            if HAS_G:
-                side = side * tl.load(gam + b * C_OUT + co, mask=k_ok, other=0.0).to(ACC)
-            if HAS_S:
-                side = side * tl.load(psi + b * TAPS + t).to(ACC)
-            wt = wt * side[:, None]
-        else:
-            mod = tl.full((BLOCK_K, BLOCK_N), 0.0, ACC)
-            for r in tl.static_range(R):
-                side = tl.full((BLOCK_K,), 1.0, ACC)
-                if HAS_G:
-                    side = side * tl.load(gam + (b * R + r) * C_OUT + co, mask=k_ok, other=0.0).to(ACC)
-                if HAS_S:
-                    side = side * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
-                in_side = tl.full((BLOCK_N,), 1.0, ACC)
-                if HAS_P:
-                    in_side = tl.load(phi + (b * R + r) * CIN_G + offs_n, mask=n_ok, other=0.0).to(ACC)
-                mod += side[:, None] * in_side[None, :]
-            wt = wt * mod
-        acc = tl.dot(a.to(DOT), wt.to(DOT), acc, input_precision=PRECISION)
-    if R == 1 and HAS_P:
-        acc = acc * tl.load(phi + b * CIN_G + offs_n, mask=n_ok, other=0.0).to(ACC)[None, :]
+        # K runs over output channels (gamma), N over input channels (phi: at rank 1, the epilogue)
+        acc = _modulated_dot(acc, a, wt, gam, co, C_OUT, k_ok, phi, offs_n, CIN_G, n_ok, psi, t, TAPS, b,
+                             R, HAS_G, HAS_P, HAS_S, ACC, PRECISION, DOT, BLOCK_K, BLOCK_N)
+    acc = _rank1_scaled(acc, phi, b, CIN_G, offs_n, n_ok, R, HAS_P, ACC, BLOCK_N)
     ci = grp * CIN_G + offs_n
-    out = dx + b.to(tl.int64) * sxb + ci[None, :] * sxc + (qd * sxd + qh * sxh + qw * sxw)[:, None]
-    tl.store(out, acc.to(dx.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    _store_tile(dx, acc, b, sxb, ci, sxc, qd, qh, qw, sxd, sxh, sxw, m_ok, n_ok)
 
 
 def conv_backward_weight(
@@ -202,9 +251,7 @@ def conv_backward_weight(
     co = grp * COUT_G + offs_m
     ci = grp * CIN_G + offs_n // TAPS
     t_n = offs_n % TAPS
-    kd = t_n // (KH * KW)
-    kh = (t_n // KW) % KH
-    kw = t_n % KW
+    kd, kh, kw = _unflatten(t_n, KH, KW)
     P = DO * HO * WO
     wt = tl.load(w + co[:, None] * swo + (offs_n // TAPS)[None, :] * swi + t_n[None, :] * swt,
                  mask=m_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
@@ -219,28 +266,20 @@ def conv_backward_weight(
         for p0 in range(0, P, BLOCK_K):
             offs_p = p0 + tl.arange(0, BLOCK_K)
             p_ok = (offs_p < P) & b_ok
-            od = offs_p // (HO * WO)
-            oh = (offs_p // WO) % HO
-            ow = offs_p % WO
+            od, oh, ow = _unflatten(offs_p, HO, WO)
             a = tl.load(dy_b + co[:, None] * sgc + (od * sgd + oh * sgh + ow * sgw)[None, :],
                         mask=m_ok[:, None] & p_ok[None, :], other=0.0)
-            idd = od[:, None] * sd - pd + kd[None, :] * dd
-            ih = oh[:, None] * sh - ph + kh[None, :] * dh
-            iw = ow[:, None] * sw - pw + kw[None, :] * dw
-            ok = p_ok[:, None] & n_ok[None, :] & (idd >= 0) & (idd < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            idd, ih, iw, inside = _reads(od[:, None], oh[:, None], ow[:, None], kd[None, :], kh[None, :], kw[None, :],
+                                         D, H, W, sd, sh, sw, pd, ph, pw, dd, dh, dw)
+            ok = p_ok[:, None] & n_ok[None, :] & inside
             cols = tl.load(x_b + ci[None, :] * sxc + idd * sxd + ih * sxh + iw * sxw, mask=ok, other=0.0)
             acc = tl.dot(a.to(DOT), cols.to(DOT), acc, input_precision=PRECISION)
         # acc = dL/dW_b on this tile; G = acc * W feeds the component gradients
         g = acc * wt
         for r in tl.static_range(R):
-            side = tl.full((BLOCK_N,), 1.0, ACC)
-            if HAS_P:
-                side = side * tl.load(phi + (b * R + r) * CIN_G + offs_n // TAPS, mask=n_ok, other=0.0).to(ACC)
-            if HAS_S:
-                side = side * tl.load(psi + (b * R + r) * TAPS + t_n, mask=n_ok, other=0.0).to(ACC)
-            out_side = tl.full((BLOCK_M,), 1.0, ACC)
-            if HAS_G:
-                out_side = tl.load(gam + (b * R + r) * C_OUT + co, mask=m_ok, other=0.0).to(ACC)
+            side = (_component(phi, b * R + r, CIN_G, offs_n // TAPS, n_ok, HAS_P, ACC, BLOCK_N)
+                    * _component(psi, b * R + r, TAPS, t_n, n_ok, HAS_S, ACC, BLOCK_N))
+            out_side = _component(gam, b * R + r, C_OUT, co, m_ok, HAS_G, ACC, BLOCK_M)
             if NEED_G:
                 tl.atomic_add(dgam + (b * R + r) * C_OUT + co, tl.sum(g * side[None, :], axis=1), mask=m_ok & b_ok)
             if NEED_SIDE:
@@ -260,46 +299,31 @@ def conv_forward_direct(
     R: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_G: tl.constexpr, HAS_P: tl.constexpr, HAS_S: tl.constexpr,
     ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    tiles_m = (DO * HO * WO + BLOCK_M - 1) // BLOCK_M
-    b = pid // tiles_m
-    offs_m = (pid % tiles_m) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels, all groups
-    m_ok = offs_m < DO * HO * WO
+    b, offs_m, offs_n, m_ok = _sample_tile(DO * HO * WO, BLOCK_M, BLOCK_N)  # output positions, channels of all groups
     n_ok = offs_n < C_OUT
-    od = offs_m // (HO * WO)
-    oh = (offs_m // WO) % HO
-    ow = offs_m % WO
+    od, oh, ow = _unflatten(offs_m, HO, WO)
     x_b = x + b.to(tl.int64) * sxb
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, ACC)
-    for i in range(CIN_G):
-        ci = (offs_n // COUT_G) * CIN_G + i
-        for t in range(TAPS):
-            kd = t // (KH * KW)
-            kh = (t // KW) % KH
-            kw = t % KW
-            idd = od * sd - pd + kd * dd
-            ih = oh * sh - ph + kh * dh
-            iw = ow * sw - pw + kw * dw
-            row_ok = m_ok & (idd >= 0) & (idd < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    for t in range(TAPS):  # the tap outside: its input rows are found once for all channels
+        kd, kh, kw = _unflatten(t, KH, KW)
+        idd, ih, iw, inside = _reads(od, oh, ow, kd, kh, kw, D, H, W, sd, sh, sw, pd, ph, pw, dd, dh, dw)
+        for i in range(CIN_G):
+            ci = (offs_n // COUT_G) * CIN_G + i
             wt = tl.load(w + offs_n * swo + i * swi + t * swt, mask=n_ok, other=0.0).to(ACC)
             mod = tl.full((BLOCK_N,), 0.0, ACC)
-            for r in tl.static_range(R):
-                m = tl.full((BLOCK_N,), 1.0, ACC)
-                if HAS_G:
-                    m = m * tl.load(gam + (b * R + r) * C_OUT + offs_n, mask=n_ok, other=0.0).to(ACC)
+            for r in tl.static_range(R):  # phi and psi are one number each here
+                m = _component(gam, b * R + r, C_OUT, offs_n, n_ok, HAS_G, ACC, BLOCK_N)
                 if HAS_P:
                     m = m * tl.load(phi + (b * R + r) * CIN_G + i).to(ACC)
                 if HAS_S:
                     m = m * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
                 mod += m
             a = tl.load(x_b + (idd * sxd + ih * sxh + iw * sxw)[:, None] + ci[None, :] * sxc,
-                        mask=row_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
+                        mask=(m_ok & inside)[:, None] & n_ok[None, :], other=0.0).to(ACC)
             acc += a * (wt * mod).to(x.dtype.element_ty).to(ACC)[None, :]
     if HAS_BIAS:
         acc += tl.load(bias + offs_n, mask=n_ok, other=0.0).to(ACC)[None, :]
-    out = y + b.to(tl.int64) * syb + offs_n[None, :] * syc + (od * syd + oh * syh + ow * syw)[:, None]
-    tl.store(out, acc.to(y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    _store_tile(y, acc, b, syb, offs_n, syc, od, oh, ow, syd, syh, syw, m_ok, n_ok)
 
 
 def conv_backward_input_direct(
@@ -310,51 +334,32 @@ def conv_backward_input_direct(
     R: tl.constexpr, HAS_G: tl.constexpr, HAS_P: tl.constexpr, HAS_S: tl.constexpr,
     ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    tiles_m = (D * H * W + BLOCK_M - 1) // BLOCK_M
-    b = pid // tiles_m
-    offs_m = (pid % tiles_m) * BLOCK_M + tl.arange(0, BLOCK_M)  # input positions
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # input channels, all groups
+    b, offs_m, offs_n, m_ok = _sample_tile(D * H * W, BLOCK_M, BLOCK_N)  # input positions, channels of all groups
     C_OUT = (C_IN // CIN_G) * COUT_G
-    m_ok = offs_m < D * H * W
     n_ok = offs_n < C_IN
-    qd = offs_m // (H * W)
-    qh = (offs_m // W) % H
-    qw = offs_m % W
+    qd, qh, qw = _unflatten(offs_m, H, W)
     i_loc = offs_n % CIN_G
     dy_b = dy + b.to(tl.int64) * sgb
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, ACC)
     for j in range(COUT_G):
         co = (offs_n // CIN_G) * COUT_G + j
         for t in range(TAPS):
-            kd = t // (KH * KW)
-            kh = (t // KW) % KH
-            kw = t % KW
-            td = qd + pd - kd * dd
-            th = qh + ph - kh * dh
-            tw = qw + pw - kw * dw
-            row_ok = m_ok & (td >= 0) & (th >= 0) & (tw >= 0) & (td % sd == 0) & (th % sh == 0) & (tw % sw == 0)
-            od = td // sd
-            oh = th // sh
-            ow = tw // sw
-            row_ok = row_ok & (od < DO) & (oh < HO) & (ow < WO)
+            kd, kh, kw = _unflatten(t, KH, KW)
+            od, oh, ow, read = _read_by(qd, qh, qw, kd, kh, kw, DO, HO, WO, sd, sh, sw, pd, ph, pw, dd, dh, dw)
+            row_ok = m_ok & read
             row = tl.where(row_ok, od * sgd + oh * sgh + ow * sgw, 0)
             wt = tl.load(w + co * swo + i_loc * swi + t * swt, mask=n_ok, other=0.0).to(ACC)
             mod = tl.full((BLOCK_N,), 0.0, ACC)
-            for r in tl.static_range(R):
-                m = tl.full((BLOCK_N,), 1.0, ACC)
-                if HAS_G:
-                    m = m * tl.load(gam + (b * R + r) * C_OUT + co, mask=n_ok, other=0.0).to(ACC)
-                if HAS_P:
-                    m = m * tl.load(phi + (b * R + r) * CIN_G + i_loc, mask=n_ok, other=0.0).to(ACC)
+            for r in tl.static_range(R):  # psi is one number here
+                m = (_component(gam, b * R + r, C_OUT, co, n_ok, HAS_G, ACC, BLOCK_N)
+                     * _component(phi, b * R + r, CIN_G, i_loc, n_ok, HAS_P, ACC, BLOCK_N))
                 if HAS_S:
                     m = m * tl.load(psi + (b * R + r) * TAPS + t).to(ACC)
                 mod += m
             a = tl.load(dy_b + row[:, None] + co[None, :] * sgc, mask=row_ok[:, None] & n_ok[None, :],
                         other=0.0).to(ACC)
             acc += a * (wt * mod).to(dy.dtype.element_ty).to(ACC)[None, :]
-    out = dx + b.to(tl.int64) * sxb + offs_n[None, :] * sxc + (qd * sxd + qh * sxh + qw * sxw)[:, None]
-    tl.store(out, acc.to(dx.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    _store_tile(dx, acc, b, sxb, offs_n, sxc, qd, qh, qw, sxd, sxh, sxw, m_ok, n_ok)
 
 
 def conv_backward_weight_direct(
@@ -372,9 +377,7 @@ def conv_backward_weight_direct(
     offs_n = (tl.program_id(0) % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
     i = tl.program_id(1) // TAPS
     t = tl.program_id(1) % TAPS
-    kd = t // (KH * KW)
-    kh = (t // KW) % KH
-    kw = t % KW
+    kd, kh, kw = _unflatten(t, KH, KW)
     n_ok = offs_n < C_OUT
     ci = (offs_n // COUT_G) * CIN_G + i
     dy_b = dy + b.to(tl.int64) * sgb
@@ -383,17 +386,12 @@ def conv_backward_weight_direct(
     for p0 in range(0, DO * HO * WO, BLOCK_M):
         offs_p = p0 + tl.arange(0, BLOCK_M)
         p_ok = offs_p < DO * HO * WO
-        od = offs_p // (HO * WO)
-        oh = (offs_p // WO) % HO
-        ow = offs_p % WO
-        idd = od * sd - pd + kd * dd
-        ih = oh * sh - ph + kh * dh
-        iw = ow * sw - pw + kw * dw
-        ok = p_ok & (idd >= 0) & (idd < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        od, oh, ow = _unflatten(offs_p, HO, WO)
+        idd, ih, iw, inside = _reads(od, oh, ow, kd, kh, kw, D, H, W, sd, sh, sw, pd, ph, pw, dd, dh, dw)
         a = tl.load(dy_b + (od * sgd + oh * sgh + ow * sgw)[:, None] + offs_n[None, :] * sgc,
                     mask=p_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
         v = tl.load(x_b + (idd * sxd + ih * sxh + iw * sxw)[:, None] + ci[None, :] * sxc,
-                    mask=ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
+                    mask=(p_ok & inside)[:, None] & n_ok[None, :], other=0.0).to(ACC)
         acc += tl.sum(a * v, axis=0)
     out = dw_b + (b.to(tl.int64) * C_OUT + offs_n) * (CIN_G * TAPS) + i * TAPS + t
     tl.store(out, acc, mask=n_ok)

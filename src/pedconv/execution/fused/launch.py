@@ -256,22 +256,41 @@ def _output_like(x: Tensor, shape: Sequence[int]) -> Tensor:
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
 
 
+def _interpreted_device_function(fn: Any) -> Any:
+    """``fn`` (a ``JITFunction``) as a device function for Triton's interpreter that, unlike
+    triton's own ``InterpretedFunction.__call__``, undoes its patching of ``triton.language`` when
+    it returns: left patched, ``tl.core`` breaks every later GPU compilation in the process."""
+    from triton.runtime import interpreter
+
+    class DeviceFunction(interpreter.InterpretedFunction):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            scope = interpreter._patch_lang(self.fn)
+            try:
+                return self.rewrite()(*args, **kwargs)
+            finally:
+                if scope is not None:
+                    scope.restore()
+
+    return DeviceFunction(fn.fn)
+
+
 @contextlib.contextmanager
 def _interpretable_language() -> Iterator[None]:
-    """While a kernel runs in the interpreter: ``tl.sum`` (itself a ``@triton.jit`` function,
-    compiled or interpreted by whether ``TRITON_INTERPRET`` was set when triton was first imported)
-    as an interpreted function, so that switching the interpreter on after importing torch works."""
-    from triton.runtime.interpreter import InterpretedFunction
+    """While a kernel runs in the interpreter: the ``@triton.jit`` device functions it calls
+    (``tl.sum``, compiled or interpreted by whether ``TRITON_INTERPRET`` was set when triton was
+    first imported, and :data:`.kernels.DEVICE_FUNCTIONS`, always compiled) as interpreted
+    functions, so that switching the interpreter on after importing torch works."""
     from triton.runtime.jit import JITFunction
 
-    compiled = tl.sum if isinstance(tl.sum, JITFunction) else None
-    if compiled is not None:
-        tl.sum = InterpretedFunction(compiled.fn)
+    swapped = [(tl, "sum", tl.sum)] + [(kernels, name, getattr(kernels, name)) for name in kernels.DEVICE_FUNCTIONS]
+    swapped = [(owner, name, fn) for owner, name, fn in swapped if isinstance(fn, JITFunction)]
+    for owner, name, fn in swapped:
+        setattr(owner, name, _interpreted_device_function(fn))
     try:
         yield
     finally:
-        if compiled is not None:
-            tl.sum = compiled
+        for owner, name, fn in swapped:
+            setattr(owner, name, fn)
 
 
 def _launch(kernel: Any, grid: Callable[[dict[str, Any]], tuple[int, ...]], blocks: dict[str, int],
