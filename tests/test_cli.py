@@ -84,9 +84,9 @@ def test_library_errors_map_to_exit_codes_in_process(tmp_path: Path, capsys: pyt
     assert pedconv.cli.main(["compare", "--models", "no_such_model", "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pedconv compare: error: unknown model 'no_such_model'") and err.count("\n") == 1
-    assert pedconv.cli.main(["eval", "--model", "cifar_resnet20", "--checkpoint", str(tmp_path / "x.pt")]) == 1
-    assert capsys.readouterr().err == ("pedconv eval: error: give either --checkpoint PATH, or --model NAME / "
-                                       "--authors-arch ARCH (with --weights)\n")
+    assert pedconv.cli.main(["eval", "--model", "cifar_resnet20", "--checkpoint", str(tmp_path / "x.pt")]) == 2
+    assert capsys.readouterr().err == ("pedconv eval: error: give either --checkpoint PATH or --model NAME / "
+                                       "--authors-arch ARCH (with --weights) (see pedconv eval --help)\n")
 
 
 # ----------------------------------------------------------------------------- `pedconv train`

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from pedconv.cli import main
 
@@ -100,6 +101,17 @@ def test_detect_trains_resumes_and_evaluates(tmp_path: Path, capsys: pytest.Capt
     assert {"AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR100"} <= set(result)
     again = _json_out(capsys, ["detect", "eval", "--checkpoint", str(out / "last.pt"), "--json"])
     assert again["AP"] == pytest.approx(result["AP"], abs=1e-6) and again["images"] == 16
+    # the one evaluation path of every task: size and FLOPs at the task's input size; the model's
+    # weights as a state dict file (under "state_dict", timm's loader) give the same AP
+    assert again["input_size"] == [3, 64, 64] and again["params"] > 1e6 and again["macs"] > 1e6
+    weights = tmp_path / "sd.pt"
+    torch.save({"state_dict": torch.load(out / "last.pt", weights_only=False)["model"]}, weights)
+    table = tmp_path / "eval.json"
+    assert main(["detect", "eval", "--quick", *cache, "--model", "ssd300_resnet18", "--weights", str(weights),
+                 "--json", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("model    ssd300_resnet18") and f"metrics  AP {again['AP']:.2f}" in printed
+    assert json.loads(table.read_text())["AP"] == pytest.approx(again["AP"], abs=1e-6)
 
 
 def test_adv_eval_takes_a_pedconv_train_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

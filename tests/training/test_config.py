@@ -123,7 +123,8 @@ def test_a_shipped_config_is_found_by_name_and_a_missing_one_lists_them(tmp_path
     assert load_yaml_config("fashion_mnist", parser) == by_path
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
     assert load_yaml_config("configs/fashion_mnist.yaml", parser) == by_path
-    with pytest.raises(ConfigError, match=r"^config nope.yaml: no such file, and not a shipped config \(shipped: fashion_mnist, "):
+    shipped = r"^config nope.yaml: no such file, and not a shipped config \(shipped: fashion_mnist, "
+    with pytest.raises(ConfigError, match=shipped):
         load_yaml_config("nope.yaml", parser)
     with pytest.raises(ConfigError, match="no such file"):
         load_yaml_config("elsewhere/fashion_mnist.yaml", parser)  # a path elsewhere is not the shipped file

@@ -31,13 +31,13 @@ def test_eval_reproduces_the_run_metrics(tiny_run: dict, tmp_path: Path, capsys:
     assert result["params"] > 50_000 and result["macs"] > 1_000_000 and result["eval_images_per_s"] > 0
     assert result["input_size"] == [1, 28, 28]
     out = capsys.readouterr().out
-    assert "top-1" in out
+    assert f"metrics  top1 {result['top1']:.2f}  top5 " in out and f"wrote {js}" in out
     # One parameter count everywhere (decoders apart): eval's line, the run's start line, the profiler's.
     model = pedconv.create_model("pedconv_cifar_resnet20", num_classes=10, in_chans=1, width=8)
     params, decoder = count_parameters(model)
     assert params == result["params"] == profile_model(model, (1, 1, 28, 28)).params and decoder > 0
     summary = parameter_summary(params, decoder)
-    assert f"params  {summary}   MACs" in out
+    assert f"params   {summary}   MACs" in out
     assert f"pedconv_cifar_resnet20: {summary}, fashion_mnist" in (Path(tiny_run["output_dir"]) / "log.txt").read_text()
     # --model + --weights (a bare state dict) gives the same numbers.
     sd = tmp_path / "sd.pt"

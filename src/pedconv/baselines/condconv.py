@@ -47,7 +47,7 @@ class CondConv2d(BaselineConv2d):
         )
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = False, num_experts: int = 4) -> CondConv2d:
+    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = False, **options: Any) -> CondConv2d:
         """A CondConv layer with ``conv``'s geometry and freshly initialised experts.
 
         CondConv's sigmoid routing weights do not sum to a constant, so the only way to
@@ -59,7 +59,7 @@ class CondConv2d(BaselineConv2d):
                 "CondConv2d cannot keep a converted conv's function without identical, never-diverging "
                 "experts; use preserve_function=False (fresh experts, conv geometry kept)"
             )
-        return cls._with_geometry_of(conv, num_experts=num_experts)
+        return cls._with_geometry_of(conv, **{"num_experts": 4, **options})
 
     def forward(self, x: Tensor) -> Tensor:
         routing = torch.sigmoid(self.routing(x.mean(dim=(2, 3))))

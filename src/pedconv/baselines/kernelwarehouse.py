@@ -148,14 +148,21 @@ class KWConv2d(BaselineConv2d):
         return self._warehouse[0]
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, warehouse: KernelWarehouse, **options: Any) -> KWConv2d:
-        """A KW layer with ``conv``'s geometry drawing from ``warehouse`` (fresh weights).
+    def from_conv(cls, conv: nn.Conv2d, *, preserve_function: bool = False, **options: Any) -> KWConv2d:
+        """A KW layer with ``conv``'s geometry drawing from ``options["warehouse"]`` (fresh weights:
+        cells shared between layers cannot start as one conv's weight; ``preserve_function=True``
+        is refused).
 
         >>> import torch.nn as nn
         >>> KWConv2d.from_conv(nn.Conv2d(8, 8, 3), warehouse=KernelWarehouse(4, 4, 4, 3)).num_cells
         4
         """
-        return cls._with_geometry_of(conv, warehouse=warehouse, **options)
+        if preserve_function:
+            raise ValueError("KWConv2d cannot keep a converted conv's function (its warehouse's cells are shared "
+                             "between layers); use preserve_function=False")
+        if "warehouse" not in options:
+            raise TypeError("KWConv2d.from_conv needs warehouse=KernelWarehouse(...)")
+        return cls._with_geometry_of(conv, **options)
 
     def attentions(self, x: Tensor) -> Tensor:
         """alpha, ``(B, m, n)``: the normalised attentions (over the ``n`` cells and the zero

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Union
 
 import yaml
@@ -20,7 +19,7 @@ from ..errors import UsageError
 
 __all__ = ["PRESETS", "load_preset"]
 
-_KEYS = {"models": list, "seeds": list, "width": (int, type(None)), "init_from": str, "train": dict}
+_KEYS: dict[str, Any] = {"models": list, "seeds": list, "width": (int, type(None)), "init_from": str, "train": dict}
 _REQUIRED = ("models", "seeds", "train")
 
 
@@ -47,9 +46,9 @@ def load_preset(preset: Union[str, os.PathLike]) -> dict[str, Any]:
     unknown = sorted(set(data) - set(_KEYS))
     missing = [k for k in _REQUIRED if k not in data]
     if unknown or missing:
-        raise UsageError(f"--preset {path}: " + "; ".join(
-            ([f"unknown keys {', '.join(unknown)}"] if unknown else []) + ([f"missing {', '.join(missing)}"] if missing else []))
-            + f" (keys: {', '.join(_KEYS)})")
+        problems = ([f"unknown keys {', '.join(unknown)}"] if unknown else []) + (
+            [f"missing {', '.join(missing)}"] if missing else [])
+        raise UsageError(f"--preset {path}: {'; '.join(problems)} (keys: {', '.join(_KEYS)})")
     for key, value in data.items():
         if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
             raise UsageError(f"--preset {path}: {key} is {value!r}, of the wrong type")

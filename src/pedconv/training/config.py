@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = [
     "RENAMED_OPTIONS",
     "ConfigError",
-    "add_eval_run_arguments",
     "add_model_kwargs_argument",
     "apply_mapping",
     "build_train_parser",
@@ -110,23 +109,6 @@ def add_model_kwargs_argument(group: Any, help: str) -> None:
     """The ``--model-kwargs KEY=VALUE ...`` option (merged over a YAML mapping) of ``train`` and ``eval``."""
     group.add_argument("--model-kwargs", nargs="*", default={}, action=_ModelKwargsAction, metavar="KEY=VALUE",
                        help=help)
-
-
-def add_eval_run_arguments(p: argparse.ArgumentParser, batch_size: int) -> Any:
-    """The hardware options of an evaluation (``pedconv eval``, ``pedconv <task> eval``); returns the group.
-
-    >>> g = add_eval_run_arguments(argparse.ArgumentParser(), 16)
-    >>> sorted(a.dest for a in g._group_actions)
-    ['amp', 'amp_dtype', 'batch_size', 'channels_last', 'device', 'threads']
-    """
-    g = p.add_argument_group("run")
-    g.add_argument("--batch-size", type=positive_int, default=batch_size)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    g.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA by default)")
-    g.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
-    g.add_argument("--channels-last", action="store_true")
-    return g
 
 
 def build_train_parser(parser: Optional[argparse.ArgumentParser], task: Task) -> argparse.ArgumentParser:

@@ -129,11 +129,18 @@ class Task:
     """Other commands whose checkpoints this task's ``eval`` also takes (``pedconv adv eval``: ``pedconv train``'s)."""
     probe_with_images: bool = False
     """Whether a random image batch can probe the model in training mode (DDP's unused-parameter check)."""
+    loads_authors_checkpoints: bool = False
+    """Whether its ``eval`` takes the authors' released classifiers (``--authors-arch``)."""
 
     @property
     def train_command(self) -> str:
         """The command line that trains this task (``pedconv detect train``)."""
         return f"pedconv {self.name} train"
+
+    @property
+    def eval_command(self) -> str:
+        """The command line that evaluates this task's models (``pedconv detect eval``)."""
+        return f"pedconv {self.name} eval"
 
     @property
     def curve_metrics(self) -> tuple[str, ...]:
@@ -149,6 +156,14 @@ class Task:
 
     def check_args(self, args: argparse.Namespace) -> None:
         """Refuse options that do not work together (raise a :class:`~pedconv.errors.UsageError`)."""
+
+    def add_eval_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The task's options of its ``eval`` (the data, say); default: all of :meth:`add_arguments`."""
+        self.add_arguments(parser)
+
+    def check_eval_args(self, args: argparse.Namespace) -> None:
+        """:meth:`check_args` for the ``eval`` options; default: the same checks."""
+        self.check_args(args)
 
     def input_size(self, args: argparse.Namespace, spec: DataSpec) -> tuple[int, int]:
         """The image size (height, width) the model sees (for the FLOP count and the DDP probe)."""

@@ -18,14 +18,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...errors import TrainOptionsError
+from ...errors import TrainOptionsError, UsageError
 from ...training.data import BatchPreprocessor, DataSpec
 from ...training.distributed import DistEnv, all_reduce_sum, sync_device
 from ...training.model_setup import ModelArgs
 from ...training.recipe import amp_dtype, autocast, build_criterion
 from ...training.task import StepResult, Task, TrainStep
 from ...utils.options import non_negative, number, probability
-from .data import add_image_data_arguments, build_data
+from .data import add_data_arguments, add_image_data_arguments, build_data
 
 __all__ = ["Classification", "ClassifyStep", "add_label_regularisation_arguments", "evaluate_classifier",
            "preprocessor", "topk_correct"]
@@ -160,11 +160,17 @@ class Classification(Task):
     best_metric = "val_top1"
     result_metrics = ("val_top1", "val_top5", "val_loss")
     probe_with_images = True
+    loads_authors_checkpoints = True
 
     @property
     def train_command(self) -> str:
         """``pedconv train``."""
         return "pedconv train"
+
+    @property
+    def eval_command(self) -> str:
+        """``pedconv eval``."""
+        return "pedconv eval"
 
     @property
     def curve_metrics(self) -> tuple[str, ...]:
@@ -184,6 +190,15 @@ class Classification(Task):
         if args.data == "imagefolder" and not args.data_dir:
             raise TrainOptionsError("--data imagefolder needs --data-dir DIR (the folder holding train/ and val/ with "
                                     "one subfolder per class)")
+
+    def add_eval_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The dataset options (defaults: the checkpoint's dataset and subset seed)."""
+        add_data_arguments(parser, defaults_from_checkpoint=True)
+
+    def check_eval_args(self, args: argparse.Namespace) -> None:
+        """An ImageFolder needs its folder."""
+        if args.data == "imagefolder" and not args.data_dir:
+            raise UsageError("--data imagefolder needs --data-dir DIR (val/ holds one subfolder per class)")
 
     def build_data(self, args: argparse.Namespace, need_train: bool = True) -> DataSpec:
         """Fashion-MNIST, CIFAR or an ImageFolder, as ``--data`` says."""
