@@ -134,3 +134,10 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+# pedconv's classifiers join timm's registry once timm is imported (now, or when it is): then
+# `import pedconv, timm; timm.create_model("pedconv_resnet18")` works, and so does timm's
+# train.py with --device-modules pedconv. Neither torch nor timm is imported here.
+from .timm import install_timm_hook  # noqa: E402
+
+install_timm_hook()

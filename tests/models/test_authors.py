@@ -40,9 +40,9 @@ class AuthorsDynConv(nn.Module):
         )
 
 
-def _authors_model(arch):
+def _authors_model(arch, num_classes=10):
     torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(num_classes=10)
+    model = getattr(torchvision.models, arch)(num_classes=num_classes)
     names = pedconv.select_convs(model, keep_shortcut=True)
     for name in names:
         parent, _, child = name.rpartition(".")

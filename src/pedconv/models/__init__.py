@@ -7,6 +7,8 @@
 * :mod:`.paper`         the published params / FLOPs of those builders (``PAPER_NUMBERS``)
 * :mod:`.cifar_resnet`  CIFAR-style ResNets for small images
 * :mod:`.authors`       loading the authors' released checkpoints
+* :mod:`.timm_models`   pedconv's classifiers in timm's registry (:mod:`pedconv.timm`)
+* :mod:`.weights`       released weights with their metadata (``PEDConvResNet18_Weights``), ``create_model(weights=)``
 * :mod:`.initialization` network-level initialisation rules (``init=`` of ``create_model``)
 """
 
@@ -15,15 +17,25 @@ from ._registry import create_model, list_models, model_entrypoint, register_mod
 from .authors import AUTHORS_ARCHS, load_authors_checkpoint
 from .cifar_resnet import CifarResNet, cifar_resnet
 from .paper import PAPER_NUMBERS
+from .weights import PEDConvResNet18_Weights, Weights, WeightsEnum, get_weights, weights_dir
 
 __all__ = [
     "AUTHORS_ARCHS",
     "PAPER_NUMBERS",
     "CifarResNet",
+    "PEDConvResNet18_Weights",
+    "Weights",
+    "WeightsEnum",
     "cifar_resnet",
     "create_model",
+    "get_weights",
     "list_models",
     "load_authors_checkpoint",
     "model_entrypoint",
     "register_model",
+    "weights_dir",
 ]
+
+from .timm_models import register_if_timm_is_imported
+
+register_if_timm_is_imported()  # timm is imported by now (zoo uses it): pedconv's classifiers join its registry

@@ -16,6 +16,15 @@ __all__ = ["check_builder_options", "create_model", "list_models", "model_entryp
 
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_weights_loader: Optional[Callable[[str, Any, Optional[int], dict[str, Any]], nn.Module]] = None
+
+
+def set_weights_loader(loader: Callable[[str, Any, Optional[int], dict[str, Any]], nn.Module]) -> None:
+    """``create_model(name, weights=...)``'s loader, ``loader(name, weights, num_classes, kwargs)``:
+    :mod:`pedconv.models.weights` sets it (the registry does not import the weights, which build
+    their models through the registry)."""
+    global _weights_loader
+    _weights_loader = loader
 
 
 def register_model(fn: _F) -> _F:
@@ -43,7 +52,8 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}{hint} (see pedconv.list_models())") from None
 
 
-def create_model(name: str, *, num_classes: Optional[int] = None, init: str = "default", **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, num_classes: Optional[int] = None, init: str = "default", weights: Any = None,
+                 **kwargs: Any) -> nn.Module:
     """Build a registered model.
 
     Args:
@@ -53,6 +63,11 @@ def create_model(name: str, *, num_classes: Optional[int] = None, init: str = "d
             the CIFAR-style ResNets).
         init: ``"default"`` (each layer's own initialisation) or ``"authors"``: the PEDConv
             authors' network-level one (:func:`pedconv.models.initialization.authors_init`).
+        weights: released weights (:mod:`pedconv.models.weights`): a member such as
+            ``PEDConvResNet18_Weights.AUTHORS_IMAGENET``, its name (``"DEFAULT"``), or the path of
+            its file; without a path the file is read from the cache folder
+            (:func:`~pedconv.models.weights.weights_dir`), and a missing one raises with where to
+            put it. With another ``num_classes`` the classifier starts fresh.
         **kwargs: passed to the builder (for PEDConv models, any :class:`~pedconv.PEDConv2d`
             option such as ``rank`` or ``components``, and conversion policies).
 
@@ -67,6 +82,11 @@ def create_model(name: str, *, num_classes: Optional[int] = None, init: str = "d
 
     builder = model_entrypoint(name)
     check_init(init)
+    if weights is not None:
+        if init != "default":
+            raise ValueError(f"init={init!r} does not apply with weights= (the weights set every parameter)")
+        assert _weights_loader is not None, "pedconv.models.weights sets the loader when pedconv.models is imported"
+        return _weights_loader(name, weights, num_classes, kwargs)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     return apply_init(builder(**kwargs), init)
