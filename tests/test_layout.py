@@ -7,7 +7,7 @@ import re
 import pytest
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "pedconv"
-README = SRC.parents[1] / "README.md"
+LAYOUT_PAGE = SRC.parents[1] / "docs" / "contributing.md"  # the docs page with the Layout section
 MODULES = sorted(SRC.rglob("*.py"))
 MAX_FUNCTION_LINES = 80
 
@@ -79,16 +79,16 @@ def test_no_module_shadows_the_standard_library():
     assert not shadowing, shadowing
 
 
-def test_the_readme_layout_names_every_package_and_top_level_module():
-    text = README.read_text()
+def test_the_docs_layout_names_every_package_and_top_level_module():
+    text = LAYOUT_PAGE.read_text()
     layout = text[text.index("## Layout") :]
     entries = [p for p in SRC.iterdir() if (p.is_dir() and (p / "__init__.py").exists()) or p.suffix == ".py"]
     missing = [p.name for p in entries if p.name not in {"__init__.py", "__main__.py"} and p.name not in layout]
-    assert not missing, f"README's Layout section does not mention {missing}"
+    assert not missing, f"the docs' Layout section does not mention {missing}"
     mentioned = set(re.findall(r"`([a-z_]+(?:/|\.py))`", layout))
     places = [SRC.parents[1], SRC, *(d for d in SRC.iterdir() if d.is_dir())]
     gone = [m for m in mentioned if not any((d / m.rstrip("/")).exists() for d in places)]
-    assert not gone, f"README's Layout section names files that do not exist: {gone}"
+    assert not gone, f"the docs' Layout section names files that do not exist: {gone}"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))

@@ -16,14 +16,14 @@ import torch
 from test_weights import _release  # an authors'-layout file of the released network (this folder is on sys.path)
 
 import pedconv
-import pedconv.models.timm_models as pt
-from pedconv.models import PEDConvResNet18_Weights
+import pedconv.timm as pt
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("order", ["import pedconv, timm", "import timm, pedconv"])
+@pytest.mark.parametrize("order", ["import pedconv, timm", "import timm, pedconv",
+                                   "import pedconv.baselines, timm"])  # timm first imported inside pedconv's imports
 def test_import_pedconv_and_timm_in_either_order_then_timm_creates_the_model(tmp_path, order):
     code = (f"{order}, torch; m = timm.create_model('pedconv_resnet18', num_classes=10); "
             "print(tuple(m.eval()(torch.randn(2, 3, 64, 64)).shape), type(m.layer1[0].conv1).__name__)")
@@ -35,7 +35,7 @@ def test_import_pedconv_and_timm_in_either_order_then_timm_creates_the_model(tmp
 
 def test_every_classifier_that_is_not_timms_is_registered_with_a_pretrained_cfg():
     names = pt.registered()
-    assert set(names) == set(pt._candidates()) and len(names) == len(set(names))
+    assert set(names) == set(pt._candidates()) == set(pt.TIMM_MODELS) and len(names) == len(set(names))
     assert {"pedconv_resnet18", "pedconv_resnet50", "pedconv_mobilenet_v2", "cifar_resnet20",
             "condconv_resnet50", "dyconv_resnet18", "odconv_resnet18", "dcd_resnet50"} <= set(names)
     assert set(timm.list_models("pedconv_*")) == {n for n in names if n.startswith("pedconv_")}
@@ -43,7 +43,7 @@ def test_every_classifier_that_is_not_timms_is_registered_with_a_pretrained_cfg(
     for name in pt.LEFT_TO_TIMM:  # the same architectures under timm's names: timm's own
         assert timm.models.model_entrypoint(name).__module__.startswith("timm.")
     cfg = timm.models.get_pretrained_cfg("pedconv_resnet18")
-    assert cfg.url == PEDConvResNet18_Weights.AUTHORS_IMAGENET.url and cfg.classifier == "fc"
+    assert "PEDConvResNet18_Weights.AUTHORS_IMAGENET" in cfg.notes[0] and cfg.classifier == "fc"
     assert timm.models.get_pretrained_cfg("cifar_resnet20").input_size == (3, 32, 32)
 
 

@@ -24,9 +24,10 @@ __all__ = ["CondConv2d"]
 class CondConv2d(BaselineConv2d):
     """Conv whose weight is ``sum_k sigmoid(r_k(x)) W_k`` over ``num_experts`` experts.
 
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``bias``: as in :class:`torch.nn.Conv2d` (integer padding).
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
-            as in :class:`torch.nn.Conv2d` (integer padding).
         num_experts: number of expert kernels K.
 
     Example:

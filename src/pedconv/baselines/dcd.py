@@ -75,10 +75,11 @@ def dcd_latent_dim(channels: int, rule: str = "paper", *, out_channels: int = 0,
 class DCDConv2d(BaselineConv2d):
     """Conv whose weight is ``Λ(x) W0 + P (Φ(x) + I) Q^T`` (dynamic convolution decomposition).
 
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``bias``: as in :class:`torch.nn.Conv2d` (integer padding; ``groups`` must be 1 and the
+    kernel odd, since the residual mixes all input channels at the centre tap).
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
-            as in :class:`torch.nn.Conv2d` (integer padding; ``groups`` must be 1 and the
-            kernel odd, since the residual mixes all input channels at the centre tap).
         latent_dim: L, a number or a rule of :data:`LATENT_RULES` (default "paper").
         pool: the branch pools to ``pool x pool`` (1: global average pooling, the paper), or
             "expand": 2 where ``Cin < Cout`` and 1 elsewhere (the official MobileNetV2).
@@ -209,8 +210,11 @@ class DCDLinear(nn.Module):
     ``L = 32`` and 32 hidden units): a 1x1 :class:`DCDConv2d` on the ``(B, C)`` features.
 
     Args:
-        in_features, out_features, bias: as in :class:`torch.nn.Linear`.
-        latent_dim, hidden: of the dynamic branch (32, 32).
+        in_features: as in :class:`torch.nn.Linear`.
+        out_features: as in :class:`torch.nn.Linear`.
+        bias: as in :class:`torch.nn.Linear`.
+        latent_dim: ``L`` of the dynamic branch (32).
+        hidden: the dynamic branch's hidden units (32).
 
     Example:
         >>> import torch, torch.nn as nn

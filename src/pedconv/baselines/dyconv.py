@@ -32,9 +32,10 @@ def dyconv_temperature(epoch: float, anneal_epochs: float = 10.0, start: float =
 class DyConv2d(BaselineConv2d):
     """Conv whose weight is ``sum_k softmax(a(x) / T)_k W_k`` over ``num_kernels`` kernels.
 
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``bias``: as in :class:`torch.nn.Conv2d` (integer padding).
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
-            as in :class:`torch.nn.Conv2d` (integer padding).
         num_kernels: K (4 in the paper).
         reduction: attention bottleneck ratio (hidden = max(4, Cin // reduction)).
         temperature: initial softmax temperature (30 in the paper).

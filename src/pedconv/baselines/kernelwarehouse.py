@@ -90,9 +90,10 @@ class KernelWarehouse(nn.Module):
 class KWConv2d(BaselineConv2d):
     """Conv whose kernel cells are attention mixtures of a shared warehouse's cells.
 
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``bias``: as in :class:`torch.nn.Conv2d` (integer padding, ``groups=1``).
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
-            as in :class:`torch.nn.Conv2d` (integer padding, ``groups=1``).
         warehouse: the shared :class:`KernelWarehouse`; its cells must tile the kernel (1x1
             cells tile any kernel tap by tap).
         reduction: attention hidden size ``max(int(Cin * reduction), 16)`` (1/16 in the paper).

@@ -42,9 +42,10 @@ __all__ = ["ODConv2d"]
 class ODConv2d(BaselineConv2d):
     """Omni-dimensional dynamic convolution with ``num_kernels`` kernels.
 
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``bias``, ``device``, ``dtype``: as in :class:`torch.nn.Conv2d` (integer zero padding).
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-        device, dtype: as in :class:`torch.nn.Conv2d` (integer zero padding).
         num_kernels: ``K`` (the ODConv paper's "1x" and "4x" models).
         reduction: squeeze ratio of the attention branch (1/16).
         min_hidden: smallest squeeze width (16).

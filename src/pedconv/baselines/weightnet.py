@@ -26,9 +26,10 @@ __all__ = ["WeightNetConv2d"]
 class WeightNetConv2d(BaselineConv2d):
     """Conv whose weight is a grouped FC of ``sigmoid(FC(FC(GAP(x))))`` (WeightNet).
 
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``bias``: as in :class:`torch.nn.Conv2d` (integer padding; the bias is static).
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:
-            as in :class:`torch.nn.Conv2d` (integer padding; the bias is static).
         ratio_m: M, the sigmoid layer has ``M * Cout`` units (2).
         groups_g: G, the last FC has ``G * Cout`` groups; must divide ``M * Cout`` (2).
         reduction: r, the first FC has ``R = max(16, Cin // r)`` units (16, the official code's).

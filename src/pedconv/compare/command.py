@@ -1,8 +1,9 @@
 """``pedconv compare``: train several models with one recipe over several seeds, and tabulate.
 
 The default is the project's main job: static, PEDConv, CondConv, DY-Conv, ODConv and DCD
-versions of a CIFAR-style ResNet-20 on real Fashion-MNIST (offline); it takes about 14 minutes on the
-2-core CPU this project is built on (README). ``--quick`` is a smoke version (< 2 minutes); ``--preset study`` is the
+versions of a CIFAR-style ResNet-20 on real Fashion-MNIST (offline); it takes about 14 minutes on
+the 2-core CPU this project is built on (the docs' results page). ``--quick`` is a smoke version
+(< 2 minutes); ``--preset study`` is the
 converged comparison and ``--preset ablations`` the paper's ablations at this scale (each
 about an hour on a 2-core CPU; both resumable).
 

@@ -1,7 +1,7 @@
 """The study presets of ``pedconv compare --preset NAME``: models, seeds, width and recipe.
 
 Each is a YAML file, ``pedconv/configs/studies/NAME.yaml`` (``configs/studies/`` in a checkout):
-this project's own setting for one published study (README, results/), with what it costs on
+this project's own setting for one published study (the docs' results page, results/), with what it costs on
 the 2-core CPU the project is built on. ``--preset`` also takes the path of a study file of
 your own, with the same keys.
 """

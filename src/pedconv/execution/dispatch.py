@@ -228,7 +228,10 @@ def pedconv_conv2d(
         gamma: ``(B, R, Cout)`` or ``None``.
         phi: ``(B, R, Cin/groups)`` or ``None``.
         psi: ``(B, R, kh*kw)`` or ``None``.
-        stride, padding, dilation, groups: as in ``F.conv2d`` (padding as integers).
+        stride: as in ``F.conv2d``.
+        padding: as in ``F.conv2d`` (integers).
+        dilation: as in ``F.conv2d``.
+        groups: as in ``F.conv2d``.
         strategy: a key of :data:`STRATEGIES` or ``"auto"``.
 
     Returns:

@@ -39,7 +39,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 ``"sigmoid"`` is the authors' choice (components start at 0.5). The default
 ``"scaled_sigmoid"`` (``2 * sigmoid``) has the same shape but starts at exactly 1 with
 zero-initialised heads, so a converted layer reproduces its static convolution without
-rescaling ``W_base`` (see the README for the measured effect).
+rescaling ``W_base`` (see the docs, "Layers and conversion", for the measured effect).
 """
 
 

@@ -56,9 +56,10 @@ class PEDConvNd(PEDConvBase):
     The positional arguments, output shape, ``weight`` (``W_base``) and ``bias`` are
     exactly those of ``nn.Conv2d``.
 
+    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``groups``, ``bias``, ``padding_mode``, ``device``, ``dtype``: as in :class:`torch.nn.Conv2d`.
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-        padding_mode, device, dtype: as in :class:`torch.nn.Conv2d`.
         rank: CP rank ``R`` of the perturbation tensor (Table 5b).
         components: non-empty subset of ``"gamma"``/``"output"``, ``"phi"``/``"input"``,
             ``"psi"``/``"kernel"`` (Table 5a). Disabled components are all ones.

@@ -6,7 +6,7 @@ weight ``W_base`` (``Cout x 1 x k x k``). For a depthwise weight ``phi`` (over t
 ``Cin/groups = 1`` input channels of a filter) is one number per rank and pixel; it is
 kept for uniformity with :class:`~pedconv.PEDConv2d` and folded into ``psi`` at execution.
 
-Choices where the paper is silent (documented in the README):
+Choices where the paper is silent (documented in the docs, "Models and their size"):
 
 * Strided layers: the generator reads the input average-pooled to the output resolution
   (the identity at stride 1 with 'same' padding), so each output pixel's components see its whole footprint.

@@ -7,7 +7,6 @@
 * :mod:`.paper`         the published params / FLOPs of those builders (``PAPER_NUMBERS``)
 * :mod:`.cifar_resnet`  CIFAR-style ResNets for small images
 * :mod:`.authors`       loading the authors' released checkpoints
-* :mod:`.timm_models`   pedconv's classifiers in timm's registry (:mod:`pedconv.timm`)
 * :mod:`.weights`       released weights with their metadata (``PEDConvResNet18_Weights``), ``create_model(weights=)``
 * :mod:`.initialization` network-level initialisation rules (``init=`` of ``create_model``)
 """
@@ -36,6 +35,3 @@ __all__ = [
     "weights_dir",
 ]
 
-from .timm_models import register_if_timm_is_imported
-
-register_if_timm_is_imported()  # timm is imported by now (zoo uses it): pedconv's classifiers join its registry

@@ -6,7 +6,7 @@ the row gives its ``input_size``: 300 for SSD300, 512 for the ADE20K segmenters)
 (81 for the paper's SSD: COCO's 80 classes and the background; 150 for ADE20K). "Table n" is
 the PEDConv paper; the ODConv rows are from the ODConv paper (Li et al., ICLR 2022), params
 only. ``pedconv profile`` sets its measurements beside these, and the tests hold every
-classification row to 2% / 3%; the Table 2/3 rows' gaps (segmentation heads) are in the README.
+classification row to 2% / 3%; the Table 2/3 rows' gaps (segmentation heads) are in the docs ("Models and their size").
 """
 
 from __future__ import annotations

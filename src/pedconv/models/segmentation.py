@@ -14,7 +14,7 @@ mmsegmentation models the paper used:
 
 The PEDConv versions convert every conv but the stem and the downsample shortcuts, decoder
 included (the paper's "all standard convolution layers except the first layer"): that
-reproduces Table 3's +8.2M, where converting the encoder only adds +3.0M (README, "Profile").
+reproduces Table 3's +8.2M, where converting the encoder only adds +3.0M (the docs, "Models and their size").
 
 Input: a normalised float ``[B, 3, H, W]`` batch (ImageNet mean/std), ``H`` and ``W`` multiples
 of 32 (UperNet) or 8 (PSPNet); output: logits ``[B, num_classes, H, W]``.

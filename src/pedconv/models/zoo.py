@@ -188,7 +188,7 @@ def odconv_cifar_resnet20(*, num_classes: int = 10, in_chans: int = 3, width: in
 def _spatial_resnet(model: nn.Module, kwargs: dict) -> nn.Module:
     # The 3x3 convs (conv2 of every bottleneck) become spatial-dynamic PEDConv on a
     # depthwise base; the remaining 1x1 convs are PEDConv as in PEDConv-ResNet. This is
-    # the policy that reproduces Table 6's parameter counts (see the README).
+    # the policy that reproduces Table 6's parameter counts (see the docs, "Models and their size").
     spatial_opts = {k: v for k, v in kwargs.items() if k in layer_options(SpatialPEDConv2d)}
     convert(model, inplace=True, layer=SpatialPEDConv2d, include="layer*.conv2", preserve_function=False,
             **spatial_opts)
@@ -227,7 +227,7 @@ _variant("pedconv_mobilenetv1_100_deep", pedconv_mobilenetv1_100,
 
 # ------------------------------------------------------------------------ baselines
 # Which convs are dynamic follows the papers where that reproduces their parameter counts;
-# otherwise every conv but the stem (README, "Baselines").
+# otherwise every conv but the stem (the docs, "Models and their size").
 @register_model
 def condconv_resnet50(*, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     """CondConv-ResNet-50: 8 experts (``num_experts=``) on the 3x3 convs, the policy that
