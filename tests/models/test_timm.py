@@ -21,16 +21,23 @@ import pedconv.timm as pt
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
+ORDERS = ["import pedconv, timm", "import timm, pedconv",
+          "import pedconv.baselines, timm"]  # the last: timm first imported inside pedconv's own imports
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("order", ["import pedconv, timm", "import timm, pedconv",
-                                   "import pedconv.baselines, timm"])  # timm first imported inside pedconv's imports
-def test_import_pedconv_and_timm_in_either_order_then_timm_creates_the_model(tmp_path, order):
-    code = (f"{order}, torch; m = timm.create_model('pedconv_resnet18', num_classes=10); "
-            "print(tuple(m.eval()(torch.randn(2, 3, 64, 64)).shape), type(m.layer1[0].conv1).__name__)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(SRC)))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["(2,", "10)", "PEDConv2d"]
+def test_import_pedconv_and_timm_in_any_order_then_timm_creates_the_model(tmp_path):
+    """Fresh interpreters, one per import order, run side by side."""
+    procs = {}
+    for order in ORDERS:
+        code = (f"{order}, torch; m = timm.create_model('pedconv_resnet18', num_classes=10); "
+                "print(tuple(m.eval()(torch.randn(2, 3, 64, 64)).shape), type(m.layer1[0].conv1).__name__)")
+        procs[order] = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(SRC)))
+    for order, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, (order, err)
+        assert out.split() == ["(2,", "10)", "PEDConv2d"], order
 
 
 def test_every_classifier_that_is_not_timms_is_registered_with_a_pretrained_cfg():

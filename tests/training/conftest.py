@@ -19,7 +19,7 @@ from pedconv.tasks.classification.readers import load_fashion_mnist
 ROOT = Path(__file__).resolve().parents[2]
 
 # The small, fast setting shared by the run tests.
-TINY: dict[str, Any] = dict(model="pedconv_cifar_resnet20", model_kwargs={"width": 8}, train_subset=4000,
+TINY: dict[str, Any] = dict(model="pedconv_cifar_resnet20", model_kwargs={"width": 8}, train_subset=2400,
                             val_subset=1000, batch_size=32, lr=1.6, warmup_epochs=0.2, epochs=2, threads=1, seed=0,
                             quiet=True)
 
@@ -47,7 +47,8 @@ def tiny() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: None) -> dict[str, Any]:
-    """250 steps of a width-8 PEDConv ResNet-20 on 4000 real Fashion-MNIST images (~25 s), run once."""
+    """150 steps of a width-8 PEDConv ResNet-20 on 2400 real Fashion-MNIST images (~13 s), run once
+    (val top-1 69% here: well past the 60% the tests ask for)."""
     out = tmp_path_factory.mktemp("tiny") / "run"
     start = time.perf_counter()
     result = train(dict(TINY, output=str(out)))

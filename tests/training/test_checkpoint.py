@@ -83,7 +83,7 @@ def test_saver_writes_the_schema_that_loading_restores(tmp_path: Path) -> None:
 def test_resume_rejects_corrupt_foreign_and_mismatched_checkpoints(tiny_run: dict, tmp_path: Path,
                                                                     tiny: dict[str, Any]) -> None:
     src = Path(tiny_run["last_checkpoint"])
-    quick = dict(tiny, epochs=3, train_subset=4000)
+    quick = dict(tiny, epochs=3)
     run = tmp_path / "run"
     run.mkdir()
     (run / "last.pt").write_bytes(src.read_bytes()[: src.stat().st_size // 2])

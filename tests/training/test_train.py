@@ -32,7 +32,7 @@ def _model_tensors(path: Path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- a real run
 @pytest.mark.usefixtures("fashion_mnist")
 def test_tiny_run_learns_fashion_mnist(tiny_run: dict) -> None:
-    """Well above chance (10%) after 250 steps: measured 73.4% on the 1000-image subset."""
+    """Well above chance (10%) after 150 steps: measured 69.0% on the 1000-image subset."""
     out = Path(tiny_run["output_dir"])
     final = tiny_run["final"]
     assert final["val_top1"] > 60.0, tiny_run["history"]
@@ -50,7 +50,7 @@ def test_tiny_run_learns_fashion_mnist(tiny_run: dict) -> None:
     assert expected <= set(records[0])
     assert records == tiny_run["history"]
     ckpt = load_training_checkpoint(out / "last.pt")
-    assert (ckpt["epoch"], ckpt["batches_done"], ckpt["global_step"]) == (2, 0, 250)
+    assert (ckpt["epoch"], ckpt["batches_done"], ckpt["global_step"]) == (2, 0, 150)  # 2 x 2400 / 32
     assert (ckpt["best_metric"], ckpt["best_value"]) == ("val_top1", max(r["val_top1"] for r in records))
     assert json.loads((out / "result.json").read_text())["val_top1"] == records[-1]["val_top1"]
     assert {"python", "numpy", "torch"} <= set(ckpt["rng"][0]["rng"])
