@@ -93,16 +93,37 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
     return cfg
 
 
+_TIMM_DEFAULTS = {"in_chans": 3, "drop_rate": 0.0, "drop_path_rate": 0.0}
+"""Keywords timm's ``train.py`` always passes, with the values that mean "nothing to do"."""
+
+
+def _drop_timm_defaults(name: str, kwargs: dict[str, Any]) -> None:
+    """Remove the keywords of :data:`_TIMM_DEFAULTS` that ``name``'s builder does not take when
+    they hold their do-nothing value; another value is an error naming it (not silently dropped)."""
+    import inspect
+
+    from .models import model_entrypoint
+
+    taken = inspect.signature(model_entrypoint(name)).parameters
+    for key, neutral in _TIMM_DEFAULTS.items():
+        if key in kwargs and key not in taken:
+            if kwargs[key] != neutral:
+                raise ValueError(f"{name}: timm's {key}={kwargs[key]!r} has no counterpart in pedconv's builder "
+                                 f"(only {key}={neutral!r} works)")
+            del kwargs[key]
+
+
 def _entrypoint(name: str) -> Callable[..., Any]:
     """A timm entry point named ``name`` that builds pedconv's model (timm's keywords handled)."""
     def build(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Optional[dict] = None,
               cache_dir: Any = None, **kwargs: Any) -> Any:
         from timm.models import resolve_pretrained_cfg
 
-        cfg = resolve_pretrained_cfg(name, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
         from .models import create_model
         from .models.weights import get_weights
 
+        cfg = resolve_pretrained_cfg(name, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
+        _drop_timm_defaults(name, kwargs)
         if pretrained:
             released, _ = get_weights(name, "DEFAULT")  # raises for a model without released weights
             model = create_model(name, weights=released.path(cache_dir), **kwargs)

@@ -98,3 +98,14 @@ def test_a_name_timm_has_for_another_model_is_an_error_naming_it(monkeypatch):
     with pytest.raises(pt.TimmNameClash, match="pedconv models named like timm's own: dyconv_resnet18 "):
         pt.register_with_timm(["pedconv_resnet18", "dyconv_resnet18"])
     assert pt.register_with_timm(["pedconv_resnet18"]) == pt.registered()  # registered already: nothing to do
+
+
+def test_the_keywords_timms_train_script_passes_are_taken_and_a_real_one_is_refused():
+    """timm's train.py calls create_model with in_chans, drop_rate, drop_path_rate... always."""
+    script = dict(pretrained=False, in_chans=3, num_classes=10, drop_rate=0.0, drop_path_rate=None,
+                  drop_block_rate=None, global_pool=None, bn_momentum=None, bn_eps=None, scriptable=None,
+                  checkpoint_path=None)
+    assert timm.create_model("pedconv_resnet18", **script).fc.out_features == 10
+    assert timm.create_model("cifar_resnet20", **dict(script, in_chans=1)).conv1.in_channels == 1  # its own option
+    with pytest.raises(ValueError, match=r"pedconv_resnet18: timm's drop_rate=0.2 has no counterpart"):
+        timm.create_model("pedconv_resnet18", **dict(script, drop_rate=0.2))

@@ -101,3 +101,18 @@ def test_task_builders_refuse_keywords_their_libraries_would_drop(name):
         pedconv.create_model(name, static_weight={})
     if "pspnet" in name:  # what smp passes on to the encoder still works
         assert pedconv.create_model(name, output_stride=16).encoder.layer4[0].conv1.dilation == (2, 2)
+
+
+def test_a_pedconv_model_builds_on_the_meta_device_for_deferred_initialisation():
+    """`with torch.device("meta")` (FSDP's deferred init, fast loading of big checkpoints): the
+    build must not compute on the default device (it called .item() on a meta tensor)."""
+    torch.manual_seed(0)
+    reference = pedconv.create_model("pedconv_resnet18", num_classes=7).eval()
+    with torch.device("meta"):
+        model = pedconv.create_model("pedconv_resnet18", num_classes=7)
+    assert all(p.is_meta for p in model.parameters())
+    model = model.to_empty(device="cpu").eval()
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)

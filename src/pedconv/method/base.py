@@ -274,7 +274,8 @@ class PEDConvBase(nn.Module):
 
     def initial_cp_value(self) -> float:
         """Every entry of ``sum_r gamma_r (x) phi_r (x) psi_r`` right after initialisation."""
-        a0 = float(ACTIVATIONS[self.activation](torch.zeros(())))
+        # a constant, computed on the CPU: the default device may be "meta" (deferred initialisation)
+        a0 = float(ACTIVATIONS[self.activation](torch.zeros((), device="cpu")))
         return self.rank * a0 ** len(self.components)
 
     def remove_decoder(self) -> None:
