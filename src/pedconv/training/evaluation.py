@@ -255,4 +255,5 @@ def report(task: Task, args: argparse.Namespace, result: Mapping[str, Any], out:
         return
     print(format_result(task, result), file=out)
     if args.json is not None:
-        print(f"wrote {atomic_write_text(args.json, text + chr(10))}", file=out)
+        path = atomic_write_text(args.json, text + "\n")
+        print(f"wrote {path}", file=out)
