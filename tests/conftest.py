@@ -7,7 +7,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two threads per test process; under pytest-xdist the workers share the cores instead of
+# oversubscribing them (torch's OpenMP threads spin while they wait).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(THREADS)
 
 settings.register_profile(
     "ci",
@@ -23,9 +27,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_threads():
+    """Seed 0 for every test; the thread count a test (or a CLI it calls) set is put back."""
     torch.manual_seed(0)
     yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 # The "triton" strategy on these CPU tensors runs in Triton's interpreter: switched on for every

@@ -49,7 +49,7 @@ def test_small_network_and_nd_sections_tiny():
 
 def test_cli_quick_writes_markdown_json_png(tmp_path):
     out = tmp_path / "bench"
-    assert cli_main(["bench", "--quick", "--out", str(out)]) == 0
+    assert cli_main(["bench", "--quick", "--threads", "1", "--out", str(out)]) == 0
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["layers"] and data["models"] and data["meta"]["quick"]
     assert "| resnet18" in out.with_suffix(".md").read_text()
