@@ -32,11 +32,11 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     rows = {r["model"]: r for r in data["rows"]}
     assert rows["pedconv_cifar_resnet20"]["params"] > rows["cifar_resnet20"]["params"]
     # One seed: the mean alone (its spread is unknown, not 0.00).
-    assert "±" not in table.split("\n", 2)[2] and rows["cifar_resnet20"]["top1_std"] is None
-    assert f"| {rows['cifar_resnet20']['top1_mean']:.2f} | — | 1 |" in table
+    assert "±" not in table.split("\n", 2)[2] and rows["cifar_resnet20"]["metric_std"] is None
+    assert f"| {rows['cifar_resnet20']['metric_mean']:.2f} | — | 1 |" in table
     # The dynamic model's top-1 minus the static baseline's, paired by seed.
     ped, static = rows["pedconv_cifar_resnet20"], rows["cifar_resnet20"]
-    assert ped["delta_vs_reference"] == [pytest.approx(ped["top1_mean"] - static["top1_mean"])]
+    assert ped["delta_vs_reference"] == [pytest.approx(ped["metric_mean"] - static["metric_mean"])]
     assert (ped["role"], static["role"]) == ("", "static baseline") and ped["train_time_s"] > 0
     assert ped["devices"] == static["devices"] == ["cpu"]  # read from each run's log.txt
     # Progress while it runs (not a terminal: a line per epoch, with the runs done and the time left).
@@ -46,7 +46,7 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     log = (out / "runs" / "pedconv_cifar_resnet20" / "seed0" / "log.txt").read_text()
     assert f"pedconv_cifar_resnet20: {format_count(rows['pedconv_cifar_resnet20']['params'])} parameters (+" in log
     assert rows["pedconv_cifar_resnet20"]["macs"] > rows["cifar_resnet20"]["macs"]
-    assert all(0.0 <= r["top1_mean"] <= 100.0 and r["train_images_per_s"] > 0 for r in data["rows"])
+    assert all(0.0 <= r["metric_mean"] <= 100.0 and r["train_images_per_s"] > 0 for r in data["rows"])
     assert data["meta"]["recipe"]["epochs"] == 1 and data["meta"]["extra_train_options"] == ["--threads", "1"]
     assert (out / "compare.png").is_file() and (out / "curves.png").is_file()
     assert data["meta"]["runs_time_s"] > 0
@@ -104,7 +104,7 @@ def test_times_are_compared_only_between_runs_on_the_first_runs_devices():
                _record("dyconv_cifar_resnet20", 0, 91.0, ["cuda", "cpu"], 5.0)]
     static, ped, dy = compare.summarize(records)
     assert static["train_time_s"] == 15.0 and ped["train_time_s"] == 40.0 and ped["train_images_per_s"] == 25.0
-    assert ped["top1_runs"] == [92.0, 90.0] and ped["delta_vs_reference"] == [2.0, -1.0]  # accuracy: every seed
+    assert ped["metric_runs"] == [92.0, 90.0] and ped["delta_vs_reference"] == [2.0, -1.0]  # accuracy: every seed
     assert dy["train_time_s"] is None and dy["devices"] == ["cuda+cpu"] and ped["timed_on"] == "cpu"
     table = compare.markdown([static, ped, dy])
     assert "train time (s) (cpu runs)" in table and "| cpu, cuda |" in table and "| — | — | — | cuda+cpu |" in table

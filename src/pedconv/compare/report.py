@@ -62,9 +62,8 @@ def summarize(records: list[dict[str, Any]], metric: str = "val_top1", also: Seq
     """One row per model: params, MACs (at the runs' input size), ``metric`` (the task's: top-1,
     AP, mIoU, PGD accuracy) mean/std over seeds, images per second, training time, and the metric
     minus the first model's (the reference) paired by seed. Rows keep the metric's name under
-    ``metric`` and its numbers under ``top1_mean``/``top1_std``/``top1_runs`` (named for
-    classification, the first task compared); the task's other metrics ``also`` (AP50, aAcc...)
-    under ``metrics``, each ``{"mean", "std", "runs"}``."""
+    ``metric`` and its numbers under ``metric_mean``/``metric_std``/``metric_runs``; the task's
+    other metrics ``also`` (AP50, aAcc...) under ``metrics``, each ``{"mean", "std", "runs"}``."""
     rows = []
     labels = list(dict.fromkeys(r["model"] for r in records))
     reference = {r["seed"]: r["final"][metric] for r in records if r["model"] == labels[0]}
@@ -73,12 +72,12 @@ def summarize(records: list[dict[str, Any]], metric: str = "val_top1", also: Seq
     timed_on = devices_of(next(r for r in records if r["model"] == labels[0]))
     for label in labels:
         runs = [r for r in records if r["model"] == label]
-        top1 = [r["final"][metric] for r in runs]
+        values = [r["final"][metric] for r in runs]
         deltas = [r["final"][metric] - reference[r["seed"]] for r in runs if r["seed"] in reference]
         params, macs = profile_record(runs[0])
-        m, s = mean_std(top1)
+        m, s = mean_std(values)
         rows.append({"model": label, "role": role_of(runs[0], label == labels[0]), "params": params,
-                     "macs": macs, "metric": metric, "top1_mean": m, "top1_std": s, "top1_runs": top1,
+                     "macs": macs, "metric": metric, "metric_mean": m, "metric_std": s, "metric_runs": values,
                      "seeds": [r["seed"] for r in runs], "metrics": _other_metrics(runs, also, metric),
                      "delta_vs_reference": deltas, "devices": [devices_of(r) for r in runs], "timed_on": timed_on,
                      **timings([r for r in runs if devices_of(r) == timed_on and "+" not in timed_on])})
@@ -133,8 +132,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     header = ["model", "params", "FLOPs (MACs)", f"{name} mean ± std", f"Δ {short} vs first row, per seed", "seeds",
               "train time (s)", "train img/s", "eval img/s"]
     body = [[f"{r['model']} ({r['role']})" if r.get("role") else r["model"], format_count(r["params"]),
-             f"{r['macs'] / 1e6:.2f}M", _top1(r), _deltas(r, i == 0), len(r["seeds"]), _number(r["train_time_s"]),
-             _number(r["train_images_per_s"]), _number(r["eval_images_per_s"])] for i, r in enumerate(rows)]
+             f"{r['macs'] / 1e6:.2f}M", _metric_text(r), _deltas(r, i == 0), len(r["seeds"]),
+             _number(r["train_time_s"]), _number(r["train_images_per_s"]), _number(r["eval_images_per_s"])]
+            for i, r in enumerate(rows)]
     others = list(dict.fromkeys(k for r in rows for k in r.get("metrics") or {}))
     for line, r in zip(body, rows):  # the task's other metrics, after the main one's columns
         line[5:5] = [_mean_std_text(r.get("metrics", {}).get(k)) for k in others]
@@ -181,18 +181,19 @@ def _deltas(row: dict[str, Any], reference: bool) -> str:
     return f"{statistics.fmean(deltas):+.2f} (" + ", ".join(f"{d:+.2f}" for d in deltas) + ")"
 
 
-def _top1(row: dict[str, Any]) -> str:
-    """``mean ± std``, or the mean alone for one seed (its spread is unknown, not zero)."""
-    mean, std = row["top1_mean"], row.get("top1_std")
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+def _metric_text(row: dict[str, Any]) -> str:
+    """``mean ± std`` of the row's metric, or the mean alone for one seed (its spread is unknown, not zero)."""
+    return _mean_std_text({"mean": row["metric_mean"], "std": row.get("metric_std")})
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
-    """Top-1 (mean, seed std as error bars) against parameters and against training time, one
-    point per model, the static baseline as a dashed line; None without matplotlib."""
+    """The task's metric (mean, seed std as error bars) against parameters and against training
+    time, one point per model, the static baseline as a dashed line; None without matplotlib."""
     plt = pyplot()
     if plt is None:  # plotting is optional
         return None
+    name = _metric_name(rows[0].get("metric", "val_top1") if rows else "val_top1")
+    short_name = name.replace(" (%)", "")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     markers = "osD^v<>pPX*h"
     for ax, key, xlabel in ((axes[0], "params", "parameters"), (axes[1], "train_time_s", "training time (s)")):
@@ -200,18 +201,18 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
             if r[key] is None:  # not timed: no run on the first row's devices
                 continue
             short = r["model"].replace("_cifar_resnet20", "").replace("cifar_resnet20", "static")
-            ax.errorbar(r[key], r["top1_mean"], yerr=r.get("top1_std") or 0.0, fmt=markers[i % len(markers)],
+            ax.errorbar(r[key], r["metric_mean"], yerr=r.get("metric_std") or 0.0, fmt=markers[i % len(markers)],
                         capsize=4, label=short + (f" ({r['role']})" if r.get("role") else ""))
-            ax.annotate(short, (r[key], r["top1_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax.annotate(short, (r[key], r["metric_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
         if rows and rows[0].get("role") == "static baseline":
-            ax.axhline(rows[0]["top1_mean"], color="gray", linestyle="--", linewidth=0.8)
+            ax.axhline(rows[0]["metric_mean"], color="gray", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel(xlabel + " (log scale)")
-        ax.set_ylabel(_metric_name(rows[0].get("metric", "val_top1")) if rows else "val top-1 (%)")
+        ax.set_ylabel(name)
         ax.grid(True, alpha=0.3)
-    axes[0].set_title("accuracy vs parameters")
-    axes[1].set_title(f"accuracy vs training time (this machine, {rows[0].get('timed_on', '?')} runs)" if rows
-                      else "accuracy vs training time")
+    axes[0].set_title(f"{short_name} vs parameters")
+    axes[1].set_title(f"{short_name} vs training time (this machine, {rows[0].get('timed_on', '?')} runs)" if rows
+                      else f"{short_name} vs training time")
     axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     save_figure(fig, path)
