@@ -214,9 +214,10 @@ def print_budget(plan: Plan, options: argparse.Namespace) -> None:
     subset = getattr(options, "train_subset", None)
     data = getattr(options, "data", None) or getattr(options, "data_dir", None) or "the offline scene set"
     task = "" if plan.task == "train" else f"--task {plan.task} "
+    width = "each model's own width" if plan.width is None else f"width {plan.width}"
     print(f"pedconv compare [{task}{plan.preset}]: {len(plan.specs)} models x {len(plan.seeds)} seeds = "
-          f"{len(plan.runs)} runs; each {options.epochs} epochs on {subset or 'all'} training images, width "
-          f"{plan.width}, batch {options.batch_size}, lr {options.lr} per {options.lr_base_batch}; data {data}; "
+          f"{len(plan.runs)} runs; each {options.epochs} epochs on {subset or 'all'} training images, {width}, "
+          f"batch {options.batch_size}, lr {options.lr} per {options.lr_base_batch}; data {data}; "
           f"output {plan.out}", flush=True)
 
 
