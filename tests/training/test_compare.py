@@ -38,7 +38,7 @@ def test_compare_runs_tabulates_and_skips_finished_runs(tmp_path, capsys):
     ped, static = rows["pedconv_cifar_resnet20"], rows["cifar_resnet20"]
     assert ped["delta_vs_reference"] == [pytest.approx(ped["metric_mean"] - static["metric_mean"])]
     assert (ped["role"], static["role"]) == ("", "static baseline") and ped["train_time_s"] > 0
-    assert ped["devices"] == static["devices"] == ["cpu"]  # read from each run's log.txt
+    assert ped["devices"] == static["devices"] == ["cpu"]  # from each run's result.json (its epoch records)
     # Progress while it runs (not a terminal: a line per epoch, with the runs done and the time left).
     assert "compare: run 1/2 cifar_resnet20 seed 0: epoch 1/1, val top-1 " in shown
     assert "compare: run 2/2 pedconv_cifar_resnet20 seed 0: epoch 1/1" in shown and "; 1/2 runs done, " in shown
