@@ -32,8 +32,9 @@ def test_registered_model(name):
     with torch.no_grad():
         y1, y2 = model(x), model(x)
     torch.testing.assert_close(y1, y2, rtol=0, atol=0)
-    with torch.device("meta"):  # a fresh instance, built without initialising (deferred init works for every model)
-        other = pedconv.create_model(name, num_classes=7)
+    with torch.device("meta"):  # a fresh instance, built without initialising (deferred init works for every model:
+        other = pedconv.create_model(name, num_classes=7)  # FSDP's, or fast loading; nothing computed on "meta")
+    assert all(t.is_meta for t in other.state_dict().values())
     other = other.to_empty(device="cpu").eval()
     other.load_state_dict(model.state_dict())  # then every tensor it computes with comes from the state dict
     with torch.no_grad():
@@ -104,17 +105,3 @@ def test_task_builders_refuse_keywords_their_libraries_would_drop(name):
     if "pspnet" in name:  # what smp passes on to the encoder still works
         assert pedconv.create_model(name, output_stride=16).encoder.layer4[0].conv1.dilation == (2, 2)
 
-
-def test_a_pedconv_model_builds_on_the_meta_device_for_deferred_initialisation():
-    """`with torch.device("meta")` (FSDP's deferred init, fast loading of big checkpoints): the
-    build must not compute on the default device (it called .item() on a meta tensor)."""
-    torch.manual_seed(0)
-    reference = pedconv.create_model("pedconv_resnet18", num_classes=7).eval()
-    with torch.device("meta"):
-        model = pedconv.create_model("pedconv_resnet18", num_classes=7)
-    assert all(p.is_meta for p in model.parameters())
-    model = model.to_empty(device="cpu").eval()
-    model.load_state_dict(reference.state_dict())
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
